@@ -1,0 +1,42 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - install, synthesize the corpora, train fp32 + DenseShift models, report
+#   make test   - install and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NATIVE := $(wildcard denseshift_speech/kernels/csrc/*.cpp denseshift_speech/kernels/csrc/*.h)
+
+.PHONY: install test demo results bench clean system-deps
+
+install: $(STAMP)
+
+# espeak-ng synthesizes the embedded corpora (Debian package; root on these machines).
+system-deps:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng; }
+
+# torch first (the native kernel compiles against it), then the package in editable
+# mode without build isolation so the build uses that torch instead of downloading one.
+$(STAMP): setup.cfg setup.py pyproject.toml $(NATIVE) | system-deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchaudio==2.11.0 setuptools wheel ninja
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) -m denseshift_speech.demo --out results/demo
+
+results: $(STAMP)
+	$(PY) -m denseshift_speech.demo --out results/full --full
+
+bench: $(STAMP)
+	$(VENV)/bin/denseshift-speech bench --json results/bench.json
+
+clean:
+	rm -rf build *.egg-info results/demo

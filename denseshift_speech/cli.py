@@ -1,0 +1,56 @@
+"""`denseshift-speech <verb>`: the one command-line entry point.
+
+Each verb lives in its own module, which exposes ``add_parser(subparsers)``; that
+function creates the verb's sub-parser and sets ``func`` (called with the parsed
+args, returns an exit code).  Modules are imported lazily so ``--help`` is fast and
+a verb's heavy dependencies load only when it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb -> module implementing it
+VERBS = {
+    "synth": "denseshift_speech.data.synth",
+    "prepare": "denseshift_speech.data.prepare_cli",
+    "bench": "denseshift_speech.bench",
+    "export": "denseshift_speech.export",
+    "stream": "denseshift_speech.streaming.cli",
+    "report": "denseshift_speech.report",
+}
+
+
+class UserError(Exception):
+    """An error the user caused and can fix; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="denseshift-speech",
+        description="DenseShift low-bit speech models: data, kernels, export, streaming, reports.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for verb, module_name in VERBS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                continue  # verb not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"denseshift-speech {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
