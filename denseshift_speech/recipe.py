@@ -1,0 +1,278 @@
+"""Glue the recipes share: hparams loading with DenseShift twins, applying DenseShift from
+hparams, per-epoch diagnostics, model sizes and the results JSON.
+
+Recipes stay thin (a Brain subclass + a data pipeline); everything here is what two or
+more recipes would otherwise repeat.
+
+Hparams twins: a DenseShift hparams file may start with ``extends: <fp file>``.  Its other
+top-level keys are laid over the full-precision file (new keys allowed), then the command
+line overrides go on top (those must name existing keys).  So ``conformer_ds.yaml``
+contains only its quantization block, and differs from ``conformer_fp.yaml`` in nothing
+else by construction.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from io import StringIO
+
+import ruamel.yaml
+import torch
+from hyperpyyaml import load_hyperpyyaml, resolve_references
+
+from .convert import DenseShiftConfig, QuantizeSummary, quantize_
+from .diagnostics import CodeFlipTracker, code_histograms, summarize_histograms
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+RESOLVED_HPARAMS = "hyperparams_resolved.yaml"
+
+
+class HparamsError(ValueError):
+    """Invalid hyperparameters: the message names the file/key and what was expected."""
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+def _yaml():
+    return ruamel.yaml.YAML()
+
+
+def merged_yaml_text(hparams_file: str, overrides: str | dict | None = None) -> str:
+    """The experiment as one YAML text: base file (if ``extends``) + twin keys + overrides,
+    with !ref/!copy resolved (tags like !new: are kept)."""
+    if not os.path.isfile(hparams_file):
+        raise HparamsError(f"hparams file not found: {hparams_file}")
+    with open(hparams_file) as f:
+        doc = _yaml().load(f) or {}
+    cli = _parse_overrides(overrides)
+    base_file, layer = hparams_file, {}
+    if "extends" in doc:
+        base_file = os.path.join(os.path.dirname(os.path.abspath(hparams_file)), str(doc["extends"]))
+        if not os.path.isfile(base_file):
+            raise HparamsError(f"{hparams_file}: 'extends' names {base_file}, which does not exist")
+        layer = {k: v for k, v in doc.items() if k != "extends"}
+    with open(base_file) as f:
+        base = _yaml().load(f) or {}
+    known = set(base) | set(layer)
+    unknown = sorted(set(cli) - known)
+    if unknown:
+        raise HparamsError(
+            f"unknown hparam(s) {', '.join(unknown)} for {hparams_file} "
+            f"(known keys: {', '.join(sorted(k for k in known if not k.startswith('_')))})")
+    # Top-level keys are replaced whole (a twin's 'denseshift' block replaces 'null').
+    for key, value in list(layer.items()) + list(cli.items()):
+        base[key] = value
+    stream = resolve_references(StringIO(_dump(base)))
+    return stream.getvalue()
+
+
+def load_hparams(hparams_file: str, overrides=None):
+    """(hparams dict, resolved yaml text).  Errors become one HparamsError naming the file."""
+    text = merged_yaml_text(hparams_file, overrides)
+    try:
+        return load_hyperpyyaml(text), text
+    except (ValueError, TypeError, KeyError) as err:
+        raise HparamsError(f"{hparams_file}: {err}") from err
+
+
+def _parse_overrides(overrides) -> dict:
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    return dict(_yaml().load(overrides) or {})
+
+
+def _dump(mapping) -> str:
+    out = StringIO()
+    _yaml().dump(mapping, out)
+    return out.getvalue()
+
+
+def exit_on_hparams_error(func):
+    """Run ``func``; an HparamsError prints one line and exits with status 2."""
+    try:
+        return func()
+    except HparamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------------------
+# DenseShift from hparams
+# ---------------------------------------------------------------------------
+
+def apply_denseshift(modules: dict, hparams: dict) -> QuantizeSummary | None:
+    """Quantize the recipe's trainable modules as ``hparams['denseshift']`` says.
+
+    ``modules`` maps the names used in include/exclude patterns (``CNN``, ``Transformer``,
+    ``ctc_lin``...) to modules.  With ``init: from_float`` and ``init_from_fp`` naming a
+    full-precision checkpoint folder (a Checkpointer ``CKPT+...`` directory or its
+    ``model.ckpt``), the float weights are loaded first and DenseShift starts from them.
+    Must run before the Brain builds its optimizer.
+    """
+    config = hparams.get("denseshift")
+    if config is None:
+        return None
+    if not isinstance(config, DenseShiftConfig):
+        raise HparamsError(f"'denseshift' must be a !new:denseshift_speech.DenseShiftConfig, "
+                           f"got {type(config).__name__}")
+    container = module_container(modules)
+    init_from = hparams.get("init_from_fp")
+    if init_from:
+        if config.init != "from_float":
+            raise HparamsError("init_from_fp is set but denseshift init is not 'from_float'")
+        load_float_checkpoint(container, init_from)
+    summary = quantize_(container, config)
+    logger.info("%s", summary)
+    return summary
+
+
+def module_container(modules: dict) -> torch.nn.ModuleDict:
+    """The recipe's modules under their hparams names: the namespace of DenseShift
+    patterns and of the packed model file."""
+    return torch.nn.ModuleDict({k: v for k, v in modules.items() if isinstance(v, torch.nn.Module)})
+
+
+def load_float_checkpoint(container: torch.nn.ModuleDict, path: str):
+    """Load a full-precision recipe checkpoint (Checkpointer layout: <dir>/model.ckpt)."""
+    ckpt = os.path.join(path, "model.ckpt") if os.path.isdir(path) else path
+    if not os.path.isfile(ckpt):
+        raise HparamsError(f"init_from_fp: no checkpoint at {ckpt}")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    model = torch.nn.ModuleList(container.values())
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or missing:
+        raise HparamsError(f"init_from_fp: {ckpt} does not match this architecture "
+                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+class EpochDiagnostics:
+    """Code-flip rate and code distribution, measured at the end of every training epoch."""
+
+    def __init__(self, model: torch.nn.Module | None):
+        self.tracker = CodeFlipTracker(model) if model is not None else None
+
+    def __call__(self) -> dict:
+        if self.tracker is None:
+            return {}
+        rates = self.tracker.update()
+        dist = summarize_histograms(code_histograms(self.tracker.model))
+        return {"code_flip": round(rates["total"], 5),
+                "code_dist": " ".join(f"{p:.2f}" for p in dist)}
+
+
+# ---------------------------------------------------------------------------
+# Sizes and results
+# ---------------------------------------------------------------------------
+
+def parameter_counts(model: torch.nn.Module, summary: QuantizeSummary | None) -> dict:
+    """Parameters of the model as its full-precision twin counts them (latents excluded)."""
+    if summary is None:
+        params = sum(p.numel() for p in model.parameters())
+        return {"params": params, "quantized_params": 0, "quantized_fraction": 0.0,
+                "fp32_bytes": 4 * params}
+    return {"params": summary.total_params, "quantized_params": summary.quantized_weights,
+            "quantized_fraction": round(summary.quantized_fraction, 4),
+            "fp32_bytes": 4 * summary.total_params}
+
+
+def write_results(folder: str, results: dict) -> str:
+    path = os.path.join(folder, RESULTS_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)  # never leave a half-written results file
+    return path
+
+
+class WallClock:
+    def __init__(self):
+        self.start = time.time()
+
+    def seconds(self) -> float:
+        return round(time.time() - self.start, 1)
+
+
+def save_resolved_hparams(folder: str, text: str) -> str:
+    """The whole experiment as one self-contained YAML (what export and stream rebuild)."""
+    path = os.path.join(folder, RESOLVED_HPARAMS)
+    from speechbrain.utils.distributed import if_main_process
+    if if_main_process():
+        os.makedirs(folder, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    return path
+
+
+def train_tokenizer(hparams: dict):
+    """SentencePiece trained on the training transcripts (once, on the main process)."""
+    from speechbrain.tokenizers.SentencePiece import SentencePiece
+    return SentencePiece(model_dir=os.path.join(hparams["save_folder"], "tokenizer"),
+                         vocab_size=hparams["vocab_size"], annotation_train=hparams["train_csv"],
+                         annotation_read="wrd", model_type=hparams["token_type"],
+                         character_coverage=1.0)
+
+
+def tokenizer_file(tokenizer) -> str:
+    return tokenizer.prefix_model_file + ".model"
+
+
+PACKED_FILE = "model.dsp"
+
+
+def normalizer_stats(normalize) -> dict:
+    """InputNormalization keeps its statistics outside the state dict; carry them."""
+    return {"glob_mean": normalize.glob_mean.flatten().tolist(),
+            "glob_std": normalize.glob_std.flatten().tolist()}
+
+
+def export_packed(hparams: dict, summary, task: str, tokenizer=None) -> str:
+    """Pack the trained modules in place and write <output_folder>/model.dsp.
+
+    The file is self-contained: resolved hparams (the architecture), the normalization
+    statistics and the tokenizer travel inside it, so ``denseshift-speech stream`` needs
+    nothing else.  Call after the last evaluation (the modules become inference-only).
+    """
+    from .deploy import pack_, save_packed
+    container = module_container(hparams["modules"])
+    if summary is not None:
+        pack_(container)
+    with open(os.path.join(hparams["output_folder"], RESOLVED_HPARAMS)) as f:
+        metadata = {"task": task, "arch": hparams["arch"], "hparams_yaml": f.read()}
+    if "normalize" in hparams["modules"]:
+        metadata["normalizer"] = json.dumps(normalizer_stats(hparams["modules"]["normalize"]))
+    blobs = {}
+    if tokenizer is not None:
+        with open(tokenizer_file(tokenizer), "rb") as f:
+            blobs["tokenizer.model"] = f.read()
+    path = os.path.join(hparams["output_folder"], PACKED_FILE)
+    save_packed(container, path, metadata=metadata, blobs=blobs)
+    return path
+
+
+def finish(hparams: dict, task: str, metrics: dict, summary, clock: "WallClock",
+           tokenizer=None) -> dict:
+    """Export the packed model and write results.json (task, arch, bits, sizes, metrics)."""
+    counts = parameter_counts(module_container(hparams["modules"]), summary)
+    train_seconds = clock.seconds()
+    packed = export_packed(hparams, summary, task, tokenizer)
+    config = hparams.get("denseshift")
+    results = {
+        "task": task, "arch": hparams["arch"], "experiment": hparams["experiment_name"],
+        "bits": config.bits if config is not None else 32,
+        "denseshift": config.to_dict() if config is not None else None,
+        **counts, "packed_bytes": os.path.getsize(packed), "packed_file": packed,
+        "epochs": hparams["epoch_counter"].current, "train_seconds": train_seconds,
+        **metrics,
+    }
+    write_results(hparams["output_folder"], results)
+    logger.info("results: %s", json.dumps({k: v for k, v in results.items() if k != "denseshift"}))
+    return results
