@@ -1,0 +1,324 @@
+"""Synthetic corpora: layout checks written independently of the generator, determinism,
+disjoint speakers, speech content, skip-when-done, CLI."""
+import hashlib
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                reason="espeak-ng not installed")
+
+from denseshift_speech.data import DataError  # noqa: E402
+from denseshift_speech.data.audio_checks import speech_check  # noqa: E402
+from denseshift_speech.data.synth import (synthesize_librispeech,  # noqa: E402
+                                          synthesize_speech_commands)
+
+LS_KW = dict(train_utts=36, dev_utts=8, test_utts=8, test_other_utts=8, train_speakers=6,
+             dev_speakers=2, test_speakers=2, test_other_speakers=2, jobs=2)
+CORE = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+GSC_KW = dict(words=tuple(CORE) + ("bed", "cat", "marvin"), train_speakers=3,
+              valid_speakers=2, test_speakers=2, repeats=1, filler_prob=0.7,
+              noise_seconds=12.0, jobs=2)
+
+
+def run_verb(argv):
+    """Like ``denseshift_speech.cli.main`` but builds only this verb's parser (so other
+    verbs under construction cannot break these tests)."""
+    import argparse
+    from denseshift_speech.cli import UserError
+    from denseshift_speech.data import synth as verb
+    parser = argparse.ArgumentParser(prog="denseshift-speech")
+    sub = parser.add_subparsers(dest="verb")
+    verb.add_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        import sys
+        print(f"denseshift-speech {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+
+
+@pytest.fixture(scope="module")
+def ls(tmp_path_factory):
+    a = tmp_path_factory.mktemp("ls_a")
+    b = tmp_path_factory.mktemp("ls_b")
+    sa = synthesize_librispeech(a, seed=3, **LS_KW)
+    sb = synthesize_librispeech(b, seed=3, **LS_KW)
+    return a, b, sa, sb
+
+
+@pytest.fixture(scope="module")
+def gsc(tmp_path_factory):
+    a = tmp_path_factory.mktemp("gsc_a")
+    b = tmp_path_factory.mktemp("gsc_b")
+    sa = synthesize_speech_commands(a, seed=5, **GSC_KW)
+    sb = synthesize_speech_commands(b, seed=5, **GSC_KW)
+    return a, b, sa, sb
+
+
+def tree_digest(root, skip=(".denseshift_synth.json",)):
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f in skip:
+                continue
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+# ---------------------------------------------------------------- LibriSpeech layout
+
+LS_SPLITS = {"train-clean-100", "dev-clean", "test-clean", "test-other"}
+UTT_LINE = re.compile(r"^(\d+)-(\d+)-(\d{4}) ([A-Z']+(?: [A-Z']+)*)$")
+
+
+def check_librispeech_layout(root):
+    """Independent checker of the LibriSpeech layout; returns {split: {spk: [texts]}}."""
+    top = set(os.listdir(root))
+    assert LS_SPLITS <= top, top
+    assert top - LS_SPLITS <= {"SPEAKERS.TXT", ".denseshift_synth.json"}, top
+    out = {}
+    for split in LS_SPLITS:
+        out[split] = {}
+        for spk in os.listdir(os.path.join(root, split)):
+            assert spk.isdigit(), spk
+            for chap in os.listdir(os.path.join(root, split, spk)):
+                assert chap.isdigit(), chap
+                cdir = os.path.join(root, split, spk, chap)
+                files = sorted(os.listdir(cdir))
+                trans = f"{spk}-{chap}.trans.txt"
+                assert trans in files
+                flacs = [f for f in files if f != trans]
+                assert all(re.fullmatch(rf"{spk}-{chap}-\d{{4}}\.flac", f) for f in flacs), flacs
+                with open(os.path.join(cdir, trans)) as fh:
+                    lines = fh.read().splitlines()
+                ids = []
+                for line in lines:
+                    m = UTT_LINE.match(line)
+                    assert m, line
+                    assert (m.group(1), m.group(2)) == (spk, chap)
+                    ids.append(line.split(" ", 1)[0])
+                    text = m.group(4)
+                    info = sf.info(os.path.join(cdir, ids[-1] + ".flac"))
+                    assert info.samplerate == 16000 and info.channels == 1
+                    assert info.format == "FLAC" and info.subtype == "PCM_16"
+                    n = len(text.split())
+                    assert 0.5 < info.duration < 20
+                    assert 0.12 * n < info.duration < 1.5 * n + 1.0, (line, info.duration)
+                    out[split].setdefault(spk, []).append(text)
+                assert sorted(ids) == sorted(f[:-5] for f in flacs)
+                assert ids == sorted(ids)
+    return out
+
+
+def test_librispeech_layout_and_stats(ls):
+    a, _, stats, _ = ls
+    content = check_librispeech_layout(a)
+    for split, n in (("train-clean-100", 36), ("dev-clean", 8), ("test-clean", 8),
+                     ("test-other", 8)):
+        assert sum(len(v) for v in content[split].values()) == n
+        assert stats[split]["utterances"] == n
+        assert stats[split]["speakers"] == len(content[split])
+        vocab = {w for v in content[split].values() for t in v for w in t.split()}
+        assert stats[split]["vocabulary"] == len(vocab)
+        assert stats[split]["hours"] > 0
+    assert stats["total"]["utterances"] == 60
+    assert stats["speech_check_failures"] == 0
+
+
+def test_librispeech_deterministic(ls, tmp_path):
+    a, b, sa, sb = ls
+    da, db = tree_digest(a), tree_digest(b)
+    assert da == db and len(da) > 60
+    sa, sb = dict(sa), dict(sb)
+    sa.pop("seconds"), sb.pop("seconds")
+    assert sa == sb
+    c = tmp_path / "c"
+    kw = dict(LS_KW, train_utts=12, dev_utts=4, test_utts=4, test_other_utts=4)
+    synthesize_librispeech(c, seed=4, **kw)
+    assert tree_digest(c) != da
+
+
+def test_librispeech_speakers_disjoint(ls):
+    a = ls[0]
+    spk = {s: set(os.listdir(os.path.join(a, s))) for s in LS_SPLITS}
+    splits = sorted(LS_SPLITS)
+    for i, s in enumerate(splits):
+        for t in splits[i + 1:]:
+            assert not spk[s] & spk[t], (s, t)
+    # and the voices behind them (voice+variant from SPEAKERS.TXT) are disjoint too
+    voices = {}
+    for line in open(os.path.join(a, "SPEAKERS.TXT")):
+        if line.startswith(";"):
+            continue
+        sid, sex, subset, minutes, name = [x.strip() for x in line.split("|")]
+        voices.setdefault(subset, set()).add(name.split()[0])
+    for i, s in enumerate(splits):
+        for t in splits[i + 1:]:
+            assert not voices[s] & voices[t]
+
+
+def test_librispeech_test_words_seen_in_train(ls):
+    content = check_librispeech_layout(ls[0])
+    train = {w for v in content["train-clean-100"].values() for t in v for w in t.split()}
+    for s in ("dev-clean", "test-clean", "test-other"):
+        words = {w for v in content[s].values() for t in v for w in t.split()}
+        assert words <= train, words - train
+
+
+def test_librispeech_contains_speech(ls):
+    root = ls[0]
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".trans.txt"):
+                for line in open(os.path.join(d, f)):
+                    uid, text = line.split(" ", 1)
+                    x, sr = sf.read(os.path.join(d, uid + ".flac"), dtype="float32")
+                    ok, why = speech_check(x, sr, len(text.split()))
+                    assert ok, (uid, why)
+                    # duration grows with the number of words
+                    assert len(x) / sr > 0.15 * len(text.split())
+
+
+def test_librispeech_audio_matches_its_transcript(ls):
+    """Utterance length follows transcript length (a shifted or swapped text/audio pairing
+    would destroy the correlation)."""
+    root = os.path.join(ls[0], "train-clean-100")
+    chars, secs = [], []
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".trans.txt"):
+                for line in open(os.path.join(d, f)):
+                    uid, text = line.split(" ", 1)
+                    chars.append(len(text.strip()))
+                    secs.append(sf.info(os.path.join(d, uid + ".flac")).duration)
+    assert np.corrcoef(chars, secs)[0, 1] > 0.6
+    per_char = np.array(secs) / np.array(chars)
+    assert per_char.min() > 0.02 and per_char.max() < 0.2
+
+
+def test_librispeech_test_other_is_harder(ls):
+    """test-other is noisier and faster than test-clean."""
+    root = ls[0]
+
+    def floor_and_rate(split):
+        floors, rates = [], []
+        for d, _, files in os.walk(os.path.join(root, split)):
+            for f in files:
+                if f.endswith(".trans.txt"):
+                    for line in open(os.path.join(d, f)):
+                        uid, text = line.split(" ", 1)
+                        x, sr = sf.read(os.path.join(d, uid + ".flac"), dtype="float32")
+                        e = 10 * np.log10(np.mean(x[: len(x) // 400 * 400].reshape(-1, 400) ** 2, 1) + 1e-12)
+                        floors.append(np.percentile(e, 95) - np.percentile(e, 10))
+                        rates.append(len(text.split()) / (len(x) / sr))
+        return np.median(floors), np.median(rates)
+
+    (c_clean, r_clean), (c_other, r_other) = floor_and_rate("test-clean"), floor_and_rate("test-other")
+    assert c_other < c_clean  # less contrast above the noise floor
+    assert r_other > r_clean  # more words per second
+
+
+def test_librispeech_skip_when_done_and_refuse_foreign(ls, tmp_path):
+    a = ls[0]
+    before = {p: os.path.getmtime(os.path.join(a, p)) for p in tree_digest(a)}
+    stats = synthesize_librispeech(a, seed=3, **LS_KW)
+    assert stats == ls[2]
+    after = {p: os.path.getmtime(os.path.join(a, p)) for p in tree_digest(a)}
+    assert before == after
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("user data")
+    with pytest.raises(DataError, match="not empty"):
+        synthesize_librispeech(foreign, seed=0, **LS_KW)
+    assert (foreign / "precious.txt").exists()
+
+
+# ---------------------------------------------------------------- Speech Commands layout
+
+FILE_RE = re.compile(r"^[0-9a-f]{8}_nohash_\d+\.wav$")
+
+
+def check_speech_commands_layout(root, core=CORE):
+    top = set(os.listdir(root))
+    assert {"validation_list.txt", "testing_list.txt", "_background_noise_"} <= top
+    words = sorted(d for d in top if os.path.isdir(os.path.join(root, d))
+                   and not d.startswith("_"))
+    assert set(core) <= set(words)
+    assert len(words) > len(core)  # filler words for 'unknown'
+    spk_of = {}
+    for w in words:
+        for f in os.listdir(os.path.join(root, w)):
+            assert FILE_RE.match(f), f
+            info = sf.info(os.path.join(root, w, f))
+            assert (info.samplerate, info.channels, info.frames) == (16000, 1, 16000)
+            assert info.format == "WAV" and info.subtype == "PCM_16"
+            spk_of[f"{w}/{f}"] = f.split("_nohash_")[0]
+    lists = {}
+    for name in ("validation_list.txt", "testing_list.txt"):
+        lines = open(os.path.join(root, name)).read().splitlines()
+        assert lines and all(line in spk_of for line in lines)
+        lists[name] = set(lines)
+    assert not lists["validation_list.txt"] & lists["testing_list.txt"]
+    train = set(spk_of) - lists["validation_list.txt"] - lists["testing_list.txt"]
+    spk = {k: {spk_of[x] for x in v} for k, v in
+           (("train", train), ("valid", lists["validation_list.txt"]),
+            ("test", lists["testing_list.txt"]))}
+    assert not spk["train"] & spk["valid"]
+    assert not spk["train"] & spk["test"]
+    assert not spk["valid"] & spk["test"]
+    bg = [f for f in os.listdir(os.path.join(root, "_background_noise_")) if f.endswith(".wav")]
+    assert bg
+    for f in bg:
+        info = sf.info(os.path.join(root, "_background_noise_", f))
+        assert info.samplerate == 16000 and info.channels == 1 and info.duration >= 10
+    return spk_of, spk
+
+
+def test_speech_commands_layout(gsc):
+    a, _, stats, _ = gsc
+    spk_of, spk = check_speech_commands_layout(a)
+    assert stats["total"]["utterances"] == len(spk_of)
+    assert stats["train"]["speakers"] == len(spk["train"]) == 3
+    assert stats["speech_check_failures"] == 0
+    for rel in spk_of:
+        x, sr = sf.read(os.path.join(a, rel), dtype="float32")
+        ok, why = speech_check(x, sr, 1)
+        assert ok, (rel, why)
+        # the word is roughly centred: energy centroid in the middle half
+        e = x.astype(np.float64) ** 2
+        centroid = (np.arange(len(e)) * e).sum() / e.sum() / len(e)
+        assert 0.2 < centroid < 0.8, rel
+
+
+def test_speech_commands_deterministic(gsc):
+    a, b, sa, sb = gsc
+    assert tree_digest(a) == tree_digest(b)
+
+
+def test_cli_synth(tmp_path, capsys):
+    main = run_verb
+    out = tmp_path / "sc"
+    args = ["synth", "speech-commands", str(out), "--seed", "1", "--train-speakers", "2",
+            "--valid-speakers", "1", "--test-speakers", "1", "--repeats", "1",
+            "--filler-prob", "0", "--noise-seconds", "10", "--words",
+            ",".join(CORE + ["cat"])]
+    assert main(args) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["total"]["utterances"] == 40 + 3
+    check_speech_commands_layout(out)
+    assert main(args) == 0  # second run: skipped, same stats
+    again = json.loads(capsys.readouterr().out)
+    assert again == stats
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x").write_text("x")
+    assert main(["synth", "librispeech", str(foreign)]) == 2
+    assert "not empty" in capsys.readouterr().err
