@@ -87,7 +87,10 @@ def _parse_overrides(overrides) -> dict:
         return {}
     if isinstance(overrides, dict):
         return dict(overrides)
-    return dict(_yaml().load(overrides) or {})
+    try:
+        return dict(_yaml().load(overrides) or {})
+    except ruamel.yaml.YAMLError as err:
+        raise HparamsError(f"could not read the command-line overrides: {err}") from err
 
 
 def _dump(mapping) -> str:
@@ -213,12 +216,45 @@ def save_resolved_hparams(folder: str, text: str) -> str:
 
 
 def train_tokenizer(hparams: dict):
-    """SentencePiece trained on the training transcripts (once, on the main process)."""
+    """SentencePiece trained on the training transcripts (once, on the main process).
+
+    Trained with identity normalization: transcripts are already normalized (upper-case
+    LibriSpeech style), and the default NFKC table alone weighs 237 KB -- more than a
+    demo model's packed weights -- and travels inside every packed model file.
+    """
     from speechbrain.tokenizers.SentencePiece import SentencePiece
-    return SentencePiece(model_dir=os.path.join(hparams["save_folder"], "tokenizer"),
-                         vocab_size=hparams["vocab_size"], annotation_train=hparams["train_csv"],
-                         annotation_read="wrd", model_type=hparams["token_type"],
-                         character_coverage=1.0)
+    from speechbrain.utils.distributed import run_on_main
+    model_dir = os.path.join(hparams["save_folder"], "tokenizer")
+    prefix = os.path.join(model_dir, f"{hparams['vocab_size']}_{hparams['token_type']}")
+    run_on_main(_train_sentencepiece, kwargs={
+        "csv_file": hparams["train_csv"], "prefix": prefix,
+        "vocab_size": hparams["vocab_size"], "model_type": hparams["token_type"]})
+    return SentencePiece(model_dir=model_dir, vocab_size=hparams["vocab_size"],
+                         model_type=hparams["token_type"])
+
+
+def _train_sentencepiece(csv_file, prefix, vocab_size, model_type):
+    import csv
+
+    import sentencepiece as spm
+    if os.path.isfile(prefix + ".model"):
+        return
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    with open(csv_file, newline="") as f:
+        lines = [row["wrd"] for row in csv.DictReader(f) if row["wrd"].strip()]
+    if not lines:
+        raise HparamsError(f"no transcripts in {csv_file} to train the tokenizer on")
+    text_file = prefix + "_train.txt"
+    with open(text_file, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        spm.SentencePieceTrainer.train(
+            input=text_file, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
+            character_coverage=1.0, normalization_rule_name="identity", unk_id=0, bos_id=-1,
+            eos_id=-1, pad_id=-1, minloglevel=2)
+    except RuntimeError as err:
+        raise HparamsError(f"tokenizer training failed for vocab_size={vocab_size} on "
+                           f"{csv_file}: {err}") from err
 
 
 def tokenizer_file(tokenizer) -> str:

@@ -34,8 +34,8 @@ class ASR(sb.Brain):
         if self.hparams.arch == "crdnn":
             return self.modules.CRDNN(feats)
         chunking = self.hparams.dynchunktrain_config_sampler(stage)
-        return self.modules.Transformer.encode(self.modules.CNN(feats), wav_lens,
-                                               dynchunktrain_config=chunking)
+        return self.modules.Transformer(self.modules.CNN(feats), wav_lens,
+                                        dynchunktrain_config=chunking)
 
     def compute_objectives(self, predictions, batch, stage):
         p_ctc, wav_lens = predictions

@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny synthetic LibriSpeech-layout corpus made once per session."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def tiny_librispeech(tmp_path_factory):
+    """24 training utterances and 6 per evaluation split, 4 held-out speakers each."""
+    from denseshift_speech.data import synthesize_librispeech
+    out = tmp_path_factory.mktemp("tiny_librispeech") / "LibriSpeech"
+    synthesize_librispeech(out, seed=3, train_utts=24, dev_utts=6, test_utts=6,
+                           test_other_utts=6, train_speakers=4, dev_speakers=2,
+                           test_speakers=2, test_other_speakers=2)
+    return str(out)
+
+
+def run_recipe(script, hparams, *overrides, timeout=600, check=True, launcher=None):
+    """Run a recipe's train.py as a user would; return the CompletedProcess."""
+    cmd = (launcher or [sys.executable]) + [os.path.join(ROOT, script),
+                                            os.path.join(ROOT, "hparams", hparams), *overrides]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc

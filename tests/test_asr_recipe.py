@@ -1,0 +1,144 @@
+"""The LibriSpeech recipe, run as a user runs it: smoke trainings of the four hparams files,
+learning, resume after a kill, torchrun on CPU, and bad hparams."""
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from conftest import ROOT, run_recipe
+from denseshift_speech import quant, recipe
+from denseshift_speech.nn import codes_and_scale, iter_denseshift
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "conformer": ["--d_model=32", "--nhead=2", "--num_encoder_layers=1", "--d_ffn=64",
+                  "--kernel_size=7", "--cnn_channels=[8,32]"],
+    "crdnn": ["--cnn_channels=[4,8]", "--rnn_layers=1", "--rnn_neurons=16", "--dnn_neurons=16"],
+}
+
+
+def tiny_args(arch, corpus, out, *extra, epochs=1):
+    return [f"--data_folder={corpus}", f"--output_folder={out}", f"--number_of_epochs={epochs}",
+            "--vocab_size=40", "--batch_size=4", "--synthesize_if_missing=False",
+            *TINY[arch], *extra]
+
+
+@pytest.mark.parametrize("hparams", ["conformer_fp.yaml", "conformer_ds.yaml",
+                                     "crdnn_fp.yaml", "crdnn_ds.yaml"])
+def test_smoke_training_writes_results_and_denseshift_checkpoint(hparams, tiny_librispeech, tmp_path):
+    arch = hparams.split("_")[0]
+    out = tmp_path / "run"
+    run_recipe("recipes/librispeech/train.py", hparams, *tiny_args(arch, tiny_librispeech, out))
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "asr" and results["arch"] == arch
+    assert set(results["wer"]) == {"test-clean", "test-other"}
+    assert all(0 <= v <= 200 for v in results["wer"].values())
+    assert (out / "wer_test-clean.txt").exists() and (out / "model.dsp").exists()
+    ckpts = glob.glob(str(out / "save" / "CKPT+*" / "model.ckpt"))
+    assert ckpts
+    if hparams.endswith("_ds.yaml"):
+        assert results["bits"] == 3 and results["quantized_fraction"] > 0.5
+        assert results["packed_bytes"] < results["fp32_bytes"] / 3
+        _assert_checkpoint_is_denseshift(out, ckpts[0], bits=3)
+    else:
+        assert results["bits"] == 32 and results["quantized_params"] == 0
+
+
+def _assert_checkpoint_is_denseshift(out, ckpt, bits):
+    """Rebuild the architecture, load the checkpoint strictly, read the effective weights."""
+    hparams = load_hyperpyyaml((out / recipe.RESOLVED_HPARAMS).read_text())
+    summary = recipe.apply_denseshift(hparams["modules"], hparams)
+    hparams["model"].load_state_dict(torch.load(ckpt, weights_only=True), strict=True)
+    container = recipe.module_container(hparams["modules"])
+    seen = 0
+    for name, module, pname in iter_denseshift(container):
+        codes, alpha = codes_and_scale(module, pname)
+        w = getattr(module, pname).detach()
+        unscaled = w / alpha.reshape(-1, *[1] * (w.dim() - 1))
+        assert torch.equal(unscaled, quant.decode(codes, bits)), name
+        assert (unscaled != 0).all()
+        seen += 1
+    assert seen == len(summary.entries)
+
+
+def _train_losses(out):
+    log = (out / "train_log.txt").read_text()
+    return [float(x) for x in re.findall(r"train loss: ([0-9.e+-]+)", log)]
+
+
+def test_ctc_loss_falls_on_a_handful_of_utterances(tiny_librispeech, tmp_path):
+    out = tmp_path / "learn"
+    run_recipe("recipes/librispeech/train.py", "conformer_fp.yaml",
+               *tiny_args("conformer", tiny_librispeech, out, "--max_train_utterances=8", "--warmup_steps=4", "--lr=0.003",
+                          "--augment_features=False", "--dropout=0.0", epochs=12))
+    losses = _train_losses(out)
+    assert len(losses) == 12
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_resume_continues_counters(tiny_librispeech, tmp_path):
+    out = tmp_path / "resume"
+    run_recipe("recipes/librispeech/train.py", "conformer_ds.yaml",
+               *tiny_args("conformer", tiny_librispeech, out))
+    second = run_recipe("recipes/librispeech/train.py", "conformer_ds.yaml",
+                        *tiny_args("conformer", tiny_librispeech, out, epochs=2))
+    assert "Loading a checkpoint" in second.stdout + second.stderr
+    log = (out / "train_log.txt").read_text()
+    epochs = [int(e) for e in re.findall(r"^epoch: (\d+)", log, re.M)]
+    assert epochs == [1, 2], log  # epoch 1 was not trained again
+    assert json.loads((out / "results.json").read_text())["epochs"] == 2
+
+
+def test_killed_mid_epoch_resumes_from_intra_epoch_checkpoint(tiny_librispeech, tmp_path):
+    out = tmp_path / "killed"
+    args = tiny_args("conformer", tiny_librispeech, out, "--ckpt_interval_minutes=0",
+                     "--ckpt_interval_steps=1", epochs=2)
+    cmd = [sys.executable, os.path.join(ROOT, "recipes/librispeech/train.py"),
+           os.path.join(ROOT, "hparams/conformer_ds.yaml"), *args]
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not glob.glob(str(out / "save" / "CKPT+*" / "dataloader-TRAIN.ckpt")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert glob.glob(str(out / "save" / "CKPT+*")), "no intra-epoch checkpoint was written"
+    assert not (out / "results.json").exists()
+    rerun = run_recipe("recipes/librispeech/train.py", "conformer_ds.yaml", *args)
+    assert "Loading a checkpoint" in rerun.stdout + rerun.stderr
+    assert json.loads((out / "results.json").read_text())["epochs"] == 2
+
+
+def test_torchrun_two_processes_on_cpu(tiny_librispeech, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                "--master_port=29533"]
+    run_recipe("recipes/librispeech/train.py", "conformer_ds.yaml",
+               *tiny_args("conformer", tiny_librispeech, out), "--distributed_backend=gloo",
+               launcher=torchrun)
+    assert len(glob.glob(str(out / "**" / "results.json"), recursive=True)) == 1
+    assert json.loads((out / "results.json").read_text())["bits"] == 3
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--no_such_key=1", "unknown hparam(s) no_such_key"),
+    ("--ds_bits=9", "bits must be an integer in 2..8, got 9"),
+    ("--data_folder=/nonexistent/LibriSpeech", "does not exist and synthesize_if_missing is False"),
+])
+def test_bad_hparams_fail_at_start(override, message, tmp_path):
+    proc = run_recipe("recipes/librispeech/train.py", "conformer_ds.yaml",
+                      f"--output_folder={tmp_path / 'bad'}", "--synthesize_if_missing=False",
+                      override, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
