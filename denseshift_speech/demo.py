@@ -1,8 +1,8 @@
 """`make demo` / `make results`: the whole user path, from nothing to a report.
 
-Runs the same commands a user types (each printed before it runs): synthesize the
-embedded corpora, train the full-precision and 3-bit DenseShift conformer and keyword
-spotter, write the report, then stream a few held-out test utterances through the packed
+Runs the same commands a user types (each printed before it runs): train the
+full-precision and 3-bit DenseShift conformer and keyword spotter (each recipe synthesizes
+its embedded corpus when missing), write the report, then stream a few held-out test utterances through the packed
 model.  Twin trainings run side by side, one thread each (2 cores here).
 
     python -m denseshift_speech.demo --out results/demo           # about 20 minutes
@@ -33,9 +33,9 @@ def kws_run(hparams: str, out: str, name: str, *extra: str) -> list:
 
 def plan(out: str, full: bool) -> list:
     """Stages; the commands inside a stage run in parallel."""
+    # Each recipe synthesizes its corpus when missing (the first of two twins to get
+    # there writes it, the other waits on its lock).
     stages = [
-        [[PY, "-m", "denseshift_speech", "synth", "librispeech", "data/synth_librispeech"],
-         [PY, "-m", "denseshift_speech", "synth", "speech-commands", "data/synth_speech_commands"]],
         [asr_run("conformer_fp.yaml", out, "conformer_fp"),
          asr_run("conformer_ds.yaml", out, "conformer_ds3")],
         [kws_run("kws_fp.yaml", out, "kws_fp"), kws_run("kws_ds.yaml", out, "kws_ds3")],

@@ -17,6 +17,9 @@ the recorded stats without synthesizing again.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -234,6 +237,20 @@ def _speakers(rng: random.Random, counts: dict, profiles: dict, id_fn) -> dict:
     return out
 
 
+def _exclusive(synthesize):
+    """Serialize syntheses of one folder across processes (two recipes started together,
+    DDP ranks): the second waits, then finds the corpus complete and returns at once."""
+    @functools.wraps(synthesize)
+    def wrapper(out_dir, *args, **kwargs):
+        lock_path = os.path.abspath(os.fspath(out_dir)).rstrip(os.sep) + ".lock"
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+        with open(lock_path, "w") as lock, contextlib.ExitStack() as stack:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            stack.callback(fcntl.flock, lock, fcntl.LOCK_UN)
+            return synthesize(out_dir, *args, **kwargs)
+    return wrapper
+
+
 def _check_or_clear(out_dir: str, options: dict, force: bool):
     """Return recorded stats when the corpus is complete with these options, else make
     ``out_dir`` ready for a fresh synthesis (only removing what we wrote earlier)."""
@@ -290,6 +307,7 @@ def _run_chunked(fn, tasks, key, jobs, max_chunk=40):
 # ---------------------------------------------------------------------------------------
 # LibriSpeech layout
 
+@_exclusive
 def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
                            dev_utts: int = 150, test_utts: int = 150,
                            test_other_utts: int = 150, train_speakers: int = 40,
@@ -430,6 +448,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
 # ---------------------------------------------------------------------------------------
 # Speech Commands layout
 
+@_exclusive
 def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILLERS,
                                train_speakers: int = 40, valid_speakers: int = 6,
                                test_speakers: int = 6, repeats: int = 2,
@@ -641,3 +660,8 @@ def _run_speech_commands(args):
         valid_speakers=args.valid_speakers, test_speakers=args.test_speakers,
         repeats=args.repeats, filler_prob=args.filler_prob,
         noise_seconds=args.noise_seconds, jobs=args.jobs, force=args.force, **kw)))
+
+
+def is_synthetic_corpus(folder) -> bool:
+    """True if ``folder`` was written (completely or partly) by this synthesizer."""
+    return any(os.path.isfile(os.path.join(folder, name)) for name in (MARKER, PARTIAL))

@@ -17,6 +17,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from denseshift_speech import recipe
 from denseshift_speech.data import prepare_librispeech, synthesize_librispeech
+from denseshift_speech.data.synth import is_synthetic_corpus
 
 
 class ASR(sb.Brain):
@@ -80,17 +81,23 @@ class ASR(sb.Brain):
 
 
 def check_data(hparams):
-    """The data folder exists, or is synthesized (main process only), or a clear error."""
+    """Use the data folder as it is, synthesize it (main process only), or fail clearly.
+
+    A folder written by `denseshift-speech synth` is handed back to the synthesizer, which
+    returns at once when it is complete with the same options and finishes it otherwise.
+    """
     folder = hparams["data_folder"]
-    if os.path.isdir(folder):
+    if os.path.isdir(folder) and not is_synthetic_corpus(folder):
         return
     if not hparams["synthesize_if_missing"]:
+        if os.path.isdir(folder):
+            return
         raise recipe.HparamsError(
             f"data_folder {folder!r} does not exist and synthesize_if_missing is False: "
             "point --data_folder at a LibriSpeech folder or allow synthesis")
     n_eval = hparams["synth_eval_utterances"]
     run_on_main(synthesize_librispeech, kwargs={
-        "out_dir": folder, "seed": hparams["seed"], "train_utts": hparams["synth_train_utterances"],
+        "out_dir": folder, "seed": hparams["synth_seed"], "train_utts": hparams["synth_train_utterances"],
         "dev_utts": n_eval, "test_utts": n_eval, "test_other_utts": n_eval})
 
 
