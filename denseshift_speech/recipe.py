@@ -262,6 +262,8 @@ def tokenizer_file(tokenizer) -> str:
 
 
 PACKED_FILE = "model.dsp"
+# Deterministic buffers SpeechBrain rebuilds with the architecture: not worth shipping.
+REBUILT_BUFFERS = ("*positional_encoding*.pe",)
 
 
 def normalizer_stats(normalize) -> dict:
@@ -290,7 +292,8 @@ def export_packed(hparams: dict, summary, task: str, tokenizer=None) -> str:
         with open(tokenizer_file(tokenizer), "rb") as f:
             blobs["tokenizer.model"] = f.read()
     path = os.path.join(hparams["output_folder"], PACKED_FILE)
-    save_packed(container, path, metadata=metadata, blobs=blobs)
+    save_packed(container, path, metadata=metadata, blobs=blobs, config=hparams.get("denseshift"),
+                rebuilt_buffers=REBUILT_BUFFERS)
     return path
 
 
