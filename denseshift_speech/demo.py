@@ -50,8 +50,7 @@ def plan(out: str, full: bool) -> list:
         ]
     stages.append([[PY, "-m", "denseshift_speech", "report", out, "--out", out]])
     stages.append([[PY, "-m", "denseshift_speech", "stream", f"{out}/conformer_ds3/model.dsp",
-                    "--manifest", f"{out}/conformer_ds3/test-clean.csv", "--limit", "4",
-                    "--fp32", f"{out}/conformer_fp/model.dsp"]])
+                    "--manifest", f"{out}/conformer_ds3/test-clean.csv", "--limit", "4"]])
     return stages
 
 

@@ -1,0 +1,228 @@
+"""`denseshift-speech stream`: streaming decoding of an exported model on a CPU.
+
+    denseshift-speech stream results/conformer_ds3/model.dsp --wav utt.flac
+    denseshift-speech stream MODEL --wav a.flac --wav b.flac --json
+    denseshift-speech stream MODEL --manifest results/conformer_ds3/test-clean.csv --limit 5
+    denseshift-speech stream MODEL --manifest test-clean.csv --sweep 8:4,16:4,32:4
+    denseshift-speech stream MODEL --manifest test-clean.csv --compare-fp32 --limit 10
+    denseshift-speech stream MODEL --mic --seconds 10
+
+Input policy: other sample rates are resampled to the model's rate, multi-channel audio is
+downmixed (mean), empty files are refused, silent files are decoded and flagged,
+non-finite samples are zeroed chunk by chunk and reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(subparsers):
+    from .defaults import DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CONTEXT
+    p = subparsers.add_parser(
+        "stream", help="stream audio through an exported model, chunk by chunk",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="exported model file (model.dsp: packed DenseShift or fp32)")
+    src = p.add_argument_group("input (one of)")
+    src.add_argument("--wav", action="append", default=[], metavar="FILE",
+                     help="audio file (any soundfile format); repeat for several")
+    src.add_argument("--manifest", metavar="CSV",
+                     help="recipe CSV (ID,duration,wav,spk_id,wrd): hypothesis beside reference")
+    src.add_argument("--mic", action="store_true",
+                     help="microphone input (needs the sounddevice package and a microphone)")
+    p.add_argument("--limit", type=int, default=5, help="utterances of --manifest (default 5; 0: all)")
+    p.add_argument("--seconds", type=float, default=None, help="--mic: stop after this long")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                   help=f"encoder frames per chunk, 40 ms each (default {DEFAULT_CHUNK_SIZE})")
+    p.add_argument("--left-context", type=int, default=DEFAULT_LEFT_CONTEXT,
+                   help=f"chunks of attention left context (default {DEFAULT_LEFT_CONTEXT})")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--realtime", action="store_true",
+                   help="pace file input in real time (default: as fast as possible)")
+    p.add_argument("--fp32", action="store_true",
+                   help="decode the packed weights to dense fp32 layers (full-precision compute "
+                        "twin, same values) for comparison")
+    p.add_argument("--full-context", action="store_true",
+                   help="also decode each input offline with full context (the recipe's "
+                        "evaluation) and report both")
+    p.add_argument("--sweep", metavar="C:L,...",
+                   help="with --manifest: latency/WER trade-off over chunk:left-context configs")
+    p.add_argument("--compare-fp32", action="store_true",
+                   help="with --manifest: packed vs its fp32 twin, side by side (compute per "
+                        "chunk, RTF, ratio)")
+    p.add_argument("--repeats", type=int, default=3, help="--compare-fp32 repeats (default 3)")
+    p.add_argument("--json", action="store_true",
+                   help="print only the summary and transcript(s) as one JSON object")
+    p.set_defaults(func=run)
+    return p
+
+
+def _parse_sweep(text):
+    from ..cli import UserError
+    configs = []
+    for item in text.split(","):
+        try:
+            c, _, l = item.partition(":")
+            configs.append((int(c), int(l) if l else 4))
+        except ValueError:
+            raise UserError(f"--sweep: {item!r} is not CHUNK:LEFT (e.g. 16:4)") from None
+    return configs
+
+
+def run(args) -> int:
+    from ..cli import UserError
+    sources = sum([bool(args.wav), bool(args.manifest), bool(args.mic)])
+    if sources != 1:
+        raise UserError("give exactly one input: --wav FILE (repeatable), --manifest CSV or --mic")
+    if args.chunk_size < 1:
+        raise UserError(f"--chunk-size must be >= 1 frame, got {args.chunk_size}")
+    if args.left_context < 0:
+        raise UserError(f"--left-context must be >= 0 chunks, got {args.left_context}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if (args.sweep or args.compare_fp32) and not args.manifest:
+        raise UserError("--sweep and --compare-fp32 need --manifest")
+    if args.mic:
+        _check_mic()
+
+    import torch
+    torch.set_num_threads(args.threads)
+    from .audio import AudioError
+    from .model import ModelFileError, load_model
+    try:
+        model = load_model(args.model, fp32=args.fp32)
+    except ModelFileError as err:
+        raise UserError(str(err)) from None
+    try:
+        if args.manifest:
+            return _run_manifest(args, model)
+        if args.mic:
+            return _run_mic(args, model)
+        return _run_files(args, model)
+    except AudioError as err:
+        raise UserError(str(err)) from None
+
+
+def _run_manifest(args, model) -> int:
+    from .run import compare_fp32, stream_manifest, sweep
+    if args.compare_fp32:
+        res = compare_fp32(args.model, args.manifest, args.limit or None, args.chunk_size,
+                           args.left_context, args.repeats, out=None if args.json else sys.stdout)
+        if args.json:
+            print(json.dumps(res))
+        return 0
+    if args.sweep:
+        rows = sweep(model, args.manifest, _parse_sweep(args.sweep), args.limit or None,
+                     out=None if args.json else sys.stdout)
+        if args.json:
+            print(json.dumps({"model": model.path, "manifest": args.manifest, "sweep": rows}))
+        return 0
+    s = stream_manifest(model, args.manifest, args.limit or None, args.chunk_size,
+                        args.left_context, full_context=True, realtime=args.realtime,
+                        threads=None, out=None if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(s))
+    return 0
+
+
+def _run_files(args, model) -> int:
+    import torch
+
+    from .audio import read_audio
+    from .decoder import StreamingDecoder, decode_full
+    from .run import count_packed_calls, format_summary, merge_stats, stream_samples, summary
+    audios = [read_audio(path, model.sample_rate) for path in args.wav]  # check all first
+    dec = StreamingDecoder(model, args.chunk_size, args.left_context)
+    stats, utts = [], []
+    with count_packed_calls(model) as calls:
+        for audio in audios:
+            for note in audio.notes:
+                print(f"denseshift-speech stream: note: {audio.path}: {note}", file=sys.stderr)
+            if not args.json:
+                print(f"{audio.path} ({audio.seconds:.2f} s)", flush=True)
+
+            def show(h):
+                if not args.json:
+                    tag = "final  " if h.is_final else "partial"
+                    print(f"  {h.audio_seconds:6.2f}s {tag} {h.display()}", flush=True)
+
+            hyp = stream_samples(dec, audio.samples, args.realtime, show)
+            for start, n in dec.stats.nonfinite_events:
+                print(f"denseshift-speech stream: warning: {audio.path}: {n} non-finite samples "
+                      f"(NaN/inf) at {start:.2f} s replaced by zeros", file=sys.stderr)
+            stats.append(dec.stats)
+            utt = {"wav": audio.path, "transcript": hyp.text, "audio_seconds": round(audio.seconds, 3),
+                   "input_notes": audio.notes,
+                   "nonfinite_samples_zeroed": dec.stats.nonfinite_samples}
+            if args.full_context:
+                tokens, _, _ = decode_full(model, torch.nan_to_num(audio.samples, 0.0, 0.0, 0.0),
+                                           floor="utterance")
+                utt["transcript_full_context"] = model.tokenizer.decode_ids(tokens) if tokens else ""
+                if not args.json:
+                    print(f"  full context: {utt['transcript_full_context']}")
+            utts.append(utt)
+    s = summary(model, dec, merge_stats(stats), calls["calls"])
+    if len(utts) == 1:
+        s["transcript"] = utts[0]["transcript"]
+    s["utterances"] = utts
+    if args.json:
+        print(json.dumps(s))
+    else:
+        print(format_summary(s))
+    return 0
+
+
+def _check_mic():
+    from ..cli import UserError
+    try:
+        import sounddevice as sd
+    except ImportError:
+        raise UserError("--mic needs the 'sounddevice' Python package (pip install sounddevice) "
+                        "and a microphone; use --wav FILE instead") from None
+    except OSError as err:  # PortAudio library missing
+        raise UserError(f"--mic: sounddevice cannot load PortAudio ({err}); use --wav FILE") from None
+    try:
+        sd.query_devices(kind="input")
+    except Exception as err:
+        raise UserError(f"--mic: no microphone (input device) found ({err}); use --wav FILE") from None
+
+
+def _run_mic(args, model) -> int:
+    import time
+
+    import sounddevice as sd
+    import torch
+
+    from .decoder import StreamingDecoder
+    from .run import count_packed_calls, format_summary, summary
+    dec = StreamingDecoder(model, args.chunk_size, args.left_context)
+    if not args.json:
+        print(f"listening at {model.sample_rate} Hz (Ctrl-C to stop)...", file=sys.stderr)
+    t_end = time.monotonic() + args.seconds if args.seconds else None
+    with count_packed_calls(model) as calls:
+        try:
+            with sd.InputStream(samplerate=model.sample_rate, channels=1, dtype="float32",
+                                blocksize=dec.chunk_samples) as stream:
+                first = True
+                while t_end is None or time.monotonic() < t_end:
+                    n = dec.chunk_samples + (dec.lookahead_samples if first else 0)
+                    first = False
+                    data, _ = stream.read(n)
+                    hyp = dec.accept(torch.from_numpy(data[:, 0].copy()))
+                    if hyp is not None and not args.json:
+                        print(f"  {hyp.audio_seconds:6.2f}s partial {hyp.display()}", flush=True)
+        except KeyboardInterrupt:
+            pass
+        except Exception as err:  # PortAudioError etc.
+            from ..cli import UserError
+            raise UserError(f"--mic: cannot record ({err})") from None
+        hyp = dec.finish()
+    s = summary(model, dec, dec.stats, calls["calls"])
+    s["transcript"] = hyp.text
+    if args.json:
+        print(json.dumps(s))
+    else:
+        print(f"  final   {hyp.text}")
+        print(format_summary(s))
+    return 0

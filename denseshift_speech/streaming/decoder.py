@@ -1,0 +1,406 @@
+"""Chunk-by-chunk streaming decoding of a dynamic-chunk-trained conformer CTC model.
+
+Pipeline per pushed piece of audio (mono float32 at the model's sample rate)::
+
+    samples -> non-finite samples zeroed -> StreamingFrontEnd (Fbank with a causal dB
+    floor -> global norm -> CNN front-end, recomputed over a small overlapping window so
+    that every frame equals the same computation on the whole utterance) -> frames queued until a chunk of `chunk_size`
+    encoder frames is ready -> TransformerASR.encode_streaming (SpeechBrain's streaming
+    context: cached attention left context of `left_context_chunks` chunks and the
+    dynamic-chunk-convolution left context) -> ctc_lin -> greedy CTC (argmax, collapse
+    repeats across chunk boundaries, drop blanks).
+
+Emitted tokens never change (a chunk's encoder output depends only on that chunk and its
+left context), so every word but the last is final; the last word becomes final when
+the next word starts or the stream ends.
+
+:func:`decode_full` is the offline twin: the whole utterance through the same modules at
+once, with the matching DynChunkTrainConfig attention/convolution mask (or none:
+full context).  Streaming with (C, L) gives the same tokens as ``decode_full`` with
+``DynChunkTrainConfig(C, L)``; the tests check it.
+
+One deliberate difference from the recipe's offline features: SpeechBrain's Fbank floors
+log-mels at (utterance max - 80 dB), which needs the whole utterance; streaming uses a
+causal floor (see :class:`CausalFbank`).  ``decode_full(..., floor="utterance")`` is the
+recipe's own offline decoding, used for the full-context WER.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+
+import torch
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+from speechbrain.utils.filter_analysis import stack_filter_properties
+
+from .defaults import DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CONTEXT
+from .model import StreamingModel
+
+
+def _percentile(values, q):
+    if not values:
+        return 0.0
+    v = sorted(values)
+    pos = (len(v) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+class CausalFbank:
+    """The model's Fbank with a causal dB floor, computable chunk by chunk.
+
+    SpeechBrain's Filterbank clips log-mel values at ``utterance max - top_db`` (80 dB):
+    the floor depends on the loudest frame of the *whole* utterance, future included,
+    which a stream cannot know.  Streaming uses instead, for fbank frame ``t``, the floor
+    ``max(peak_db, max over frames <= t) - top_db``: equal to the training floor once the
+    loudest frame has been heard, and seeded with ``peak_db`` so leading digital silence
+    is floored near where training put it.  ``peak_db`` defaults to an estimate from the
+    model's normalization statistics (max over mel bins of mean + std).
+    """
+
+    def __init__(self, model: StreamingModel, peak_db: float | None = None):
+        fb = copy.deepcopy(model.compute_features)
+        self.top_db = float(getattr(fb.compute_fbanks, "top_db", float("inf")))
+        fb.compute_fbanks.top_db = float("inf")      # raw log-mels; the floor is applied here
+        self.fbank = fb.eval()
+        self.hop = int(fb.compute_STFT.hop_length)
+        self.half_window = int(fb.compute_STFT.n_fft) // 2
+        if peak_db is None:
+            norm = model.normalize
+            peak_db = float((norm.glob_mean + norm.glob_std).max()) \
+                if getattr(norm, "glob_mean", None) is not None and torch.is_tensor(norm.glob_mean) \
+                and norm.glob_mean.numel() else -float("inf")
+        self.peak_db = float(peak_db)
+
+    def raw(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.fbank(wav)
+
+    def floor(self, x: torch.Tensor, running: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(x, (running - self.top_db).view(1, -1, 1))
+
+    def full(self, wav: torch.Tensor) -> torch.Tensor:
+        x = self.raw(wav)
+        running = torch.cummax(x[0].amax(-1).clamp(min=self.peak_db), 0).values
+        return self.floor(x, running)
+
+
+class StreamingFrontEnd:
+    """Fbank -> global normalization -> CNN front-end, fed with audio pieces of any size.
+
+    Each output frame ``k`` of the front-end is centred on sample ``k * stride`` and
+    depends on samples within ``radius`` of it (SpeechBrain filter properties of
+    Fbank + CNN).  A frame is emitted once the samples it depends on have all arrived,
+    computed over a window that starts at a multiple of ``stride`` far enough to its
+    left (or at the true start of the stream), so padding at window edges never reaches
+    an emitted frame: the output equals :func:`frontend_full` frame for frame.  At
+    :meth:`push` with ``final=True`` the stream's true end is known and the remaining
+    frames are produced as the full computation pads them.  The dB floor is causal
+    (see :class:`CausalFbank`); its running maximum is kept per fbank frame.
+    """
+
+    def __init__(self, model: StreamingModel, peak_db: float | None = None):
+        self.model = model
+        props = stack_filter_properties([model.compute_features, model.CNN])
+        self.stride = int(props.stride)
+        self.radius = int(props.window_size) // 2 + 1
+        self.fbank = CausalFbank(model, peak_db)
+        if self.stride % self.fbank.hop:
+            raise ValueError(f"front-end stride {self.stride} is not a multiple of the fbank hop "
+                             f"{self.fbank.hop}")
+        self.reset()
+
+    def reset(self):
+        self.buf = torch.zeros(0)
+        self.buf_start = 0       # global index of buf[0]
+        self.n_total = 0         # samples received
+        self.emitted = 0         # front-end frames emitted
+        self.run_max = torch.zeros(0)   # running max (dB) of fbank frames [run_start, known)
+        self.run_start = 0
+
+    @property
+    def known(self) -> int:
+        return self.run_start + self.run_max.numel()
+
+    def _window_start(self, k: int) -> int:
+        s = max(0, k * self.stride - self.radius)
+        return (s // self.stride) * self.stride
+
+    def _features(self, wav: torch.Tensor, s: int, final: bool) -> torch.Tensor:
+        fb = self.fbank
+        x = fb.raw(wav)                                   # (1, Fw, n_mels)
+        j0 = s // fb.hop
+        known = self.known
+        old = self.run_max[j0 - self.run_start:]          # frames already seen: recorded
+        new_peaks = x[0, known - j0:].amax(-1)
+        base = float(self.run_max[-1]) if self.run_max.numel() else fb.peak_db
+        new = torch.cummax(new_peaks.clamp(min=base), 0).values if new_peaks.numel() else new_peaks
+        running = torch.cat((old, new))
+        # record the running max of fbank frames whose samples have all arrived
+        exact = x.shape[1] if final else max(0, (self.n_total - fb.half_window) // fb.hop + 1 - j0)
+        n_new = max(0, exact - (known - j0))
+        self.run_max = torch.cat((self.run_max, new[:n_new]))
+        return fb.floor(x, running)
+
+    @torch.no_grad()
+    def push(self, samples: torch.Tensor, final: bool = False) -> torch.Tensor:
+        """Append samples; return newly exact frames as ``(1, n, features)``."""
+        if samples.numel():
+            self.buf = torch.cat((self.buf, samples.reshape(-1).float()))
+            self.n_total += samples.numel()
+        if final:
+            if self.n_total == 0:
+                return torch.zeros(1, 0, 0)
+            k_end = None
+        else:
+            k_end = max(0, (self.n_total - self.radius) // self.stride + 1)
+            if k_end <= self.emitted:
+                return torch.zeros(1, 0, 0)
+        s = self._window_start(self.emitted)
+        wav = self.buf[s - self.buf_start:].unsqueeze(0)
+        m = self.model
+        feats = m.normalize(self._features(wav, s, final), torch.ones(1))
+        out = m.CNN(feats)
+        out = out.reshape(1, out.shape[1], -1)
+        first = s // self.stride
+        if k_end is None:
+            k_end = first + out.shape[1]
+        frames = out[:, self.emitted - first:k_end - first]
+        self.emitted = max(self.emitted, k_end)
+        keep = self._window_start(self.emitted)
+        if keep > self.buf_start:
+            self.buf = self.buf[keep - self.buf_start:]
+            self.buf_start = keep
+        keep_frames = keep // self.fbank.hop
+        if keep_frames > self.run_start + 1:   # keep one frame before the window for the base
+            drop = min(keep_frames - 1 - self.run_start, self.run_max.numel() - 1)
+            if drop > 0:
+                self.run_max = self.run_max[drop:]
+                self.run_start += drop
+        return frames
+
+
+@dataclasses.dataclass
+class Hypothesis:
+    """The transcript so far: ``final_words`` never change; ``pending`` may still grow."""
+    text: str
+    final_words: list
+    pending: str
+    tokens: list
+    is_final: bool
+    audio_seconds: float     # audio consumed when this hypothesis was made
+
+    def display(self) -> str:
+        stable = " ".join(self.final_words)
+        if self.is_final or not self.pending:
+            return stable
+        return f"{stable} [{self.pending}]" if stable else f"[{self.pending}]"
+
+
+@dataclasses.dataclass
+class StreamStats:
+    audio_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    chunks: int = 0                       # encoder chunks run
+    chunk_latencies: list = dataclasses.field(default_factory=list)  # seconds per fed piece
+    nonfinite_samples: int = 0
+    nonfinite_events: list = dataclasses.field(default_factory=list)  # (start second, count)
+
+    @property
+    def rtf(self) -> float:
+        return self.compute_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+    def latency_ms(self, q: float) -> float:
+        return 1000.0 * _percentile(self.chunk_latencies, q)
+
+
+class StreamingDecoder:
+    """Greedy CTC streaming decoder over a :class:`StreamingModel`.
+
+    >>> dec = StreamingDecoder(load_model("model.dsp"))        # doctest: +SKIP
+    >>> for piece in pieces:                                    # doctest: +SKIP
+    ...     hyp = dec.accept(piece)     # a Hypothesis when the text changed, else None
+    >>> final = dec.finish()                                    # doctest: +SKIP
+
+    ``chunk_size``: encoder frames per chunk (one frame = ``frame_seconds``, 40 ms for the
+    recipes' CNN front-end); ``left_context_chunks``: chunks of attention left context.
+    """
+
+    def __init__(self, model: StreamingModel, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 left_context_chunks: int = DEFAULT_LEFT_CONTEXT, peak_db: float | None = None):
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be >= 1 encoder frame, got {chunk_size}")
+        if left_context_chunks is None or int(left_context_chunks) < 0:
+            raise ValueError(f"left_context_chunks must be >= 0, got {left_context_chunks}")
+        self.model = model
+        self.chunk_size = int(chunk_size)
+        self.left_context_chunks = int(left_context_chunks)
+        self.config = DynChunkTrainConfig(self.chunk_size, self.left_context_chunks)
+        self.frontend = StreamingFrontEnd(model, peak_db)
+        self.reset()
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frontend.stride / self.model.sample_rate
+
+    @property
+    def chunk_samples(self) -> int:
+        """Audio samples per encoder chunk (the natural piece size to push)."""
+        return self.frontend.stride * self.chunk_size
+
+    @property
+    def lookahead_samples(self) -> int:
+        """Samples past a chunk's end its last frame needs (the front-end's right context)."""
+        return max(0, self.frontend.radius - self.frontend.stride)
+
+    @property
+    def chunk_seconds(self) -> float:
+        return self.chunk_samples / self.model.sample_rate
+
+    def reset(self):
+        self.frontend.reset()
+        self.context = self.model.Transformer.make_streaming_context(self.config)
+        self.pending_frames = None
+        self.prev_label = self.model.blank_index
+        self.tokens = []
+        self.labels = []          # per-frame argmax (for tests / alignment)
+        self.stats = StreamStats()
+        self._last_text = ""
+        self.finished = False
+
+    # -- internals ---------------------------------------------------------------
+    def _sanitize(self, samples) -> torch.Tensor:
+        x = torch.as_tensor(samples, dtype=torch.float32).reshape(-1)
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            n = int(bad.sum())
+            start = self.frontend.n_total / self.model.sample_rate
+            self.stats.nonfinite_samples += n
+            self.stats.nonfinite_events.append((round(start, 3), n))
+            x = x.masked_fill(bad, 0.0)
+        return x
+
+    @torch.no_grad()
+    def _encode(self, frames: torch.Tensor):
+        m = self.model
+        enc = m.Transformer.encode_streaming(frames, self.context)
+        labels = m.ctc_lin(enc).argmax(-1)[0].tolist()
+        self.labels.extend(labels)
+        for lab in labels:
+            if lab != m.blank_index and lab != self.prev_label:
+                self.tokens.append(lab)
+            self.prev_label = lab
+        self.stats.chunks += 1
+
+    def _queue(self, frames: torch.Tensor, final: bool):
+        if frames.shape[1]:
+            self.pending_frames = frames if self.pending_frames is None else \
+                torch.cat((self.pending_frames, frames), 1)
+        n = 0
+        while self.pending_frames is not None and (
+                self.pending_frames.shape[1] >= self.chunk_size
+                or (final and self.pending_frames.shape[1] > 0)):
+            chunk = self.pending_frames[:, :self.chunk_size]
+            rest = self.pending_frames[:, self.chunk_size:]
+            self.pending_frames = rest if rest.shape[1] else None
+            self._encode(chunk)
+            n += 1
+        return n
+
+    def _hypothesis(self, final: bool):
+        text = self.model.tokenizer.decode_ids(self.tokens) if self.tokens else ""
+        words = text.split()
+        if final or not words:
+            stable, pending = words, ""
+        else:
+            stable, pending = words[:-1], words[-1]
+        return Hypothesis(text=" ".join(words), final_words=stable, pending=pending,
+                          tokens=list(self.tokens), is_final=final,
+                          audio_seconds=self.frontend.n_total / self.model.sample_rate)
+
+    # -- public ------------------------------------------------------------------
+    @torch.no_grad()
+    def accept(self, samples) -> Hypothesis | None:
+        """Push mono float samples (any count); returns the hypothesis if it changed.
+
+        Non-finite samples (NaN/inf) are replaced by zeros and counted in
+        ``stats.nonfinite_*``, so a corrupt piece cannot poison later chunks.
+        """
+        if self.finished:
+            raise RuntimeError("stream already finished; call reset() to start a new one")
+        t0 = time.perf_counter()
+        x = self._sanitize(samples)
+        self.stats.audio_seconds += x.numel() / self.model.sample_rate
+        n = self._queue(self.frontend.push(x), final=False)
+        hyp = self._hypothesis(final=False)
+        dt = time.perf_counter() - t0
+        self.stats.compute_seconds += dt
+        if n:
+            self.stats.chunk_latencies.append(dt)
+        if hyp.display() != self._last_text:
+            self._last_text = hyp.display()
+            return hyp
+        return None
+
+    @torch.no_grad()
+    def finish(self) -> Hypothesis:
+        """End of stream: flush the front-end and the last (possibly short) chunk."""
+        t0 = time.perf_counter()
+        tail = torch.zeros(0)
+        if 0 < self.frontend.n_total < self.frontend.radius:
+            # a stream shorter than one front-end window (~40 ms): zero-pad it so the CNN's
+            # reflect padding has enough frames (the offline recipe would fail on it)
+            tail = torch.zeros(self.frontend.radius - self.frontend.n_total)
+        n = self._queue(self.frontend.push(tail, final=True), final=True)
+        self.finished = True
+        hyp = self._hypothesis(final=True)
+        dt = time.perf_counter() - t0
+        self.stats.compute_seconds += dt
+        if n:
+            self.stats.chunk_latencies.append(dt)
+        return hyp
+
+@torch.no_grad()
+def frontend_full(model: StreamingModel, wav, floor: str = "causal",
+                  peak_db: float | None = None) -> torch.Tensor:
+    """The front-end over the whole utterance at once: ``(1, frames, features)``.
+
+    ``floor="causal"``: the streaming dB floor (:class:`CausalFbank`), so streaming and
+    this give the same frames; ``floor="utterance"``: the recipe's own Fbank (floor from
+    the whole utterance's maximum), as in training and the recipe's offline test.
+    """
+    wav = torch.as_tensor(wav, dtype=torch.float32).reshape(1, -1)
+    if floor == "causal":
+        feats = CausalFbank(model, peak_db).full(wav)
+    elif floor == "utterance":
+        feats = model.compute_features(wav)
+    else:
+        raise ValueError(f"floor must be 'causal' or 'utterance', got {floor!r}")
+    out = model.CNN(model.normalize(feats, torch.ones(1)))
+    return out.reshape(1, out.shape[1], -1)
+
+
+@torch.no_grad()
+def decode_full(model: StreamingModel, wav, chunk_size: int | None = None,
+                left_context_chunks: int | None = None, floor: str = "causal",
+                peak_db: float | None = None):
+    """Whole-utterance greedy CTC: ``(tokens, per-frame labels, logits)``.
+
+    ``chunk_size=None``: full context (the recipe's offline evaluation); otherwise the
+    encoder runs with the DynChunkTrainConfig(chunk_size, left_context_chunks) mask, the
+    offline equivalent of streaming with those settings.  ``floor``: see
+    :func:`frontend_full` (``"utterance"`` + ``chunk_size=None`` is exactly the recipe's
+    offline decoding).
+    """
+    config = None if chunk_size is None else DynChunkTrainConfig(int(chunk_size), left_context_chunks)
+    src = frontend_full(model, wav, floor, peak_db)
+    enc = model.Transformer.encode(src, torch.ones(1), dynchunktrain_config=config)
+    logits = model.ctc_lin(enc)
+    labels = logits.argmax(-1)[0].tolist()
+    tokens, prev = [], model.blank_index
+    for lab in labels:
+        if lab != model.blank_index and lab != prev:
+            tokens.append(lab)
+        prev = lab
+    return tokens, labels, logits

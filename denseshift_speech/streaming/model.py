@@ -1,0 +1,204 @@
+"""Load an exported ASR model file (``model.dsp``) as a streaming-ready model.
+
+The file written by :func:`denseshift_speech.recipe.export_packed` is self-contained: its
+metadata holds the resolved hparams YAML (the architecture), the global feature
+normalization statistics, and the SentencePiece tokenizer as a blob.  Only the inference
+part of the hparams is instantiated (features, normalization, CNN front-end, conformer,
+CTC head): no checkpointer, logger or seed side effects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+
+import torch
+from torch import nn
+
+from .. import kernels
+
+# hparams keys the decoder needs; every other tagged (!new:/!name:/!apply:) key is dropped.
+INFERENCE_KEYS = ("compute_features", "normalize", "CNN", "Transformer", "ctc_lin", "modules")
+
+
+class ModelFileError(ValueError):
+    """The model file cannot be used for streaming ASR (message names the file)."""
+
+
+@dataclasses.dataclass
+class StreamingModel:
+    path: str
+    compute_features: nn.Module   # speechbrain Fbank
+    normalize: nn.Module          # InputNormalization (global statistics set)
+    CNN: nn.Module                # ConvolutionFrontEnd
+    Transformer: nn.Module        # TransformerASR (conformer encoder)
+    ctc_lin: nn.Module
+    tokenizer: object             # sentencepiece.SentencePieceProcessor
+    sample_rate: int
+    blank_index: int
+    hparams: dict                 # plain (untagged) hparams values
+    sizes: dict                   # from the file header (bytes)
+    packed: bool                  # the file holds packed DenseShift weights
+    fp32: bool                    # packed weights were decoded to dense fp32 layers
+    bits: list
+
+    @property
+    def file_bytes(self) -> int:
+        return int(self.sizes.get("file_bytes", os.path.getsize(self.path)))
+
+    @property
+    def fp32_equivalent_bytes(self) -> int:
+        """Bytes the same weights take as fp32 tensors (what an unpacked file holds)."""
+        s = self.sizes
+        return int(s.get("quantized_fp32_bytes", 0) + s.get("float_bytes", 0) + s.get("blob_bytes", 0))
+
+    def packed_modules(self):
+        """Packed inference modules that run the native op (not the decoded-dense ones)."""
+        from ..deploy import PackedConv1d, PackedLinear
+        out = []
+        for mod in (self.CNN, self.Transformer, self.ctc_lin):
+            for m in mod.modules():
+                if isinstance(m, PackedLinear) or (isinstance(m, PackedConv1d) and m.mode != "dense"):
+                    out.append(m)
+        return out
+
+    def uses_native_kernel(self) -> bool:
+        return kernels.native_available() and bool(self.packed_modules())
+
+
+def _inference_yaml(text: str, path: str) -> tuple[str, dict]:
+    """Keep only plain values and the inference modules of a resolved hparams YAML."""
+    import ruamel.yaml
+    yaml = ruamel.yaml.YAML()
+    try:
+        doc = yaml.load(text)
+    except Exception as err:  # ruamel raises many types
+        raise ModelFileError(f"{path}: the stored hparams YAML does not parse ({err})") from None
+    if not isinstance(doc, dict):
+        raise ModelFileError(f"{path}: the stored hparams YAML is not a mapping")
+    plain = {}
+    for key in list(doc):
+        value = doc[key]
+        tag = getattr(getattr(value, "tag", None), "value", None)
+        if key in INFERENCE_KEYS:
+            continue
+        if tag is not None and str(tag).startswith("!") or _has_tag(value):
+            del doc[key]
+        else:
+            plain[key] = value
+    missing = [k for k in INFERENCE_KEYS if k not in doc]
+    if missing:
+        raise ModelFileError(f"{path}: not a streaming conformer CTC model (hparams lack "
+                             f"{', '.join(missing)})")
+    out = io.StringIO()
+    yaml.dump(doc, out)
+    return out.getvalue(), plain
+
+
+def _has_tag(value) -> bool:
+    tag = getattr(getattr(value, "tag", None), "value", None)
+    if tag is not None and str(tag).startswith("!"):
+        return True
+    if isinstance(value, dict):
+        return any(_has_tag(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_tag(v) for v in value)
+    return False
+
+
+def decode_to_float_(container: nn.Module) -> int:
+    """Replace every packed module by a dense fp32 ``nn.Linear``/``nn.Conv1d`` holding the
+    exact quantized weight (``alpha * s * 2**e``): the full-precision-compute twin of the
+    same model.  Returns how many modules were replaced."""
+    from ..deploy import PackedConv1d, PackedLinear
+    replaced = 0
+    for name, module in list(container.named_modules()):
+        if isinstance(module, PackedLinear):
+            new = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+        elif isinstance(module, PackedConv1d):
+            new = nn.Conv1d(module.in_channels, module.out_channels, module.kernel_size,
+                            stride=module.stride, padding=module.padding, dilation=module.dilation,
+                            groups=module.groups, bias=module.bias is not None)
+        else:
+            continue
+        with torch.no_grad():
+            new.weight.copy_(module.dequantized_weight().reshape(new.weight.shape))
+            if module.bias is not None:
+                new.bias.copy_(module.bias)
+        parent_name, _, child = name.rpartition(".")
+        parent = container.get_submodule(parent_name) if parent_name else container
+        setattr(parent, child, new.eval())
+        replaced += 1
+    return replaced
+
+
+def load_model(path, fp32: bool = False) -> StreamingModel:
+    """Build the model stored in ``path`` (a packed or full-precision ``model.dsp``).
+
+    ``fp32=True`` decodes the packed weights into dense fp32 layers (same values, fp32
+    matmuls): the compute twin for packed-vs-fp32 comparisons.  Raises
+    :class:`ModelFileError` (missing/truncated/corrupt/not-ASR file) with one clear line.
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    from ..deploy import PackedFileError, load_packed, read_packed_metadata
+    from ..recipe import module_container
+
+    path = os.fspath(path)
+    try:
+        header = read_packed_metadata(path)
+    except PackedFileError as err:
+        raise ModelFileError(str(err)) from None
+    meta = header["metadata"]
+    if meta.get("task") not in (None, "asr"):
+        raise ModelFileError(f"{path}: a {meta.get('task')!r} model, not an ASR model; "
+                             "`stream` needs a conformer CTC model from recipes/librispeech")
+    if "hparams_yaml" not in meta:
+        raise ModelFileError(f"{path}: the file carries no hparams_yaml metadata (was it written "
+                             "by the recipe's export_packed?)")
+    if meta.get("arch") not in (None, "conformer"):
+        raise ModelFileError(f"{path}: arch {meta.get('arch')!r} cannot stream; only the "
+                             "dynamic-chunk-trained conformer (arch: conformer) can")
+    if "tokenizer.model" not in header["blobs"]:
+        raise ModelFileError(f"{path}: no tokenizer.model blob in the file")
+    text, plain = _inference_yaml(meta["hparams_yaml"], path)
+    try:
+        hp = load_hyperpyyaml(text)
+    except Exception as err:
+        raise ModelFileError(f"{path}: cannot rebuild the architecture from the stored hparams "
+                             f"({type(err).__name__}: {err})") from None
+    container = module_container(hp["modules"])
+    try:
+        info = load_packed(container, path)
+    except PackedFileError as err:
+        raise ModelFileError(str(err)) from None
+    container.eval()
+    norm = hp["normalize"]
+    if "normalizer" in meta:
+        stats = json.loads(meta["normalizer"])
+        norm.glob_mean = torch.tensor(stats["glob_mean"], dtype=torch.float32)
+        norm.glob_std = torch.tensor(stats["glob_std"], dtype=torch.float32)
+        norm.count = 1
+    elif getattr(norm, "norm_type", "global") == "global":
+        raise ModelFileError(f"{path}: no normalizer statistics in the file")
+    norm.eval()
+    hp["compute_features"].eval()
+    if fp32:
+        decode_to_float_(container)
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.LoadFromSerializedProto(info.blobs["tokenizer.model"])
+    except Exception as err:
+        raise ModelFileError(f"{path}: the tokenizer blob is not a SentencePiece model "
+                             f"({err})") from None
+    for p in container.parameters():
+        p.requires_grad_(False)
+    return StreamingModel(
+        path=path, compute_features=hp["compute_features"], normalize=norm,
+        CNN=container["CNN"], Transformer=container["Transformer"], ctc_lin=container["ctc_lin"],
+        tokenizer=sp, sample_rate=int(plain.get("sample_rate", 16000)),
+        blank_index=int(plain.get("blank_index", 0)), hparams=plain, sizes=dict(info.sizes),
+        packed=bool(info.layers), fp32=bool(fp32 and info.layers),
+        bits=sorted({int(r["bits"]) for r in info.layers}))

@@ -1,0 +1,364 @@
+"""Streaming decoder and the `stream` verb, on a tiny conformer built here (no results/).
+
+The model is the recipe's conformer (hparams/conformer_ds.yaml) shrunk by overrides,
+quantized with apply_denseshift, exported with the recipe's export_packed (packed file)
+and as its fp32 file (denseshift: null), with a SentencePiece tokenizer trained here.
+"""
+import copy
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from denseshift_speech import kernels, recipe
+from denseshift_speech.cli import main as cli_main
+from denseshift_speech.streaming import (StreamingDecoder, StreamingFrontEnd, StreamingModel,
+                                         decode_full, frontend_full, load_model, stream_manifest)
+from denseshift_speech.streaming.run import count_packed_calls, stream_samples
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SR = 16000
+WORDS = ("yes no up down left right on off stop go zero one two three four five six seven "
+         "eight nine red green blue black white cat dog bird fish tree house car").split()
+
+
+def _signal(seconds, seed, lead_silence=0.3):
+    """Speech-like test signal: leading digital silence, then modulated chirps + noise."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * SR)
+    t = torch.arange(n) / SR
+    f = 150 + 900 * (0.5 + 0.5 * torch.sin(2 * np.pi * 0.7 * t + seed))
+    x = 0.3 * torch.sin(2 * np.pi * torch.cumsum(f, 0) / SR) * (0.6 + 0.4 * torch.sin(2 * np.pi * 3 * t))
+    x = x + 0.02 * torch.randn(n, generator=g)
+    x[: int(lead_silence * SR)] = 0.0
+    return x.float()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Streaming is a one-core workload (the CLI's default); more threads on a shared
+    2-core machine only add OpenMP contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, one_thread):
+    import sentencepiece as spm
+    out = tmp_path_factory.mktemp("stream_model")
+    rng = np.random.default_rng(0)
+    text = out / "text.txt"
+    text.write_text("\n".join(" ".join(rng.choice(WORDS, 6)).upper() for _ in range(200)))
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(out / "tok"), vocab_size=40,
+                                   model_type="unigram", character_coverage=1.0,
+                                   bos_id=-1, eos_id=-1, unk_id=0, minloglevel=2)
+    tokenizer = types.SimpleNamespace(prefix_model_file=str(out / "tok"))
+    overrides = {"d_model": 32, "nhead": 2, "num_encoder_layers": 2, "d_ffn": 64, "kernel_size": 7,
+                 "n_mels": 40, "vocab_size": 40, "dropout": 0.0}
+    files = {}
+
+    def build(hp_file, folder):
+        hparams, text_yaml = recipe.load_hparams(os.path.join(ROOT, "hparams", hp_file),
+                                                 {**overrides, "output_folder": str(folder)})
+        recipe.save_resolved_hparams(str(folder), text_yaml)
+        norm = hparams["normalize"]
+        feats = hparams["compute_features"](_signal(2.0, 99).unsqueeze(0))
+        norm.glob_mean, norm.glob_std = feats[0].mean(0), feats[0].std(0) + 1.0
+        summary = recipe.apply_denseshift(hparams["modules"], hparams)
+        return hparams, summary
+
+    files["fp32"] = recipe.export_packed(*build("conformer_fp.yaml", out / "fp32"), "asr", tokenizer)
+    # The quantized (parametrized, not packed) model is the reference.  pack_ edits the
+    # parametrized classes it packs, so the reference is an identical second build (same
+    # seed), not a deepcopy.
+    ref_hp, _ = build("conformer_ds.yaml", out / "ref")
+    ref = recipe.module_container(ref_hp["modules"]).eval()
+    hparams, summary = build("conformer_ds.yaml", out / "packed")
+    container = recipe.module_container(hparams["modules"]).eval()
+    for (ka, a), (kb, b) in zip(ref.state_dict().items(), container.state_dict().items()):
+        assert ka == kb and torch.equal(a, b), ka
+    files["unpacked_modules"] = (ref_hp["compute_features"], ref)
+    files["packed"] = recipe.export_packed(hparams, summary, "asr", tokenizer)
+    return files
+
+
+@pytest.fixture(scope="module")
+def packed(tiny):
+    return load_model(tiny["packed"])
+
+
+@pytest.fixture(scope="module")
+def wav():
+    return _signal(2.37, 1)       # 2.37 s: not a multiple of any chunk tried below
+
+
+def _unpacked_model(tiny, like: StreamingModel) -> StreamingModel:
+    fbank, mods = tiny["unpacked_modules"]
+    norm = copy.deepcopy(like.normalize)
+    return StreamingModel(path="<unpacked>", compute_features=fbank, normalize=norm,
+                          CNN=mods["CNN"], Transformer=mods["Transformer"], ctc_lin=mods["ctc_lin"],
+                          tokenizer=like.tokenizer, sample_rate=like.sample_rate,
+                          blank_index=like.blank_index, hparams=like.hparams, sizes={},
+                          packed=False, fp32=False, bits=[])
+
+
+# --------------------------------------------------------------------------- decoding ---
+
+@pytest.mark.parametrize("piece", [333, 4000, 10240])
+def test_streaming_frontend_equals_full_frontend(packed, wav, piece):
+    fe = StreamingFrontEnd(packed)
+    outs = [fe.push(wav[i:i + piece]) for i in range(0, wav.numel(), piece)]
+    outs.append(fe.push(torch.zeros(0), final=True))
+    got = torch.cat([o for o in outs if o.numel()], 1)
+    full = frontend_full(packed, wav)
+    assert got.shape == full.shape
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk,left", [(7, 2), (9, 1), (16, 4), (26, 3)])
+def test_streaming_tokens_equal_masked_full_utterance(packed, wav, chunk, left):
+    dec = StreamingDecoder(packed, chunk, left)
+    frames = frontend_full(packed, wav).shape[1]
+    assert frames % chunk != 0                          # the last chunk is a partial one
+    hyp = stream_samples(dec, wav, piece_samples=3001)  # pieces unaligned with chunks
+    tokens, labels, logits = decode_full(packed, wav, chunk, left)
+    assert len(tokens) > 3
+    assert dec.labels == labels
+    assert hyp.tokens == tokens
+    assert hyp.text == packed.tokenizer.decode_ids(tokens)
+    assert dec.stats.chunks == -(-frames // chunk)
+    # the comparison is sensitive to the left context the streaming state carries
+    _, _, no_ctx = decode_full(packed, wav, chunk, 0)
+    assert not torch.allclose(no_ctx, logits, atol=1e-4)
+
+
+def test_partial_hypotheses_only_grow_and_words_finalize(packed, wav):
+    dec = StreamingDecoder(packed, 8, 2)
+    updates = []
+    final = stream_samples(dec, torch.cat([wav, wav]), on_update=updates.append)
+    assert final.is_final and updates[-1] is final
+    for a, b in zip(updates, updates[1:]):
+        assert b.tokens[:len(a.tokens)] == a.tokens                # emitted tokens never change
+        assert b.final_words[:len(a.final_words)] == a.final_words  # final words stay final
+    assert final.final_words == final.text.split() and final.pending == ""
+
+
+def test_nan_chunk_does_not_poison_later_chunks(packed, wav):
+    chunk, left = 8, 2
+    dec = StreamingDecoder(packed, chunk, left)
+    bad = wav.clone()
+    a, b = dec.chunk_samples * 1, dec.chunk_samples * 2
+    bad[a:b] = float("nan")
+    bad[b + 5] = float("inf")
+    zeroed = torch.nan_to_num(bad, nan=0.0, posinf=0.0, neginf=0.0)
+    hyp = stream_samples(dec, bad)
+    assert dec.stats.nonfinite_samples == (b - a) + 1
+    assert len(dec.stats.nonfinite_events) == 2
+    tokens, labels, logits = decode_full(packed, zeroed, chunk, left)
+    assert torch.isfinite(logits).all()
+    assert dec.labels == labels and hyp.tokens == tokens
+    # chunks well after the NaN piece decode as if it had never been there (the first 16 frames
+    # are the left context that still sees the zeroed piece)
+    ref = StreamingDecoder(packed, chunk, left)
+    stream_samples(ref, wav)
+    later = (b // dec.frontend.stride) + (left + 2) * chunk
+    assert dec.labels[later:] == ref.labels[later:]
+
+
+def test_packed_model_streams_with_native_kernel_and_matches_unpacked(tiny, packed, wav):
+    assert packed.packed and packed.bits == [3]
+    assert kernels.native_available(), kernels.NATIVE_ERROR
+    assert packed.packed_modules(), "no packed module runs the denseshift op"
+    dec = StreamingDecoder(packed, 16, 4)
+    with count_packed_calls(packed) as calls:
+        hyp = stream_samples(dec, wav)
+    assert calls["calls"] > 0
+    ref_model = _unpacked_model(tiny, packed)
+    ref = StreamingDecoder(ref_model, 16, 4)
+    ref_hyp = stream_samples(ref, wav)
+    assert hyp.tokens == ref_hyp.tokens and hyp.text == ref_hyp.text
+    # the fp32 twin (packed weights decoded to dense layers) gives the same transcript too
+    twin = load_model(tiny["packed"], fp32=True)
+    assert twin.fp32 and not twin.packed_modules()
+    assert stream_samples(StreamingDecoder(twin, 16, 4), wav).tokens == hyp.tokens
+
+
+def test_fp32_file_loads_and_streams(tiny, wav):
+    model = load_model(tiny["fp32"])
+    assert not model.packed and not model.packed_modules()
+    dec = StreamingDecoder(model, 8, 2)
+    hyp = stream_samples(dec, wav)
+    assert hyp.tokens == decode_full(model, wav, 8, 2)[0]
+
+
+# -------------------------------------------------------------------------------- CLI ---
+
+def _write(path, data, sr=SR, subtype=None):
+    sf.write(str(path), np.asarray(data, dtype=np.float32), sr, subtype=subtype)
+    return str(path)
+
+
+def _stream(*args):
+    return cli_main(["stream", *map(str, args)])
+
+
+def test_cli_json_summary(tiny, wav, tmp_path, capsys):
+    f = _write(tmp_path / "a.flac", wav.numpy())
+    assert _stream(tiny["packed"], "--wav", f, "--json", "--chunk-size", 8) == 0
+    out = json.loads(capsys.readouterr().out)
+    expect = stream_samples(StreamingDecoder(load_model(tiny["packed"]), 8, 4),
+                            torch.from_numpy(sf.read(f, dtype="float32")[0]))
+    assert out["transcript"] == expect.text
+    assert out["native_kernel"] is True and out["packed_kernel_calls"] > 0
+    assert out["threads"] == 1 and out["chunk_size_frames"] == 8
+    for key in ("audio_seconds", "compute_seconds", "rtf", "chunk_latency_ms_median",
+                "chunk_latency_ms_p95", "model_file_bytes"):
+        assert out[key] > 0, key
+    assert out["model_file_bytes"] == os.path.getsize(tiny["packed"])
+
+
+def test_cli_text_output_partials_and_summary(tiny, wav, tmp_path, capsys):
+    f = _write(tmp_path / "a.wav", wav.numpy())
+    assert _stream(tiny["packed"], "--wav", f, "--chunk-size", 4, "--full-context") == 0
+    out = capsys.readouterr().out
+    assert "partial" in out and "final" in out and "full context:" in out
+    for word in ("real-time factor", "chunk latency", "median", "p95", "model file",
+                 "native kernel    yes"):
+        assert word in out
+
+
+def test_cli_fp32_twin(tiny, wav, tmp_path, capsys):
+    f = _write(tmp_path / "a.wav", wav.numpy())
+    assert _stream(tiny["packed"], "--wav", f, "--json", "--fp32") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["native_kernel"] is False and out["compute"].startswith("fp32")
+
+
+def test_cli_empty_file_is_refused(tiny, tmp_path, capsys):
+    f = _write(tmp_path / "empty.wav", np.zeros(0))
+    assert _stream(tiny["packed"], "--wav", f) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "empty" in err and "empty.wav" in err
+
+
+def test_cli_silent_file_is_flagged(tiny, tmp_path, capsys):
+    f = _write(tmp_path / "silent.wav", np.zeros(SR))
+    assert _stream(tiny["packed"], "--wav", f, "--json") == 0
+    cap = capsys.readouterr()
+    assert "silent" in cap.err
+    out = json.loads(cap.out)
+    assert out["utterances"][0]["input_notes"] and out["audio_seconds"] == 1.0
+
+
+def test_cli_very_short_file_decodes(tiny, tmp_path, capsys):
+    f = _write(tmp_path / "short.wav", 0.1 * np.random.default_rng(0).standard_normal(10))
+    assert _stream(tiny["packed"], "--wav", f, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["audio_seconds"] == round(10 / SR, 3)
+
+
+def test_cli_other_sample_rate_is_resampled(tiny, wav, tmp_path, capsys):
+    import torchaudio.functional as AF
+    x8 = AF.resample(wav.unsqueeze(0), SR, 8000)[0].numpy()
+    f = _write(tmp_path / "a8k.wav", x8, sr=8000)
+    assert _stream(tiny["packed"], "--wav", f, "--json") == 0
+    cap = capsys.readouterr()
+    assert "resampled from 8000 Hz to 16000 Hz" in cap.err
+    out = json.loads(cap.out)
+    assert abs(out["audio_seconds"] - len(x8) / 8000) < 1e-3
+
+
+def test_cli_stereo_is_downmixed(tiny, wav, tmp_path, capsys):
+    mono = _write(tmp_path / "mono.wav", wav.numpy(), subtype="FLOAT")
+    stereo = _write(tmp_path / "stereo.wav", np.stack([wav.numpy()] * 2, 1), subtype="FLOAT")
+    assert _stream(tiny["packed"], "--wav", mono, "--json") == 0
+    a = json.loads(capsys.readouterr().out)
+    assert _stream(tiny["packed"], "--wav", stereo, "--json") == 0
+    cap = capsys.readouterr()
+    assert "2 channels downmixed to mono" in cap.err
+    assert json.loads(cap.out)["transcript"] == a["transcript"]
+
+
+def test_cli_nan_samples_are_zeroed_and_reported(tiny, wav, tmp_path, capsys):
+    x = wav.numpy().copy()
+    x[SR // 2: SR] = np.nan
+    f = _write(tmp_path / "nan.wav", x, subtype="FLOAT")
+    assert _stream(tiny["packed"], "--wav", f, "--json") == 0
+    cap = capsys.readouterr()
+    out = json.loads(cap.out)
+    assert out["nonfinite_samples_zeroed"] == SR // 2
+    assert "replaced by zeros" in cap.err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_cli_bad_model_file_gives_one_clear_line(tiny, wav, tmp_path, capsys, damage):
+    data = open(tiny["packed"], "rb").read()
+    bad = tmp_path / "bad.dsp"
+    if damage == "truncate":
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        b = bytearray(data)
+        b[-100] ^= 0xFF
+        bad.write_bytes(bytes(b))
+    else:
+        bad.write_bytes(b"not a model at all")
+    f = _write(tmp_path / "a.wav", wav.numpy())
+    assert _stream(bad, "--wav", f) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.dsp" in err
+    assert "Traceback" not in err
+
+
+def test_cli_input_mistakes(tiny, tmp_path, capsys):
+    assert _stream(tiny["packed"]) == 2
+    assert "exactly one input" in capsys.readouterr().err
+    assert _stream(tiny["packed"], "--wav", tmp_path / "missing.wav") == 2
+    assert "no such audio file" in capsys.readouterr().err
+    assert _stream(tmp_path / "missing.dsp", "--wav", "x.wav") == 2
+    assert "no such packed model file" in capsys.readouterr().err
+
+
+def test_cli_mic_without_sounddevice(tiny, capsys):
+    try:
+        import sounddevice  # noqa: F401
+        pytest.skip("sounddevice is installed here")
+    except (ImportError, OSError):
+        pass
+    assert _stream(tiny["packed"], "--mic") == 2
+    assert "sounddevice" in capsys.readouterr().err
+
+
+def test_stream_manifest_prints_hyp_beside_ref(tiny, wav, tmp_path, capsys):
+    rows = ["ID,duration,wav,spk_id,wrd"]
+    for i in range(2):
+        f = _write(tmp_path / f"u{i}.flac", _signal(1.5 + i * 0.3, i + 5).numpy())
+        rows.append(f"u{i},1.5,{f},spk,HELLO WORLD")
+    csv = tmp_path / "test-clean.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    s = stream_manifest(tiny["packed"], csv, limit=5, chunk_size=8, left_context_chunks=2)
+    out = capsys.readouterr().out
+    assert out.count("REF : HELLO WORLD") == 2 and out.count("HYP :") == 2
+    assert len(s["utterances"]) == 2 and s["ref_words"] == 4
+    assert s["wer_stream"] >= 0 and s["wer_full"] is not None and s["native_kernel"]
+    assert _stream(tiny["packed"], "--manifest", csv, "--sweep", "4:1,8:2", "--json") == 0
+    sweep = json.loads(capsys.readouterr().out)["sweep"]
+    assert [(r["chunk_size_frames"], r["left_context_chunks"]) for r in sweep] == [(4, 1), (8, 2)]
+
+
+def test_recipe_wrapper_defaults_to_test_clean(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "lsstream", os.path.join(ROOT, "recipes", "librispeech", "stream.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    folder = str(tmp_path)
+    assert mod.wrap([folder, "--limit", "2"]) == [
+        "stream", os.path.join(folder, "model.dsp"), "--manifest",
+        os.path.join(folder, "test-clean.csv"), "--limit", "2"]
+    assert mod.wrap([folder, "--wav", "a.flac"]) == [
+        "stream", os.path.join(folder, "model.dsp"), "--wav", "a.flac"]
