@@ -665,3 +665,20 @@ def _run_speech_commands(args):
 def is_synthetic_corpus(folder) -> bool:
     """True if ``folder`` was written (completely or partly) by this synthesizer."""
     return any(os.path.isfile(os.path.join(folder, name)) for name in (MARKER, PARTIAL))
+
+
+def is_unfinished_corpus(folder) -> bool:
+    """True while a synthesis of ``folder`` is running (its lock is held) or after one
+    died half-way (the partial marker is still there)."""
+    if os.path.isfile(os.path.join(folder, PARTIAL)):
+        return True
+    lock_path = os.path.abspath(os.fspath(folder)).rstrip(os.sep) + ".lock"
+    if not os.path.exists(lock_path):
+        return False
+    with open(lock_path) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return False

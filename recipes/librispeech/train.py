@@ -17,7 +17,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from denseshift_speech import recipe
 from denseshift_speech.data import prepare_librispeech, synthesize_librispeech
-from denseshift_speech.data.synth import is_synthetic_corpus
+from denseshift_speech.data.synth import is_unfinished_corpus
 
 
 class ASR(sb.Brain):
@@ -83,12 +83,13 @@ class ASR(sb.Brain):
 def check_data(hparams):
     """Use the data folder as it is, synthesize it (main process only), or fail clearly.
 
-    A folder written by `denseshift-speech synth` is handed back to the synthesizer, which
-    returns at once when it is complete with the same options and finishes it otherwise.
+    A synthetic corpus still being written (by a twin started at the same time) or left
+    unfinished by a killed run is handed back to the synthesizer, which waits for the
+    twin's lock, or starts it again.
     """
     folder = hparams["data_folder"]
-    if os.path.isdir(folder) and not is_synthetic_corpus(folder):
-        return
+    if os.path.isdir(folder) and not is_unfinished_corpus(folder):
+        return  # a real dataset, or a finished synthetic one (whatever its options)
     if not hparams["synthesize_if_missing"]:
         if os.path.isdir(folder):
             return

@@ -1,0 +1,312 @@
+"""`denseshift-speech report RESULT_DIRS... [--out DIR]`: tables and a plot of what the
+DenseShift models lose or keep against their full-precision twins.
+
+Reads every ``results.json`` a recipe wrote (the given folders, searched recursively),
+and writes into ``--out``:
+
+* ``report.md``   -- one Markdown table, one row per trained model;
+* ``report.json`` -- the same rows as a list of objects (see :func:`build_report`);
+* ``error_vs_size.png`` -- error rate (WER % for ASR, 100 - accuracy for KWS) against
+  the size of the model file (packed for DenseShift models, float for full precision).
+
+Each DenseShift row is compared with the full-precision run of the same task and
+architecture (``bits == 32``) found among the inputs: ``delta_accuracy`` (points,
+positive = better) for keyword spotting, ``delta_wer`` (points per split, negative =
+better) for ASR, and ``size_ratio`` (baseline file bytes / this model's file bytes; without
+a baseline, this model's float32 bytes / its file bytes).
+
+Python API: ``build_report(result_dirs, out_dir) -> rows``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from .cli import UserError
+
+RESULTS_FILE = "results.json"
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+REPORT_PNG = "error_vs_size.png"
+TASKS = ("asr", "kws")
+
+
+class ReportError(UserError):
+    """A results folder or file the report cannot use; the message names it."""
+
+
+# ---------------------------------------------------------------------------
+# Finding and reading results
+# ---------------------------------------------------------------------------
+
+def find_results(result_dirs) -> list:
+    """Paths of the ``results.json`` files under each folder (a folder's own file first,
+    then its sub-folders, recursively, in sorted order).  A folder with none is an error."""
+    if isinstance(result_dirs, (str, os.PathLike)):
+        result_dirs = [result_dirs]
+    if not result_dirs:
+        raise ReportError("no result folders given")
+    found = []
+    for d in map(os.fspath, result_dirs):
+        if os.path.isfile(d) and os.path.basename(d) == RESULTS_FILE:
+            found.append(d)
+            continue
+        if not os.path.isdir(d):
+            raise ReportError(f"{d}: no such folder")
+        here = []
+        for root, dirs, files in os.walk(d):
+            dirs.sort()
+            if RESULTS_FILE in files:
+                here.append(os.path.join(root, RESULTS_FILE))
+        if not here:
+            raise ReportError(f"{d}: no {RESULTS_FILE} in this folder or below "
+                              "(did its training run finish?)")
+        found.extend(here)
+    seen, unique = set(), []
+    for p in found:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _number(path, key, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ReportError(f"{path}: '{key}' must be a finite number, got {value!r}")
+    return value
+
+
+def read_result(path: str) -> dict:
+    """One results.json -> a normalized row (without the baseline comparison)."""
+    try:
+        with open(path) as f:
+            res = json.load(f)
+    except OSError as err:
+        raise ReportError(f"{path}: cannot read ({err.strerror})")
+    except ValueError as err:
+        raise ReportError(f"{path}: not valid JSON ({err})")
+    if not isinstance(res, dict):
+        raise ReportError(f"{path}: expected a JSON object, got {type(res).__name__}")
+    task = res.get("task")
+    if task not in TASKS:
+        raise ReportError(f"{path}: 'task' must be one of {', '.join(TASKS)}, got {task!r}")
+    bits = res.get("bits", 32)
+    if bits is None:
+        bits = 32
+    bits = int(_number(path, "bits", bits))
+    row = {"task": task, "arch": str(res.get("arch") or "?"), "bits": bits,
+           "source": os.path.dirname(os.path.abspath(path))}
+    if task == "kws":
+        if "accuracy" not in res:
+            raise ReportError(f"{path}: a kws result needs 'accuracy' (percent)")
+        row["accuracy"] = float(_number(path, "accuracy", res["accuracy"]))
+        row["error_rate"] = round(100.0 - row["accuracy"], 4)
+    else:
+        wer = res.get("wer")
+        if not isinstance(wer, dict) or not wer:
+            raise ReportError(f"{path}: an asr result needs 'wer', a mapping split -> WER %")
+        row["wer"] = {str(k): float(_number(path, f"wer.{k}", v)) for k, v in wer.items()}
+        row["error_rate"] = row["wer"][_primary_split(row["wer"])]
+    for key in ("params", "quantized_params", "fp32_bytes", "packed_bytes"):
+        row[key] = _number(path, key, res.get(key), allow_none=True)
+        if row[key] is not None:
+            row[key] = int(row[key])
+    qf = res.get("quantized_fraction")
+    row["quantized_fraction"] = (None if qf is None
+                                 else float(_number(path, "quantized_fraction", qf)))
+    for key in ("epochs", "train_seconds", "name", "experiment"):
+        if key in res:
+            row[key] = res[key]
+    # the size a deployed model takes on disk: packed file if there is one, else fp32
+    row["model_bytes"] = row["packed_bytes"] if row["packed_bytes"] else row["fp32_bytes"]
+    return row
+
+
+def _primary_split(wer: dict) -> str:
+    for split in ("test-clean", "test", "test-other"):
+        if split in wer:
+            return split
+    return sorted(wer)[0]
+
+
+# ---------------------------------------------------------------------------
+# Comparison against the full-precision twin
+# ---------------------------------------------------------------------------
+
+def _baseline_for(row, rows):
+    """The full-precision row of the same task + arch; prefer one in the same parent folder."""
+    cands = [r for r in rows if r is not row and r["bits"] == 32
+             and r["task"] == row["task"] and r["arch"] == row["arch"]]
+    if not cands:
+        return None
+    parent = os.path.dirname(row["source"])
+    near = [r for r in cands if os.path.dirname(r["source"]) == parent]
+    return (near or cands)[0]
+
+
+def compare(rows: list) -> list:
+    for row in rows:
+        base = _baseline_for(row, rows) if row["bits"] != 32 else None
+        row["baseline"] = base["source"] if base else None
+        if base is None:
+            if row["bits"] != 32 and row.get("fp32_bytes") and row.get("model_bytes"):
+                # no trained twin: compare with this model's own float32 size
+                row["size_ratio"] = round(row["fp32_bytes"] / row["model_bytes"], 3)
+            continue
+        if row["task"] == "kws":
+            row["delta_accuracy"] = round(row["accuracy"] - base["accuracy"], 4)
+        else:
+            row["delta_wer"] = {k: round(v - base["wer"][k], 4)
+                                for k, v in row["wer"].items() if k in base["wer"]}
+        if base.get("model_bytes") and row.get("model_bytes"):
+            row["size_ratio"] = round(base["model_bytes"] / row["model_bytes"], 3)
+    return rows
+
+
+def build_report(result_dirs, out_dir) -> list:
+    """Read the results under ``result_dirs``; write report.md, report.json and the plot
+    into ``out_dir``; return the rows (list of dicts, sorted by task, arch, parent folder,
+    bits descending)."""
+    rows = [read_result(p) for p in find_results(result_dirs)]
+    rows.sort(key=lambda r: (r["task"], r["arch"], os.path.dirname(r["source"]), -r["bits"],
+                             r["source"]))
+    compare(rows)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, REPORT_JSON), "w") as f:
+        json.dump(rows, f, indent=2, sort_keys=True)
+    with open(os.path.join(out_dir, REPORT_MD), "w") as f:
+        f.write(markdown(rows))
+    plot(rows, os.path.join(out_dir, REPORT_PNG))
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------
+
+def _size(n) -> str:
+    if n is None:
+        return "-"
+    for unit, k in (("MB", 1e6), ("kB", 1e3)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}" if n < 100 * k else f"{n / k:.0f} {unit}"
+    return f"{n} B"
+
+
+def _signed(x) -> str:
+    return f"{x:+.2f}"
+
+
+def _metric(row) -> str:
+    if row["task"] == "kws":
+        return f"acc {row['accuracy']:.2f}%"
+    return " / ".join(f"{k} {v:.2f}" for k, v in row["wer"].items())
+
+
+def _delta(row) -> str:
+    if row["bits"] == 32:
+        return "(baseline)"
+    if row.get("baseline") is None:
+        return "no fp32 run"
+    if row["task"] == "kws":
+        return _signed(row["delta_accuracy"]) + " pts"
+    return " / ".join(_signed(v) for v in row["delta_wer"].values()) + " WER"
+
+
+def _display_path(path: str) -> str:
+    """Relative to the working directory when below it, else absolute."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def markdown(rows: list) -> str:
+    head = ["task", "arch", "bits", "result", "vs fp32", "params", "quantized",
+            "fp32 size", "model file", "smaller by", "run"]
+    lines = ["# DenseShift vs full precision", "",
+             "Result: accuracy (%) for keyword spotting, WER (%) per test split for ASR. "
+             "`vs fp32`: difference to the full-precision run of the same task and "
+             "architecture. `model file`: the packed DenseShift file, or the float32 "
+             "weights for full precision.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        qf = "-" if r["quantized_fraction"] is None else f"{100 * r['quantized_fraction']:.1f}%"
+        src = _display_path(r["source"])
+        ratio = f"{r['size_ratio']:.1f}x" if r.get("size_ratio") else "-"
+        params = "-" if r["params"] is None else f"{r['params']:,}"
+        lines.append("| " + " | ".join([
+            r["task"], r["arch"], "fp32" if r["bits"] == 32 else f"{r['bits']}-bit DS",
+            _metric(r), _delta(r), params, qf, _size(r["fp32_bytes"]),
+            _size(r["model_bytes"]), ratio, f"`{src}`"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list, path: str):
+    """Error rate against model file size, one panel per task."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5.5 * max(len(tasks), 1), 4),
+                             squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        sel = [r for r in rows if r["task"] == task and r.get("model_bytes")]
+        series = []  # (label, [(row, error rate)])
+        for arch in sorted({r["arch"] for r in sel}):
+            pts = sorted((r for r in sel if r["arch"] == arch), key=lambda r: r["model_bytes"])
+            if task == "kws":
+                series.append((arch, [(r, r["error_rate"]) for r in pts]))
+                continue
+            for split in sorted({k for r in pts for k in r["wer"]}):
+                series.append((f"{arch} {split}",
+                               [(r, r["wer"][split]) for r in pts if split in r["wer"]]))
+        for label, pts in series:
+            xs = [r["model_bytes"] / 1e3 for r, _ in pts]
+            ys = [y for _, y in pts]
+            ax.plot(xs, ys, "o-", label=label)
+            for (r, _), x, y in zip(pts, xs, ys):
+                ax.annotate("fp32" if r["bits"] == 32 else f"{r['bits']}b", (x, y),
+                            textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("model file size (kB, log scale)")
+        ax.set_ylabel("error rate (%)" + (" = 100 - accuracy" if task == "kws" else " = WER"))
+        ax.set_title({"kws": "keyword spotting", "asr": "speech recognition"}[task])
+        ax.grid(True, which="both", alpha=0.3)
+        if series:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "report", help="tables + plot comparing DenseShift runs with their fp32 twins",
+        description="Read the results.json of each RESULT_DIR (searched recursively) and "
+                    "write report.md, report.json and error_vs_size.png.")
+    p.add_argument("result_dirs", nargs="+", metavar="RESULT_DIR",
+                   help="a recipe output folder, or a folder holding several")
+    p.add_argument("--out", default="results/report",
+                   help="where to write the report (default: results/report)")
+    p.set_defaults(func=_run)
+    return p
+
+
+def _run(args) -> int:
+    rows = build_report(args.result_dirs, args.out)
+    print(markdown(rows), end="")
+    print(f"wrote {os.path.join(args.out, REPORT_MD)}, {REPORT_JSON}, {REPORT_PNG} "
+          f"({len(rows)} runs)")
+    return 0

@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""Keyword spotting on Google Speech Commands v0.02 (or its embedded synthetic twin), full
+precision or DenseShift, chosen by the hparams file.
+
+    python recipes/speech_commands/train.py hparams/kws_ds.yaml [--key=value ...]
+
+Writes to <output_folder>: checkpoints (save/), train/valid/test CSVs, noise.csv,
+results.json (accuracy, confusion matrix, sizes), the model file model.dsp (packed
+DenseShift weights, or float32 weights for the full-precision twin; loadable with
+denseshift_speech.deploy.load_packed) and the resolved hparams.
+"""
+import copy
+import json
+import logging
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import soundfile as sf
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from denseshift_speech import recipe
+from denseshift_speech.data import (DataError, prepare_speech_commands,
+                                    synthesize_speech_commands)
+from denseshift_speech.data import synth
+from denseshift_speech.nn import iter_denseshift
+
+logger = logging.getLogger(__name__)
+
+BG_DIR = "_background_noise_"
+TRAIN_NOISE_REGION = 0.8  # the preparer cuts test/valid silence from the last 20%
+
+
+class KWS(sb.Brain):
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        if stage == sb.Stage.TRAIN and self.hparams.apply_data_augmentation:
+            wavs, lens = self.hparams.wav_augment(wavs, lens)
+        feats = self.hparams.compute_features(wavs)
+        feats = self.modules.mean_var_norm(feats, lens)
+        return self.modules.classifier(self.modules.embedding_model(feats)), lens
+
+    def compute_objectives(self, predictions, batch, stage):
+        predictions, lens = predictions
+        labels, _ = batch.command_encoded
+        if stage == sb.Stage.TRAIN and self.hparams.apply_data_augmentation:
+            labels = self.hparams.wav_augment.replicate_labels(labels)
+        loss = self.hparams.compute_cost(predictions, labels, lens)
+        if stage != sb.Stage.TRAIN:
+            self.error_metrics.append(batch.id, predictions, labels, lens)
+            pred = predictions.squeeze(1).argmax(-1).cpu()
+            for t, p in zip(labels.view(-1).cpu().tolist(), pred.tolist()):
+                self.confusion[t, p] += 1
+        return loss
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        # Test aid: die like a preempted job (no clean-up) after N steps of this process.
+        self.steps_this_process = getattr(self, "steps_this_process", 0) + 1
+        kill_after = self.hparams.kill_after_steps
+        if kill_after and self.steps_this_process >= kill_after:
+            logger.warning("kill_after_steps=%d reached: killing the process", kill_after)
+            logging.shutdown()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage != sb.Stage.TRAIN:
+            self.error_metrics = self.hparams.error_stats()
+            n = self.hparams.num_classes
+            self.confusion = torch.zeros(n, n, dtype=torch.long)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {**stats, **self.diagnostics()}
+            return
+        stats["ErrorRate"] = self.error_metrics.summarize("average")
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing(epoch)
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.hparams.train_logger.log_stats(
+                {"epoch": epoch, "lr": old_lr}, train_stats=self.train_stats, valid_stats=stats)
+            self.checkpointer.save_and_keep_only(meta={"ErrorRate": stats["ErrorRate"]},
+                                                 min_keys=["ErrorRate"])
+        else:
+            self.hparams.train_logger.log_stats(
+                {"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats)
+            self.test_stats = stats
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+def check_data(hparams):
+    """Use the data folder as it is, synthesize it (main process only), or fail clearly.
+
+    A real dataset, or a finished synthetic corpus (whatever options it was written
+    with), is used as it is.  A synthetic corpus being written (by a twin started at the
+    same time: its lock file exists) or left unfinished is handed to the synthesizer,
+    which waits for the twin, or finishes the job.
+    """
+    folder = hparams["data_folder"]
+    if os.path.isdir(folder) and not synth.is_unfinished_corpus(folder):
+        return
+    if not hparams["synthesize_if_missing"]:
+        if os.path.isdir(folder):
+            return
+        raise recipe.HparamsError(
+            f"data_folder {folder!r} does not exist and synthesize_if_missing is False: "
+            "point --data_folder at a Speech Commands v0.02 folder or allow synthesis")
+    n_eval = hparams["synth_eval_speakers"]
+    run_on_main(synthesize_speech_commands, kwargs={
+        "out_dir": folder, "seed": hparams["synth_seed"],
+        "train_speakers": hparams["synth_train_speakers"], "valid_speakers": n_eval,
+        "test_speakers": n_eval, "repeats": hparams["synth_repeats"]})
+
+
+def check_hparams(hparams):
+    if hparams["num_classes"] not in (12, 35) and hparams["num_classes"] != len(hparams["words"]) \
+            + (hparams["percentage_unknown"] > 0) + (hparams["percentage_silence"] > 0):
+        raise recipe.HparamsError(
+            f"num_classes={hparams['num_classes']}: expected 12, 35, or len(words) + unknown "
+            f"+ silence = {len(hparams['words'])} + "
+            f"{int(hparams['percentage_unknown'] > 0) + int(hparams['percentage_silence'] > 0)}")
+    both = hparams["ckpt_interval_minutes"] > 0 and hparams["ckpt_interval_steps"] > 0
+    if both:
+        raise recipe.HparamsError("ckpt_interval_minutes and ckpt_interval_steps are "
+                                  "exclusive: set one of them to 0")
+
+
+def prepare_noise_csv(hparams):
+    """Cut the train region of each background-noise file into 1-s pieces for AddNoise."""
+    bg = os.path.join(hparams["data_folder"], BG_DIR)
+    csv_path = hparams["noise_csv"]
+    out_dir = os.path.join(hparams["output_folder"], "noise")
+    if os.path.isfile(csv_path):
+        return
+    if not os.path.isdir(bg):
+        raise recipe.HparamsError(f"{bg} not found: noise augmentation needs the corpus' "
+                                  "background noise (or --apply_data_augmentation=False)")
+    os.makedirs(out_dir, exist_ok=True)
+    sr = hparams["sample_rate"]
+    rows = []
+    for fn in sorted(os.listdir(bg)):
+        if not fn.lower().endswith(".wav"):
+            continue
+        try:
+            audio, file_sr = sf.read(os.path.join(bg, fn), dtype="float32", always_2d=True)
+        except (RuntimeError, sf.LibsndfileError) as err:
+            logger.warning("skipping unreadable background noise %s: %s", fn, err)
+            continue
+        if file_sr != sr:
+            logger.warning("skipping background noise %s: %d Hz, expected %d", fn, file_sr, sr)
+            continue
+        audio = audio.mean(axis=1)[: int(len(audio) * TRAIN_NOISE_REGION)]
+        for k in range(len(audio) // sr):
+            name = f"{fn[:-4]}_{k:04d}"
+            path = os.path.join(out_dir, name + ".wav")
+            sf.write(path, audio[k * sr:(k + 1) * sr], sr, subtype="PCM_16")
+            rows.append(f"{name},1.0,{path},wav,\n")
+    if not rows:
+        raise recipe.HparamsError(f"no usable {sr} Hz background noise file in {bg} "
+                                  "(or set --apply_data_augmentation=False)")
+    tmp = csv_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("ID,duration,wav,wav_format,wav_opts\n")
+        f.writelines(rows)
+    os.replace(tmp, csv_path)
+
+
+def read_classes(hparams):
+    with open(os.path.join(hparams["output_folder"], "classes.txt")) as f:
+        classes = [line.strip() for line in f if line.strip()]
+    if len(classes) != hparams["num_classes"]:
+        raise recipe.HparamsError(
+            f"num_classes={hparams['num_classes']} but the prepared data has "
+            f"{len(classes)} classes ({', '.join(classes)})")
+    return classes
+
+
+def dataio_prepare(hparams, classes):
+    folder = hparams["output_folder"]
+    encoder = sb.dataio.encoder.CategoricalEncoder()
+    encoder.update_from_iterable(classes)  # fixed order: the confusion matrix's rows
+    encoder.expect_len(len(classes))
+    datasets = {}
+    for split, limit in (("train", "max_train_items"), ("valid", "max_eval_items"),
+                         ("test", "max_eval_items")):
+        data = sb.dataio.dataset.DynamicItemDataset.from_csv(os.path.join(folder, f"{split}.csv"))
+        if hparams[limit]:
+            rng = np.random.default_rng(hparams["seed"])
+            keys = sorted(data.data_ids)
+            pick = rng.choice(len(keys), min(hparams[limit], len(keys)), replace=False)
+            data = data.filtered_sorted(key_test={"id": set(keys[i] for i in pick).__contains__})
+        datasets[split] = data
+    all_sets = list(datasets.values())
+
+    @sb.utils.data_pipeline.takes("wav", "start", "stop")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav, start, stop):
+        return sb.dataio.dataio.read_audio({"file": wav, "start": int(start), "stop": int(stop)})
+
+    @sb.utils.data_pipeline.takes("command")
+    @sb.utils.data_pipeline.provides("command", "command_encoded")
+    def label_pipeline(command):
+        yield command
+        yield encoder.encode_sequence_torch([command])
+
+    sb.dataio.dataset.add_dynamic_item(all_sets, audio_pipeline)
+    sb.dataio.dataset.add_dynamic_item(all_sets, label_pipeline)
+    sb.dataio.dataset.set_output_keys(all_sets, ["id", "sig", "command_encoded"])
+    return datasets
+
+
+# ---------------------------------------------------------------------------
+# Export and results
+# ---------------------------------------------------------------------------
+
+def export_model(hparams, summary, classes):
+    """Write <output_folder>/model.dsp and load it back; return (path, loaded modules).
+
+    The file (safetensors, no pickle; see denseshift_speech.deploy) holds the b-bit codes
+    + per-channel scales of the DenseShift weights and everything else in float32 -- for
+    the full-precision twin, all weights in float32 -- plus the resolved hparams and the
+    class names, so it is all a device needs.  It is loaded back into a float copy of
+    the architecture and run on the test set (with the packed kernels for DenseShift),
+    so the accuracy reported for the file is measured, not assumed.
+    """
+    from denseshift_speech import deploy
+    container = recipe.module_container(hparams["modules"])
+    deployed = copy.deepcopy(container).cpu()  # the packed kernels run on the CPU
+    for _, module, pname in list(iter_denseshift(deployed)):
+        # (not parametrize.remove_parametrizations: it edits the class the copy shares
+        # with the trained model)
+        deploy.unparametrize_(module, pname, getattr(module, pname).detach())
+    packed = copy.deepcopy(container).cpu()
+    if summary is not None:
+        deploy.pack_(packed)
+    with open(os.path.join(hparams["output_folder"], recipe.RESOLVED_HPARAMS)) as f:
+        meta = {"task": "kws", "arch": hparams["arch"], "hparams_yaml": f.read(),
+                "classes": json.dumps(classes)}
+    path = os.path.join(hparams["output_folder"], recipe.PACKED_FILE)
+    deploy.save_packed(packed, path, metadata=meta, config=hparams["denseshift"])
+    deploy.load_packed(deployed, path)
+    return path, deployed
+
+
+@torch.no_grad()
+def accuracy_of(hparams, model, test_set):
+    """Test accuracy (%) of the recipe's modules ``model`` (a ModuleDict), run outside the
+    Brain, on the CPU."""
+    loader = sb.dataio.dataloader.make_dataloader(test_set, **hparams["test_dataloader_opts"])
+    model.eval()
+    right = total = 0
+    for batch in loader:
+        wavs, lens = batch.sig
+        feats = model["mean_var_norm"](hparams["compute_features"](wavs), lens)
+        pred = model["classifier"](model["embedding_model"](feats)).squeeze(1).argmax(-1)
+        labels = batch.command_encoded[0].view(-1)
+        right += int((pred == labels).sum())
+        total += len(labels)
+    return 100.0 * right / max(total, 1)
+
+
+def finish(hparams, brain, summary, classes, test_set, train_seconds, clock):
+    packed, deployed = export_model(hparams, summary, classes)
+    confusion = brain.confusion
+    total = int(confusion.sum())
+    accuracy = 100.0 * int(confusion.diag().sum()) / max(total, 1)
+    results = {
+        "task": "kws",
+        "arch": hparams["arch"],
+        "experiment": hparams["experiment_name"],
+        "bits": summary.bits if summary else 32,
+        **recipe.parameter_counts(hparams["model"], summary),
+        "packed_bytes": os.path.getsize(packed),
+        "packed_file": os.path.basename(packed),
+        "accuracy": round(accuracy, 3),
+        "packed_accuracy": round(accuracy_of(hparams, deployed, test_set), 3),  # the file's
+        "test_items": total,
+        "test_loss": round(float(brain.test_stats["loss"]), 5),
+        "classes": classes,
+        "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted
+        "per_class_accuracy": {
+            c: round(100.0 * int(confusion[i, i]) / max(int(confusion[i].sum()), 1), 2)
+            for i, c in enumerate(classes)},
+        **brain.trained,                                # epochs, optimizer_steps
+        "best_epoch": brain.hparams.epoch_counter.current,  # the checkpoint tested
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": clock.seconds(),
+        "num_classes": hparams["num_classes"],
+        "data_folder": os.path.abspath(hparams["data_folder"]),
+    }
+    if summary is not None:
+        results["denseshift"] = hparams["denseshift"].to_dict()
+    path = recipe.write_results(hparams["output_folder"], results)
+    logger.info("accuracy %.2f%% on %d test items; results in %s", accuracy, total, path)
+    print(f"test accuracy {accuracy:.2f}% ({total} items), model file {packed} "
+          f"({results['packed_bytes']:,} bytes), results {path}")
+
+
+# ---------------------------------------------------------------------------
+
+def user_errors(func):
+    """Run ``func``; a data problem the user can fix (DataError) or an hparams error ends
+    the run with one line (exit status 2)."""
+    def call():
+        try:
+            return func()
+        except DataError as err:
+            raise recipe.HparamsError(str(err)) from err
+    return recipe.exit_on_hparams_error(call)
+
+
+def main():
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    hparams, resolved = user_errors(lambda: recipe.load_hparams(hparams_file, overrides))
+    user_errors(lambda: check_hparams(hparams))
+    if hparams["torch_threads"]:
+        torch.set_num_threads(hparams["torch_threads"])
+    sb.utils.distributed.ddp_init_group(run_opts)
+    user_errors(lambda: check_data(hparams))
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
+    recipe.save_resolved_hparams(hparams["output_folder"], resolved)
+    clock = recipe.WallClock()
+
+    user_errors(lambda: run_on_main(prepare_speech_commands, kwargs={
+        "data_folder": hparams["data_folder"], "save_folder": hparams["output_folder"],
+        "words": hparams["words"], "num_classes": hparams["num_classes"],
+        "percentage_unknown": hparams["percentage_unknown"],
+        "percentage_silence": hparams["percentage_silence"],
+        "skip_prep": hparams["skip_prep"], "strict": hparams["strict_audio"],
+        "seed": hparams["seed"], "expected_sr": hparams["sample_rate"]}))
+    classes = user_errors(lambda: read_classes(hparams))
+    if hparams["apply_data_augmentation"]:
+        user_errors(lambda: run_on_main(prepare_noise_csv, args=[hparams]))
+    datasets = dataio_prepare(hparams, classes)
+
+    # DenseShift swaps the weights in before the Brain builds its optimizer.
+    summary = user_errors(lambda: recipe.apply_denseshift(hparams["modules"], hparams))
+    brain = KWS(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
+                run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain.diagnostics = recipe.EpochDiagnostics(hparams["model"] if summary else None)
+    start = time.time()
+    # (Brain adds keys to the loader options it is given: pass copies)
+    brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
+              train_loader_kwargs=dict(hparams["train_dataloader_opts"]),
+              valid_loader_kwargs=dict(hparams["test_dataloader_opts"]))
+    train_seconds = time.time() - start
+    # (evaluate() restores the best checkpoint, counters included: read them first)
+    brain.trained = {"epochs": hparams["epoch_counter"].current,
+                     "optimizer_steps": brain.optimizer_step}
+    brain.evaluate(datasets["test"], min_key="ErrorRate",
+                   test_loader_kwargs=dict(hparams["test_dataloader_opts"]))
+    if if_main_process():
+        finish(hparams, brain, summary, classes, datasets["test"], train_seconds, clock)
+
+
+if __name__ == "__main__":
+    main()

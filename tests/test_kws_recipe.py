@@ -1,0 +1,243 @@
+"""The keyword-spotting recipe, end to end through the real train.py (as a subprocess):
+smoke training of both twins, DenseShift values in the checkpoint, resuming a killed run,
+and hparams errors that stop the run at start with one clear line."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from denseshift_speech import quant, recipe
+from denseshift_speech.nn import codes_and_scale, iter_denseshift, parametrization
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "recipes", "speech_commands", "train.py")
+FP = os.path.join(ROOT, "hparams", "kws_fp.yaml")
+DS = os.path.join(ROOT, "hparams", "kws_ds.yaml")
+N_TRAIN, BATCH = 40, 8           # 5 optimizer steps per epoch
+STEPS_PER_EPOCH = N_TRAIN // BATCH
+
+
+def run_recipe(hparams_file, *args, timeout=240):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, TRAIN, hparams_file, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A very small Speech-Commands-layout corpus (espeak-ng), shared by the module."""
+    from denseshift_speech.data import synthesize_speech_commands
+    out = tmp_path_factory.mktemp("gsc") / "speech_commands"
+    synthesize_speech_commands(out, seed=0, train_speakers=4, valid_speakers=2,
+                               test_speakers=2, repeats=1, filler_prob=0.3,
+                               noise_seconds=12.0)
+    return str(out)
+
+
+def tiny(corpus, out, *extra, epochs=1):
+    return [f"--data_folder={corpus}", f"--output_folder={out}", f"--number_of_epochs={epochs}",
+            f"--max_train_items={N_TRAIN}", "--max_eval_items=24", f"--batch_size={BATCH}",
+            *extra]
+
+
+def ok(proc):
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+def results(out):
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def fp_run(corpus, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("kws_fp"))
+    ok(run_recipe(FP, *tiny(corpus, out)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ds_run(corpus, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("kws_ds"))
+    ok(run_recipe(DS, *tiny(corpus, out)))
+    return out
+
+
+def check_common(res, out):
+    assert res["task"] == "kws" and res["arch"] == "xvector_tdnn"
+    assert 0.0 <= res["accuracy"] <= 100.0
+    assert len(res["classes"]) == 12 and res["classes"][-2:] == ["unknown", "silence"]
+    cm = torch.tensor(res["confusion_matrix"])
+    assert cm.shape == (12, 12) and int(cm.sum()) == res["test_items"] > 0
+    assert res["accuracy"] == pytest.approx(100.0 * int(cm.diag().sum()) / int(cm.sum()), abs=1e-3)
+    assert res["epochs"] == 1 and res["optimizer_steps"] == STEPS_PER_EPOCH
+    assert res["train_seconds"] > 0
+    assert res["fp32_bytes"] == 4 * res["params"]
+    assert res["packed_file"] == "model.dsp"
+    assert res["packed_bytes"] == os.path.getsize(os.path.join(out, "model.dsp"))
+    assert os.path.isfile(os.path.join(out, recipe.RESOLVED_HPARAMS))
+    assert glob.glob(os.path.join(out, "save", "CKPT+*", "model.ckpt"))
+
+
+def load_model_file(out):
+    """A fresh float model built from the run's hparams, loaded from its model.dsp."""
+    from denseshift_speech import deploy
+    hparams, _ = recipe.load_hparams(os.path.join(out, recipe.RESOLVED_HPARAMS))
+    model = recipe.module_container(hparams["modules"])
+    info = deploy.load_packed(model, os.path.join(out, "model.dsp"))
+    return model, info
+
+
+@pytest.mark.slow
+def test_fp_smoke(fp_run):
+    res = results(fp_run)
+    check_common(res, fp_run)
+    assert res["bits"] == 32 and res["quantized_params"] == 0
+    # the float model file loads into a fresh model and predicts as the trained one
+    assert res["packed_accuracy"] == res["accuracy"]
+    model, info = load_model_file(fp_run)
+    assert info.layers == [] and json.loads(info.metadata["classes"]) == res["classes"]
+    assert res["packed_bytes"] > res["fp32_bytes"]  # float weights + header
+
+
+@pytest.mark.slow
+def test_ds_smoke(ds_run, fp_run):
+    res = results(ds_run)
+    check_common(res, ds_run)
+    fp = results(fp_run)
+    assert res["bits"] == 3 and res["denseshift"]["bits"] == 3
+    assert res["params"] == fp["params"] and res["fp32_bytes"] == fp["fp32_bytes"]
+    assert 0.5 < res["quantized_fraction"] < 1.0
+    assert res["packed_bytes"] < fp["packed_bytes"] / 2
+    model, info = load_model_file(ds_run)
+    assert sum(torch.Size(rec["shape"]).numel() for rec in info.layers) == res["quantized_params"]
+    assert {rec["bits"] for rec in info.layers} == {3}
+    assert json.loads(info.metadata["classes"]) == res["classes"]
+    # the packed file's model, run with the packed kernels, predicts as the trained one
+    one_item = 100.0 / res["test_items"]
+    assert abs(res["packed_accuracy"] - res["accuracy"]) <= one_item + 1e-6
+    with open(os.path.join(ds_run, "train_log.txt")) as f:
+        assert "code_flip" in f.read()
+
+
+@pytest.mark.slow
+def test_ds_checkpoint_holds_denseshift_weights(ds_run):
+    """A fresh model, quantized as the hparams say, loads the checkpoint strictly and
+    decodes to alpha * (+-2^e), e in 0..3, for every quantized weight."""
+    hparams, _ = recipe.load_hparams(os.path.join(ds_run, recipe.RESOLVED_HPARAMS))
+    summary = recipe.apply_denseshift(hparams["modules"], hparams)
+    assert summary is not None and summary.bits == 3
+    model = hparams["model"]
+    ckpt = sorted(glob.glob(os.path.join(ds_run, "save", "CKPT+*", "model.ckpt")))[-1]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert any(k.endswith("parametrizations.weight.original1") for k in state)
+    model.load_state_dict(state, strict=True)
+    allowed = quant.value_set(3)
+    n = 0
+    for name, module, pname in iter_denseshift(model):
+        assert parametrization(module, pname).bits == 3
+        codes, alpha = codes_and_scale(module, pname)
+        with torch.no_grad():
+            w = getattr(module, pname)
+        unit = w / alpha.reshape(-1, *([1] * (w.dim() - 1)))
+        assert torch.isin(unit, allowed).all(), name
+        assert torch.equal(unit, quant.decode(codes, 3)), name
+        assert (unit != 0).all()
+        n += 1
+    assert n == len(summary.entries) > 0
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint(corpus, tmp_path):
+    out = str(tmp_path / "resume")
+    args = tiny(corpus, out, "--ckpt_interval_minutes=0", "--ckpt_interval_steps=1", epochs=2)
+    kill_at = STEPS_PER_EPOCH + 2  # in the middle of epoch 2
+    killed = run_recipe(FP, *args, f"--kill_after_steps={kill_at}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not os.path.exists(os.path.join(out, "results.json"))
+    intra = [d for d in glob.glob(os.path.join(out, "save", "CKPT+*"))
+             if "intra" in open(os.path.join(d, "CKPT.yaml")).read().lower()]
+    assert intra, "no intra-epoch checkpoint before the kill"
+
+    resumed = ok(run_recipe(FP, *args))
+    assert "Loading a checkpoint" in resumed.stderr + resumed.stdout
+    res = results(out)
+    assert res["epochs"] == 2
+    # the counters went on from the checkpoint: as many optimizer steps as an
+    # uninterrupted 2-epoch run, not 2 epochs + the steps done before the kill
+    assert res["optimizer_steps"] == 2 * STEPS_PER_EPOCH
+    with open(os.path.join(out, "train_log.txt")) as f:
+        log = f.read()
+    assert log.count("epoch: 1,") == 1 and log.count("epoch: 2,") == 1
+
+
+@pytest.mark.slow
+def test_finished_corpus_is_used_as_it_is(corpus, fp_run):
+    """A finished synthetic corpus written with other options than the recipe's synth_*
+    defaults (here: the fixture's 4 training speakers) is not re-synthesized."""
+    from denseshift_speech.data import synth
+    with open(os.path.join(corpus, synth.MARKER)) as f:
+        assert json.load(f)["options"]["speakers"]["train"] == 4
+
+
+@pytest.mark.slow
+def test_twins_started_together_share_one_synthesis(tmp_path):
+    """fp and ds started at once on a missing data folder (as `make demo` does): one
+    writes the corpus, the other waits for it; both train."""
+    data = str(tmp_path / "corpus")
+    small = ["--synth_train_speakers=4", "--synth_eval_speakers=2", "--synth_repeats=1"]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(
+        [sys.executable, TRAIN, hp, f"--data_folder={data}", *small,
+         f"--output_folder={tmp_path / name}", "--number_of_epochs=1",
+         f"--max_train_items={N_TRAIN}", "--max_eval_items=24", f"--batch_size={BATCH}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for hp, name in ((FP, "fp"), (DS, "ds"))]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+    for name in ("fp", "ds"):
+        assert results(str(tmp_path / name))["test_items"] > 0
+
+
+def fails_at_start(proc, out, *words):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in last, last
+    assert not os.path.exists(os.path.join(out, "results.json"))
+
+
+def test_unknown_hparam_fails_at_start(tmp_path):
+    out = str(tmp_path / "o")
+    proc = run_recipe(FP, f"--output_folder={out}", "--no_such_key=3", timeout=120)
+    fails_at_start(proc, out, "no_such_key", "kws_fp.yaml")
+    assert not os.path.exists(out)
+
+
+def test_bits_out_of_range_fails_at_start(tmp_path):
+    out = str(tmp_path / "o")
+    proc = run_recipe(DS, f"--output_folder={out}", f"--ds_bits={quant.MAX_BITS + 1}",
+                      timeout=120)
+    fails_at_start(proc, out, "bits", str(quant.MAX_BITS + 1))
+    assert not os.path.exists(out)
+
+
+def test_missing_data_folder_without_synthesis_fails_at_start(tmp_path):
+    out = str(tmp_path / "o")
+    missing = str(tmp_path / "no_corpus_here")
+    proc = run_recipe(FP, f"--output_folder={out}", f"--data_folder={missing}",
+                      "--synthesize_if_missing=False", timeout=120)
+    fails_at_start(proc, out, "no_corpus_here", "synthesize_if_missing")
+    assert not os.path.exists(missing)
+    assert not glob.glob(os.path.join(out, "*.csv"))

@@ -1,0 +1,124 @@
+"""`denseshift-speech report` on hand-made results.json fixtures."""
+import json
+import os
+
+import pytest
+
+from denseshift_speech import cli
+from denseshift_speech.report import ReportError, build_report, find_results
+
+
+def write(folder, **res):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump(res, f)
+    return str(folder)
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two ASR twins and three KWS runs (fp, 3-bit, 2-bit), nested under one folder."""
+    root = tmp_path / "results"
+    write(root / "conformer_fp", task="asr", arch="conformer", bits=32,
+          wer={"test-clean": 10.0, "test-other": 20.0}, params=1000, quantized_params=0,
+          quantized_fraction=0.0, fp32_bytes=4000, packed_bytes=4100)
+    write(root / "conformer_ds3", task="asr", arch="conformer", bits=3,
+          wer={"test-clean": 11.5, "test-other": 19.0}, params=1000, quantized_params=900,
+          quantized_fraction=0.9, fp32_bytes=4000, packed_bytes=800)
+    write(root / "kws" / "kws_fp", task="kws", arch="xvector_tdnn", bits=32, accuracy=97.5,
+          params=500, quantized_params=0, quantized_fraction=0.0, fp32_bytes=2000,
+          packed_bytes=2100, epochs=12, train_seconds=60.0)
+    write(root / "kws" / "kws_ds3", task="kws", arch="xvector_tdnn", bits=3, accuracy=97.0,
+          params=500, quantized_params=400, quantized_fraction=0.8, fp32_bytes=2000,
+          packed_bytes=700)
+    write(root / "kws" / "kws_ds2", task="kws", arch="xvector_tdnn", bits=2, accuracy=98.0,
+          params=500, quantized_params=400, quantized_fraction=0.8, fp32_bytes=2000,
+          packed_bytes=600)
+    return root
+
+
+def test_rows_and_baseline_deltas(runs, tmp_path):
+    out = tmp_path / "report"
+    rows = build_report([runs], out)
+    assert [(r["task"], r["bits"]) for r in rows] == [
+        ("asr", 32), ("asr", 3), ("kws", 32), ("kws", 3), ("kws", 2)]
+    by = {(r["task"], r["bits"]): r for r in rows}
+    asr = by[("asr", 3)]
+    assert asr["wer"] == {"test-clean": 11.5, "test-other": 19.0}
+    assert asr["delta_wer"] == {"test-clean": pytest.approx(1.5), "test-other": pytest.approx(-1.0)}
+    assert asr["baseline"] == by[("asr", 32)]["source"]
+    assert asr["size_ratio"] == pytest.approx(4100 / 800, rel=1e-3)
+    assert by[("kws", 3)]["delta_accuracy"] == pytest.approx(-0.5)
+    assert by[("kws", 2)]["delta_accuracy"] == pytest.approx(0.5)
+    assert by[("kws", 3)]["error_rate"] == pytest.approx(3.0)
+    for r in rows:
+        for key in ("task", "arch", "bits", "fp32_bytes", "packed_bytes", "params",
+                    "quantized_fraction"):
+            assert key in r
+        assert ("wer" in r) == (r["task"] == "asr") and ("accuracy" in r) == (r["task"] == "kws")
+    assert by[("kws", 32)]["baseline"] is None and "delta_accuracy" not in by[("kws", 32)]
+
+    with open(out / "report.json") as f:
+        assert json.load(f) == json.loads(json.dumps(rows))
+    md = (out / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(rows)
+    assert "-0.50 pts" in md and "+1.50 / -1.00 WER" in md and "(baseline)" in md
+    png = (out / "error_vs_size.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_several_dirs_and_no_baseline(tmp_path):
+    a = write(tmp_path / "a", task="kws", arch="cnn", bits=3, accuracy=90.0,
+              fp32_bytes=100, packed_bytes=20)
+    b = write(tmp_path / "b", task="kws", arch="xvector_tdnn", bits=32, accuracy=95.0,
+              fp32_bytes=100, packed_bytes=110)
+    rows = build_report([a, b], tmp_path / "out")
+    ds = [r for r in rows if r["bits"] == 3][0]
+    assert ds["baseline"] is None and "delta_accuracy" not in ds  # other arch: no twin
+    assert "no fp32 run" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_find_results_recursive_and_deduplicated(runs):
+    found = find_results([runs, runs / "kws", runs / "kws" / "kws_fp" / "results.json"])
+    assert len(found) == 5
+
+
+def test_dir_without_results_is_a_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ReportError, match=r"empty: no results.json"):
+        build_report([str(empty)], tmp_path / "out")
+    with pytest.raises(ReportError, match="no such folder"):
+        build_report([str(tmp_path / "missing")], tmp_path / "out")
+
+
+@pytest.mark.parametrize("content, match", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"task": "tts", "accuracy": 1}), "'task' must be one of"),
+    (json.dumps({"task": "kws", "bits": 3}), "needs 'accuracy'"),
+    (json.dumps({"task": "asr", "wer": 5.0}), "needs 'wer'"),
+    (json.dumps({"task": "kws", "accuracy": "high"}), "'accuracy' must be a finite number"),
+])
+def test_bad_results_file_names_the_file(tmp_path, content, match):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "results.json").write_text(content)
+    with pytest.raises(ReportError, match=match) as err:
+        build_report([str(d)], tmp_path / "out")
+    assert str(d / "results.json") in str(err.value)
+
+
+def test_cli_verb(runs, tmp_path, capsys):
+    out = tmp_path / "cli_out"
+    assert cli.main(["report", str(runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| kws | xvector_tdnn | 3-bit DS |" in printed
+    assert (out / "report.md").is_file() and (out / "report.json").is_file()
+
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    assert cli.main(["report", str(empty), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("denseshift-speech report: error:") and "nothing" in err
+    assert len(err.strip().splitlines()) == 1
