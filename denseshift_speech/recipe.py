@@ -315,3 +315,12 @@ def finish(hparams: dict, task: str, metrics: dict, summary, clock: "WallClock",
     write_results(hparams["output_folder"], results)
     logger.info("results: %s", json.dumps({k: v for k, v in results.items() if k != "denseshift"}))
     return results
+
+
+def end_distributed():
+    """Wait for the main process to finish writing, then close the process group: a rank
+    leaving while gloo's threads still run dies with 'terminate called...' (exit -6)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -169,6 +169,7 @@ def main():
         metrics = {"wer": {s: r["WER"] for s, r in asr.test_results.items()},
                    "cer": {s: r["CER"] for s, r in asr.test_results.items()}}
         recipe.finish(hparams, "asr", metrics, summary, clock, tokenizer)
+    recipe.end_distributed()
 
 
 if __name__ == "__main__":

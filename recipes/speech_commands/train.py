@@ -359,6 +359,7 @@ def main():
                    test_loader_kwargs=dict(hparams["test_dataloader_opts"]))
     if if_main_process():
         finish(hparams, brain, summary, classes, datasets["test"], train_seconds, clock)
+    recipe.end_distributed()
 
 
 if __name__ == "__main__":
