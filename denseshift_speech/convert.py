@@ -14,9 +14,8 @@ Selection, in order:
 1. ``include`` / ``exclude``: shell-style patterns (fnmatch) matched against the
    qualified parameter name (``encoder.layers.0.mha_layer.in_proj_weight``) and
    against its module's name (``encoder.layers.0.mha_layer``).
-2. ``keep_first`` keeps the feature-extraction layer in full precision: the first
-   Conv1d/Conv2d in module registration order (or the first eligible weight if the
-   model has no conv).  ``keep_last`` keeps the last eligible weight in registration
+2. ``keep_first`` keeps the feature-extraction conv in full precision: the first
+   eligible weight in module registration order, when it is a Conv1d/Conv2d.  ``keep_last`` keeps the last eligible weight in registration
    order, normally the output projection -- both as the paper does.  Registration order
    is not always data-flow order (SpeechBrain's TransformerASR registers its input
    projection last), and models with several heads have several outputs: name those
@@ -190,7 +189,7 @@ def plan(model: nn.Module, config: DenseShiftConfig):
             continue
         chosen.append((qual, module, pname))
     for flag, qual in (("keep_first", _first_layer(candidates)), ("keep_last", candidates[-1][0])):
-        if getattr(config, flag) and qual not in kept:
+        if getattr(config, flag) and qual is not None and qual not in kept:
             kept[qual] = flag
             chosen = [c for c in chosen if c[0] != qual]
     for qual, module, pname in chosen:
@@ -204,11 +203,14 @@ def plan(model: nn.Module, config: DenseShiftConfig):
 
 
 def _first_layer(candidates):
-    """The feature-extraction layer: the first conv in registration order, else the first weight."""
-    for qual, _, module, _ in candidates:
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-            return qual
-    return candidates[0][0]
+    """The feature-extraction conv: the first eligible weight, if it is a conv.
+
+    Registration order is the only order a module tree has; a model whose first
+    quantizable weight is not a conv (a bare TransformerASR registers its encoder layers
+    first) has no recognizable front-end conv, and nothing is kept for keep_first.
+    """
+    qual, _, module, _ = candidates[0]
+    return qual if isinstance(module, (nn.Conv1d, nn.Conv2d)) else None
 
 
 def quantize_(model: nn.Module, config: DenseShiftConfig | None = None) -> QuantizeSummary:

@@ -123,6 +123,8 @@ def test_conformer_attention_and_depthwise_conv_are_quantized():
     w = block.in_proj_weight
     assert torch.equal(torch.nn.functional.linear(x, w), torch.nn.functional.linear(x, w.detach()))
     assert summary.kept["custom_src_module.layers.0.w.weight"] == "keep_last"
+    # no front-end conv comes first in a bare TransformerASR: keep_first keeps nothing
+    assert "keep_first" not in summary.kept.values()
 
 
 def test_weight_attribute_is_what_forward_uses():
@@ -143,7 +145,8 @@ denseshift: !new:denseshift_speech.DenseShiftConfig
     assert cfg.bits == 2 and cfg.scale == "tensor" and cfg.exclude == ["*ctc*"]
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
     summary = quantize_(model, cfg)
-    assert summary.names() == ["1.weight"]
+    # keep_first keeps only a front-end conv; keep_last the final Linear
+    assert summary.names() == ["0.weight", "1.weight"]
     assert codes_and_scale(model[1], "weight")[1].shape == (1,)
 
 
