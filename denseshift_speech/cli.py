@@ -32,14 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="DenseShift low-bit speech models: data, kernels, export, streaming, reports.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for verb, module_name in VERBS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name and module_name.startswith(err.name):
-                continue  # verb not built yet
-            raise
-        module.add_parser(sub)
+    for module_name in VERBS.values():
+        importlib.import_module(module_name).add_parser(sub)
     return parser
 
 

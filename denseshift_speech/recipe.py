@@ -266,33 +266,46 @@ PACKED_FILE = "model.dsp"
 REBUILT_BUFFERS = ("*positional_encoding*.pe",)
 
 
-def normalizer_stats(normalize) -> dict:
-    """InputNormalization keeps its statistics outside the state dict; carry them."""
-    return {"glob_mean": normalize.glob_mean.flatten().tolist(),
-            "glob_std": normalize.glob_std.flatten().tolist()}
+def normalizer_stats(container: torch.nn.Module) -> dict:
+    """{module name: {glob_mean, glob_std}} of every InputNormalization in ``container``:
+    SpeechBrain keeps these statistics outside the state dict, so the file carries them."""
+    from speechbrain.processing.features import InputNormalization
+    return {name: {"glob_mean": m.glob_mean.flatten().tolist(),
+                   "glob_std": m.glob_std.flatten().tolist()}
+            for name, m in container.named_modules() if isinstance(m, InputNormalization)}
 
 
-def export_packed(hparams: dict, summary, task: str, tokenizer=None) -> str:
-    """Pack the trained modules in place and write <output_folder>/model.dsp.
+def restore_normalizer_stats(container: torch.nn.Module, stats: dict):
+    """Put statistics read by :func:`normalizer_stats` back into their modules."""
+    for name, values in stats.items():
+        module = container.get_submodule(name)
+        module.glob_mean = torch.tensor(values["glob_mean"], dtype=torch.float32)
+        module.glob_std = torch.tensor(values["glob_std"], dtype=torch.float32)
+        module.count = 1
 
-    The file is self-contained: resolved hparams (the architecture), the normalization
-    statistics and the tokenizer travel inside it, so ``denseshift-speech stream`` needs
+
+def export_packed(hparams: dict, summary, task: str, tokenizer=None, path: str | None = None,
+                  metadata: dict | None = None) -> str:
+    """Pack the trained modules in place and write the packed model file.
+
+    The file (default <output_folder>/model.dsp) is self-contained: the resolved hparams
+    (the architecture), normalization statistics, the tokenizer and any extra
+    ``metadata`` (str -> str) travel inside it, so ``denseshift-speech stream`` needs
     nothing else.  Call after the last evaluation (the modules become inference-only).
     """
     from .deploy import pack_, save_packed
-    container = module_container(hparams["modules"])
+    container = module_container(hparams["modules"]).cpu()  # the packed kernels are CPU code
     if summary is not None:
         pack_(container)
     with open(os.path.join(hparams["output_folder"], RESOLVED_HPARAMS)) as f:
-        metadata = {"task": task, "arch": hparams["arch"], "hparams_yaml": f.read()}
-    if "normalize" in hparams["modules"]:
-        metadata["normalizer"] = json.dumps(normalizer_stats(hparams["modules"]["normalize"]))
+        meta = {"task": task, "arch": hparams["arch"], "hparams_yaml": f.read(),
+                "normalizers": json.dumps(normalizer_stats(container)), **(metadata or {})}
     blobs = {}
     if tokenizer is not None:
         with open(tokenizer_file(tokenizer), "rb") as f:
             blobs["tokenizer.model"] = f.read()
-    path = os.path.join(hparams["output_folder"], PACKED_FILE)
-    save_packed(container, path, metadata=metadata, blobs=blobs, config=hparams.get("denseshift"),
+    path = path or os.path.join(hparams["output_folder"], PACKED_FILE)
+    save_packed(container, path, metadata=meta, blobs=blobs, config=hparams.get("denseshift"),
                 rebuilt_buffers=REBUILT_BUFFERS)
     return path
 

@@ -49,6 +49,7 @@ def test_smoke_training_writes_results_and_denseshift_checkpoint(hparams, tiny_l
         assert results["bits"] == 3 and results["quantized_fraction"] > 0.5
         assert results["packed_bytes"] < results["fp32_bytes"] / 2  # tiny: headers, fp32 ends
         _assert_checkpoint_is_denseshift(out, ckpts[0], bits=3)
+        _assert_export_matches_recipe_file(out)
     else:
         assert results["bits"] == 32 and results["quantized_params"] == 0
 
@@ -68,6 +69,20 @@ def _assert_checkpoint_is_denseshift(out, ckpt, bits):
         assert (unscaled != 0).all()
         seen += 1
     assert seen == len(summary.entries)
+
+
+def _assert_export_matches_recipe_file(out):
+    """`denseshift-speech export RUN_DIR` rebuilds the same packed file from the checkpoint."""
+    from denseshift_speech.deploy import read_packed_metadata
+    again = out / "exported.dsp"
+    proc = subprocess.run([sys.executable, "-m", "denseshift_speech", "export", str(out),
+                           "--out", str(again)], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = read_packed_metadata(out / "model.dsp"), read_packed_metadata(again)
+    assert a["layers"] == b["layers"]
+    assert a["sizes"]["quantized_packed_bytes"] == b["sizes"]["quantized_packed_bytes"]
+    assert a["sizes"]["quantized_fp32_bytes"] >= 5 * a["sizes"]["quantized_packed_bytes"]
 
 
 def _train_losses(out):

@@ -143,7 +143,7 @@ def load_model(path, fp32: bool = False) -> StreamingModel:
     from hyperpyyaml import load_hyperpyyaml
 
     from ..deploy import PackedFileError, load_packed, read_packed_metadata
-    from ..recipe import module_container
+    from ..recipe import module_container, restore_normalizer_stats
 
     path = os.fspath(path)
     try:
@@ -175,11 +175,9 @@ def load_model(path, fp32: bool = False) -> StreamingModel:
         raise ModelFileError(str(err)) from None
     container.eval()
     norm = hp["normalize"]
-    if "normalizer" in meta:
-        stats = json.loads(meta["normalizer"])
-        norm.glob_mean = torch.tensor(stats["glob_mean"], dtype=torch.float32)
-        norm.glob_std = torch.tensor(stats["glob_std"], dtype=torch.float32)
-        norm.count = 1
+    stats = json.loads(meta.get("normalizers", "{}"))
+    if "normalize" in stats:
+        restore_normalizer_stats(container, stats)
     elif getattr(norm, "norm_type", "global") == "global":
         raise ModelFileError(f"{path}: no normalizer statistics in the file")
     norm.eval()

@@ -27,7 +27,6 @@ from denseshift_speech import recipe
 from denseshift_speech.data import (DataError, prepare_speech_commands,
                                     synthesize_speech_commands)
 from denseshift_speech.data import synth
-from denseshift_speech.nn import iter_denseshift
 
 logger = logging.getLogger(__name__)
 
@@ -226,27 +225,17 @@ def export_model(hparams, summary, classes):
 
     The file (safetensors, no pickle; see denseshift_speech.deploy) holds the b-bit codes
     + per-channel scales of the DenseShift weights and everything else in float32 -- for
-    the full-precision twin, all weights in float32 -- plus the resolved hparams and the
-    class names, so it is all a device needs.  It is loaded back into a float copy of
-    the architecture and run on the test set (with the packed kernels for DenseShift),
-    so the accuracy reported for the file is measured, not assumed.
+    the full-precision twin, all weights in float32 -- plus the resolved hparams,
+    normalization statistics and the class names, so it is all a device needs.  It is
+    loaded back into a copy of the architecture and run on the test set (with the packed
+    kernels for DenseShift), so the accuracy reported for the file is measured.
     """
     from denseshift_speech import deploy
-    container = recipe.module_container(hparams["modules"])
-    deployed = copy.deepcopy(container).cpu()  # the packed kernels run on the CPU
-    for _, module, pname in list(iter_denseshift(deployed)):
-        # (not parametrize.remove_parametrizations: it edits the class the copy shares
-        # with the trained model)
-        deploy.unparametrize_(module, pname, getattr(module, pname).detach())
-    packed = copy.deepcopy(container).cpu()
-    if summary is not None:
-        deploy.pack_(packed)
-    with open(os.path.join(hparams["output_folder"], recipe.RESOLVED_HPARAMS)) as f:
-        meta = {"task": "kws", "arch": hparams["arch"], "hparams_yaml": f.read(),
-                "classes": json.dumps(classes)}
-    path = os.path.join(hparams["output_folder"], recipe.PACKED_FILE)
-    deploy.save_packed(packed, path, metadata=meta, config=hparams["denseshift"])
-    deploy.load_packed(deployed, path)
+    path = recipe.export_packed(hparams, summary, "kws",
+                                metadata={"classes": json.dumps(classes)})
+    deployed = copy.deepcopy(recipe.module_container(hparams["modules"])).cpu()
+    info = deploy.load_packed(deployed, path)
+    recipe.restore_normalizer_stats(deployed, json.loads(info.metadata["normalizers"]))
     return path, deployed
 
 
