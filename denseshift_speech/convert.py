@@ -33,7 +33,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import quant
-from .nn import INIT_MODES, SCALE_TYPES, DenseShiftWeight, is_denseshift
+from .nn import INIT_MODES, SCALE_TYPES, DenseShiftWeight, is_denseshift, latents
+from .optim import tag_latents
 
 _RNN_WEIGHT = re.compile(r"^weight_(ih|hh)_l\d+(_reverse)?$")
 _PROJ_NAMES = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
@@ -230,6 +231,7 @@ def quantize_(model: nn.Module, config: DenseShiftConfig | None = None) -> Quant
             original = module._parameters[pname]
             parametrize.register_parametrization(module, pname, config.parametrization())
             done.append((module, pname, original))
+            tag_latents(*latents(module, pname))
             err = None
             if config.init == "from_float":
                 with torch.no_grad():

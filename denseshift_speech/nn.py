@@ -12,7 +12,12 @@ alpha -- while ``module.<name>`` keeps returning the effective weight
 
 State-dict keys become ``<module>.parametrizations.<name>.original0`` (sign latent),
 ``original1`` (thermometer latents, shape ``(E-1, *weight.shape)``) and
-``original2`` (alpha, shape ``(out_channels,)`` or ``(1,)``).
+``original2`` (log2 of the scale alpha, shape ``(out_channels,)`` or ``(1,)``).
+
+The scale is trained in the log domain: an Adam step then changes alpha by a fixed
+*fraction* (lr ~ 1e-3 -> 0.1 %), whatever its magnitude.  Trained directly, a scale of
+~1e-3 moved by ~1e-3 per step swings by 100 % and a DenseShift conformer never leaves
+the CTC blank plateau (measured: train loss 2.98 vs 1.56 for fp32 after 2 epochs).
 
 In eval mode with gradients off, the effective weight is computed once and cached
 until a latent changes (optimizer step or ``load_state_dict``).
@@ -30,7 +35,7 @@ INIT_MODES = ("low_variance", "from_float")
 
 
 class DenseShiftWeight(nn.Module):
-    """Parametrization: (sign latent, thermometer latents, alpha) -> DenseShift weight."""
+    """Parametrization: (sign latent, thermometer latents, log2 alpha) -> DenseShift weight."""
 
     def __init__(self, bits: int = 3, scale: str = "channel", pow2_scale: bool = False,
                  init: str = "low_variance", sigma: float = quant.LOW_VARIANCE_SIGMA,
@@ -72,17 +77,18 @@ class DenseShiftWeight(nn.Module):
         else:
             alpha = quant.low_variance_alpha(w, self.bits, self.per_channel)
             sign_latent, thermo = quant.low_variance_latents(w.shape, self.bits, self.sigma)
+        log_alpha = torch.log2(alpha)
         if self.pow2_scale:
-            alpha = torch.exp2(torch.round(torch.log2(alpha)))
+            log_alpha = torch.round(log_alpha)
         dev = weight.device
-        return sign_latent.to(dev), thermo.to(dev), alpha.to(dev)
+        return sign_latent.to(dev), thermo.to(dev), log_alpha.to(dev)
 
-    def forward(self, sign_latent, thermo, alpha):
+    def forward(self, sign_latent, thermo, log_alpha):
         if self.training or torch.is_grad_enabled():
-            return self._weight(sign_latent, thermo, alpha)
-        key = tuple((t.data_ptr(), t._version, t.device) for t in (sign_latent, thermo, alpha))
+            return self._weight(sign_latent, thermo, log_alpha)
+        key = tuple((t.data_ptr(), t._version, t.device) for t in (sign_latent, thermo, log_alpha))
         if key != self._cache_key:
-            self._cache = self._weight(sign_latent, thermo, alpha)
+            self._cache = self._weight(sign_latent, thermo, log_alpha)
             self._cache_key = key
         return self._cache
 
@@ -91,16 +97,16 @@ class DenseShiftWeight(nn.Module):
         return super().train(mode)
 
     # -- math ----------------------------------------------------------------
-    def _weight(self, sign_latent, thermo, alpha):
+    def _weight(self, sign_latent, thermo, log_alpha):
         w = quant.sign_scale_weight(sign_latent, thermo)
-        return _expand(self.effective_alpha(alpha), w.dim()) * w
+        return _expand(self.effective_alpha(log_alpha), w.dim()) * w
 
-    def effective_alpha(self, alpha: torch.Tensor) -> torch.Tensor:
-        """The scale the forward uses (rounded to a power of two with STE if asked)."""
-        if not self.pow2_scale:
-            return alpha
-        log_a = torch.log2(alpha.abs().clamp_min(1e-30))
-        return torch.exp2(log_a + (torch.round(log_a) - log_a).detach())
+    def effective_alpha(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        """The scale the forward uses: 2**log_alpha, with the exponent rounded
+        (straight-through) when ``pow2_scale`` keeps the layer multiplication-free."""
+        if self.pow2_scale:
+            log_alpha = log_alpha + (torch.round(log_alpha) - log_alpha).detach()
+        return torch.exp2(log_alpha)
 
 
 def _expand(alpha: torch.Tensor, dim: int) -> torch.Tensor:
@@ -125,7 +131,7 @@ def parametrization(module: nn.Module, name: str) -> DenseShiftWeight:
 
 
 def latents(module: nn.Module, name: str):
-    """(sign_latent, thermo, alpha) Parameters of a quantized ``module.<name>``."""
+    """(sign_latent, thermo, log2_alpha) Parameters of a quantized ``module.<name>``."""
     plist = module.parametrizations[name]
     return plist.original0, plist.original1, plist.original2
 
@@ -136,10 +142,10 @@ def codes_and_scale(module: nn.Module, name: str):
     Effective weight == alpha.reshape(-1, 1, ...) * quant.decode(codes, bits).
     """
     p = parametrization(module, name)
-    sign_latent, thermo, alpha = latents(module, name)
+    sign_latent, thermo, log_alpha = latents(module, name)
     with torch.no_grad():
         codes = quant.latent_codes(sign_latent, thermo, p.bits)
-        scale = p.effective_alpha(alpha).detach().float().clone()
+        scale = p.effective_alpha(log_alpha).detach().float().clone()
     return codes, scale
 
 

@@ -115,12 +115,14 @@ def test_alpha_and_latents_receive_gradients_through_layer():
     parametrize.register_parametrization(layer, "weight", DenseShiftWeight(bits=3))
     x = torch.randn(5, 8)
     layer(x).pow(2).sum().backward()
-    sign, thermo, alpha = latents(layer, "weight")
-    w_unscaled = layer.weight.detach() / alpha.detach()[:, None]
-    # dL/dalpha_j = sum_i dL/dW_ji * (s 2^e)_ji, with dL/dW = 2 y^T x
+    sign, thermo, log_alpha = latents(layer, "weight")
+    alpha = torch.exp2(log_alpha.detach())
+    w_unscaled = layer.weight.detach() / alpha[:, None]
+    # dL/dalpha_j = sum_i dL/dW_ji * (s 2^e)_ji with dL/dW = 2 y^T x; alpha = 2^log_alpha
     y = torch.nn.functional.linear(x, layer.weight.detach(), layer.bias.detach())
     dW = 2 * y.t() @ x
-    assert torch.allclose(alpha.grad, (dW * w_unscaled).sum(1), rtol=1e-4, atol=1e-5)
+    expected = (dW * w_unscaled).sum(1) * alpha * math.log(2)
+    assert torch.allclose(log_alpha.grad, expected, rtol=1e-4, atol=1e-5)
     assert sign.grad.abs().sum() > 0 and thermo.grad.abs().sum() > 0
 
 
