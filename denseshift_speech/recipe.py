@@ -337,3 +337,28 @@ def end_distributed():
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def ensure_data(hparams: dict, dataset: str, synthesize, **synth_kwargs):
+    """Use ``hparams['data_folder']`` as it is, synthesize it (main process only), or fail.
+
+    A real dataset, or a finished synthetic corpus (whatever options wrote it), is used as
+    it is.  A synthetic corpus still being written (by a twin started at the same time) or
+    left unfinished by a killed run is handed to ``synthesize``, which waits for the
+    twin's lock or starts again.  With ``synthesize_if_missing: False`` a missing folder
+    is one clear error naming ``dataset``.
+    """
+    from speechbrain.utils.distributed import run_on_main
+
+    from .data.synth import is_unfinished_corpus
+    folder = hparams["data_folder"]
+    if os.path.isdir(folder) and not is_unfinished_corpus(folder):
+        return
+    if not hparams["synthesize_if_missing"]:
+        if os.path.isdir(folder):
+            return
+        raise HparamsError(
+            f"data_folder {folder!r} does not exist and synthesize_if_missing is False: "
+            f"point --data_folder at a {dataset} folder or allow synthesis")
+    run_on_main(synthesize, kwargs={"out_dir": folder, "seed": hparams["synth_seed"],
+                                    **synth_kwargs})

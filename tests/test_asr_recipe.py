@@ -157,3 +157,20 @@ def test_bad_hparams_fail_at_start(override, message, tmp_path):
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_interrupted_save_is_invisible(tmp_path, monkeypatch):
+    """A checkpoint killed half-way through saving is never picked up for resuming."""
+    from denseshift_speech.checkpoints import AtomicCheckpointer
+    model = torch.nn.Linear(2, 2)
+    ckpt = AtomicCheckpointer(tmp_path, recoverables={"model": model})
+    first = ckpt.save_checkpoint(meta={"n": 1})
+    assert (first.path / "CKPT.yaml").exists()
+
+    def killed(obj, path):
+        raise KeyboardInterrupt("killed while saving")
+    monkeypatch.setitem(ckpt.custom_save_hooks, "model", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(meta={"n": 2})
+    found = AtomicCheckpointer(tmp_path, recoverables={"model": model}).find_checkpoint()
+    assert found.meta["n"] == 1

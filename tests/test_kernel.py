@@ -1,5 +1,4 @@
 """The fused shift kernel: every path against float64, edge cases, opcheck, dispatch."""
-import itertools
 import os
 
 import pytest

@@ -1,5 +1,4 @@
 """Packing round trips, packed inference modules, and the packed model file."""
-import json
 import os
 
 import pytest

@@ -142,7 +142,7 @@ TEMPLATES = [
     lambda r: f"CANCEL MY {_c(r, 'ALARM', 'MEETING', 'APPOINTMENT', 'TIMER')} FOR {when(r)}",
     lambda r: f"MOVE {r.choice(EVENTS)} FROM {r.choice(DAYS)} TO {r.choice(DAYS)}",
     lambda r: f"READ ME THE NEWS FROM {r.choice(CITIES)}",
-    lambda r: f"SKIP TO THE NEXT SONG",
+    lambda r: "SKIP TO THE NEXT SONG",
     lambda r: f"GO BACK {number(r, 1, 30)} SECONDS",
     lambda r: f"TELL {r.choice(PEOPLE)} THAT DINNER IS READY",
     lambda r: f"HOW FAR IS {r.choice(CITIES)} FROM {r.choice(CITIES)}",

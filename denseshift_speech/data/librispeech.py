@@ -17,6 +17,7 @@ import re
 
 import soundfile as sf
 
+from .manifest import already_prepared, write_csv
 from .audio_checks import (LIBRISPEECH_CHARS, BadAudioError, DataError, check_transcript,
                            inspect_audio, load_fixed)
 
@@ -66,7 +67,7 @@ def prepare_librispeech(data_folder, save_folder, tr_splits=(), dev_splits=(), t
     outputs = [os.path.join(save_folder, f"{s}.csv") for s in splits]
     if merge_lst:
         outputs.append(os.path.join(save_folder, f"{merge_name}.csv"))
-    if _already_prepared(save_folder, options, outputs):
+    if already_prepared(save_folder, OPT_FILE, options, outputs):
         log.info("LibriSpeech manifests in %s already prepared with these options; skipping",
                  save_folder)
         return None
@@ -88,7 +89,7 @@ def prepare_librispeech(data_folder, save_folder, tr_splits=(), dev_splits=(), t
         rows, bad = _prepare_split(data_folder, save_folder, s, select_n_sentences, strict,
                                    expected_sr, resample, check, token_set, min_duration,
                                    max_duration)
-        _write_csv(os.path.join(save_folder, f"{s}.csv"), rows)
+        write_csv(os.path.join(save_folder, f"{s}.csv"), HEADER, rows)
         summary[s] = {"kept": len(rows), "bad": len(bad)}
         all_bad += [(s, p, r) for p, r in bad]
         log.info("%s: %d utterances kept, %d bad files skipped", s, len(rows), len(bad))
@@ -107,30 +108,14 @@ def prepare_librispeech(data_folder, save_folder, tr_splits=(), dev_splits=(), t
         for m in merge_lst:
             with open(os.path.join(save_folder, f"{m}.csv"), newline="") as fh:
                 merged += list(csv.DictReader(fh))
-        _write_csv(os.path.join(save_folder, f"{merge_name}.csv"),
-                   [[r[h] for h in HEADER] for r in merged])
+        write_csv(os.path.join(save_folder, f"{merge_name}.csv"), HEADER,
+                  [[r[h] for h in HEADER] for r in merged])
         summary[merge_name] = {"kept": len(merged), "bad": 0}
     with open(opt_path, "w") as fh:
         json.dump(options, fh, indent=1)
     return summary
 
 
-def _already_prepared(save_folder, options, outputs):
-    try:
-        with open(os.path.join(save_folder, OPT_FILE)) as fh:
-            old = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return old == json.loads(json.dumps(options)) and all(os.path.isfile(o) for o in outputs)
-
-
-def _write_csv(path, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(HEADER)
-        w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _prepare_split(data_folder, save_folder, split, select_n, strict, expected_sr, resample,

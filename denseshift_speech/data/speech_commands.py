@@ -12,7 +12,6 @@ listed in ``bad_files.txt`` (count logged) unless ``strict=True``.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -22,6 +21,7 @@ import re
 
 import soundfile as sf
 
+from .manifest import already_prepared, write_csv
 from .audio_checks import BadAudioError, DataError, inspect_audio, load_fixed
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def prepare_speech_commands(data_folder, save_folder, words=CORE_WORDS, num_clas
                "expected_sr": expected_sr, "resample": bool(resample), "check": check,
                "silence_seconds": silence_seconds}
     outputs = [os.path.join(save_folder, f"{s}.csv") for s in SPLITS]
-    if _already_prepared(save_folder, options, outputs):
+    if already_prepared(save_folder, OPT_FILE, options, outputs):
         log.info("Speech Commands manifests in %s already prepared; skipping", save_folder)
         return None
     if not os.path.isdir(data_folder):
@@ -230,7 +230,7 @@ def prepare_speech_commands(data_folder, save_folder, words=CORE_WORDS, num_clas
         (["silence"] if percentage_silence > 0 else [])
     summary = {"classes": classes, "bad": len(bad)}
     for s in SPLITS:
-        _write_csv(os.path.join(save_folder, f"{s}.csv"), rows[s])
+        write_csv(os.path.join(save_folder, f"{s}.csv"), HEADER, rows[s])
         counts = {}
         for r in rows[s]:
             counts[r[5]] = counts.get(r[5], 0) + 1
@@ -278,19 +278,3 @@ def _balance(rows, balance, max_per_class, rng):
     return out
 
 
-def _already_prepared(save_folder, options, outputs):
-    try:
-        with open(os.path.join(save_folder, OPT_FILE)) as fh:
-            old = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return old == json.loads(json.dumps(options)) and all(os.path.isfile(o) for o in outputs)
-
-
-def _write_csv(path, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(HEADER)
-        w.writerows(rows)
-    os.replace(tmp, path)

@@ -17,7 +17,6 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from denseshift_speech import recipe
 from denseshift_speech.data import prepare_librispeech, synthesize_librispeech
-from denseshift_speech.data.synth import is_unfinished_corpus
 
 
 class ASR(sb.Brain):
@@ -81,25 +80,11 @@ class ASR(sb.Brain):
 
 
 def check_data(hparams):
-    """Use the data folder as it is, synthesize it (main process only), or fail clearly.
-
-    A synthetic corpus still being written (by a twin started at the same time) or left
-    unfinished by a killed run is handed back to the synthesizer, which waits for the
-    twin's lock, or starts it again.
-    """
-    folder = hparams["data_folder"]
-    if os.path.isdir(folder) and not is_unfinished_corpus(folder):
-        return  # a real dataset, or a finished synthetic one (whatever its options)
-    if not hparams["synthesize_if_missing"]:
-        if os.path.isdir(folder):
-            return
-        raise recipe.HparamsError(
-            f"data_folder {folder!r} does not exist and synthesize_if_missing is False: "
-            "point --data_folder at a LibriSpeech folder or allow synthesis")
+    """The corpus in data_folder, synthesized with espeak-ng when missing."""
     n_eval = hparams["synth_eval_utterances"]
-    run_on_main(synthesize_librispeech, kwargs={
-        "out_dir": folder, "seed": hparams["synth_seed"], "train_utts": hparams["synth_train_utterances"],
-        "dev_utts": n_eval, "test_utts": n_eval, "test_other_utts": n_eval})
+    recipe.ensure_data(hparams, "LibriSpeech", synthesize_librispeech,
+                       train_utts=hparams["synth_train_utterances"], dev_utts=n_eval,
+                       test_utts=n_eval, test_other_utts=n_eval)
 
 
 def dataio_prepare(hparams, tokenizer):

@@ -26,7 +26,6 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from denseshift_speech import recipe
 from denseshift_speech.data import (DataError, prepare_speech_commands,
                                     synthesize_speech_commands)
-from denseshift_speech.data import synth
 
 logger = logging.getLogger(__name__)
 
@@ -96,27 +95,11 @@ class KWS(sb.Brain):
 # ---------------------------------------------------------------------------
 
 def check_data(hparams):
-    """Use the data folder as it is, synthesize it (main process only), or fail clearly.
-
-    A real dataset, or a finished synthetic corpus (whatever options it was written
-    with), is used as it is.  A synthetic corpus being written (by a twin started at the
-    same time: its lock file exists) or left unfinished is handed to the synthesizer,
-    which waits for the twin, or finishes the job.
-    """
-    folder = hparams["data_folder"]
-    if os.path.isdir(folder) and not synth.is_unfinished_corpus(folder):
-        return
-    if not hparams["synthesize_if_missing"]:
-        if os.path.isdir(folder):
-            return
-        raise recipe.HparamsError(
-            f"data_folder {folder!r} does not exist and synthesize_if_missing is False: "
-            "point --data_folder at a Speech Commands v0.02 folder or allow synthesis")
+    """The corpus in data_folder, synthesized with espeak-ng when missing."""
     n_eval = hparams["synth_eval_speakers"]
-    run_on_main(synthesize_speech_commands, kwargs={
-        "out_dir": folder, "seed": hparams["synth_seed"],
-        "train_speakers": hparams["synth_train_speakers"], "valid_speakers": n_eval,
-        "test_speakers": n_eval, "repeats": hparams["synth_repeats"]})
+    recipe.ensure_data(hparams, "Speech Commands v0.02", synthesize_speech_commands,
+                       train_speakers=hparams["synth_train_speakers"], valid_speakers=n_eval,
+                       test_speakers=n_eval, repeats=hparams["synth_repeats"])
 
 
 def check_hparams(hparams):
