@@ -132,7 +132,7 @@ def apply_denseshift(modules: dict, hparams: dict) -> QuantizeSummary | None:
     if init_from:
         if config.init != "from_float":
             raise HparamsError("init_from_fp is set but denseshift init is not 'from_float'")
-        load_float_checkpoint(container, init_from)
+        load_float_checkpoint(hparams["model"], init_from)
     summary = quantize_(container, config)
     logger.info("%s", summary)
     return summary
@@ -144,17 +144,17 @@ def module_container(modules: dict) -> torch.nn.ModuleDict:
     return torch.nn.ModuleDict({k: v for k, v in modules.items() if isinstance(v, torch.nn.Module)})
 
 
-def load_float_checkpoint(container: torch.nn.ModuleDict, path: str):
-    """Load a full-precision recipe checkpoint (Checkpointer layout: <dir>/model.ckpt)."""
+def load_float_checkpoint(model: torch.nn.Module, path: str):
+    """Load a full-precision recipe checkpoint into ``model`` (the hparams' ``model``, the
+    object the Checkpointer saves as <dir>/model.ckpt), strictly."""
     ckpt = os.path.join(path, "model.ckpt") if os.path.isdir(path) else path
     if not os.path.isfile(ckpt):
         raise HparamsError(f"init_from_fp: no checkpoint at {ckpt}")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    model = torch.nn.ModuleList(container.values())
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or missing:
-        raise HparamsError(f"init_from_fp: {ckpt} does not match this architecture "
-                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise HparamsError(f"init_from_fp: {ckpt} does not match this architecture: {err}") from None
 
 
 class EpochDiagnostics:

@@ -174,3 +174,27 @@ def test_interrupted_save_is_invisible(tmp_path, monkeypatch):
         ckpt.save_checkpoint(meta={"n": 2})
     found = AtomicCheckpointer(tmp_path, recoverables={"model": model}).find_checkpoint()
     assert found.meta["n"] == 1
+
+
+def test_from_float_init_loads_the_fp_checkpoint(tmp_path):
+    """init_from_fp + ds_init=from_float: DenseShift starts from the twin's float weights."""
+    overrides = {"d_model": 32, "nhead": 2, "num_encoder_layers": 1, "d_ffn": 64,
+                 "kernel_size": 7, "cnn_channels": [8, 32], "vocab_size": 40,
+                 "output_folder": str(tmp_path / "x")}
+    fp, _ = recipe.load_hparams(os.path.join(ROOT, "hparams/conformer_fp.yaml"), overrides)
+    torch.save(fp["model"].state_dict(), tmp_path / "model.ckpt")
+    ds, _ = recipe.load_hparams(os.path.join(ROOT, "hparams/conformer_ds.yaml"),
+                                {**overrides, "ds_init": "from_float",
+                                 "init_from_fp": str(tmp_path)})
+    summary = recipe.apply_denseshift(ds["modules"], ds)
+    float_weights = recipe.module_container(fp["modules"]).state_dict()
+    container = recipe.module_container(ds["modules"])
+    for entry in summary.entries[:5]:
+        module_name, pname = entry.name.rsplit(".", 1)
+        w = getattr(container.get_submodule(module_name), pname).detach()
+        assert quant.relative_error(float_weights[entry.name], w) < 0.5, entry.name
+    with pytest.raises(recipe.HparamsError, match="does not match this architecture"):
+        bad, _ = recipe.load_hparams(os.path.join(ROOT, "hparams/conformer_ds.yaml"),
+                                     {**overrides, "d_ffn": 32, "ds_init": "from_float",
+                                      "init_from_fp": str(tmp_path)})
+        recipe.apply_denseshift(bad["modules"], bad)
