@@ -134,6 +134,23 @@ def test_librispeech_deterministic(ls, tmp_path):
     assert tree_digest(c) != da
 
 
+def test_librispeech_held_out_splits_do_not_depend_on_the_training_set(ls, tmp_path):
+    """More training speakers leave dev/test audio and SPEAKERS.TXT rows unchanged, so
+    a more varied training set is measured on the same test set.  (Held-out sentences
+    only use training words, so the training *sentences* may change them.)"""
+    a = ls[0]
+    bigger = tmp_path / "bigger"
+    synthesize_librispeech(bigger, seed=3, **dict(LS_KW, train_speakers=9))
+    held_out = ("dev-clean", "test-clean", "test-other")
+    digest = {root: {k: v for k, v in tree_digest(root).items() if k.split(os.sep)[0] in held_out}
+              for root in (a, bigger)}
+    assert digest[a] == digest[bigger] and len(digest[a]) >= 24
+    rows = {root: [line.split("|")[2:] for line in open(os.path.join(root, "SPEAKERS.TXT"))
+                   if not line.startswith(";") and "train" not in line] for root in (a, bigger)}
+    assert rows[a] == rows[bigger]
+    assert len(os.listdir(bigger / "train-clean-100")) == 9
+
+
 def test_librispeech_speakers_disjoint(ls):
     a = ls[0]
     spk = {s: set(os.listdir(os.path.join(a, s))) for s in LS_SPLITS}

@@ -38,7 +38,7 @@ from .audio_checks import DataError, resample_np, speech_check
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 MARKER = ".denseshift_synth.json"
 PARTIAL = ".denseshift_synth.partial"
 SR = 16000
@@ -218,21 +218,29 @@ def _rng(*keys) -> np.random.Generator:
 # speakers, marker, helpers
 
 def _speakers(rng: random.Random, counts: dict, profiles: dict, id_fn) -> dict:
-    """Disjoint (voice, variant) pairs per split, each with a rate/pitch profile."""
+    """Disjoint (voice, variant) pairs per split, each with a rate/pitch profile.
+
+    Splits take speakers from one shuffled list in the order of ``counts``, and every
+    pair's id and profile are drawn up front for the whole list, so the splits named
+    first (callers list the held-out ones first) are the same whatever the later counts
+    are: a bigger training set does not change the test speakers.
+    """
     pairs = [(v, var) for v in BASE_VOICES for var in VARIANTS]
     rng.shuffle(pairs)
     need = sum(counts.values())
     if need > len(pairs):
         raise DataError(f"asked for {need} speakers; at most {len(pairs)} distinct "
                         "voice+variant pairs exist")
-    ids = id_fn(rng, need)
+    ids = id_fn(rng, len(pairs))
+    draws = [(rng.random(), rng.randint(25, 75), rng.choice([0, 0, 0, 1, 2])) for _ in pairs]
     out, k = {}, 0
     for split, n in counts.items():
         lo, hi = profiles[split]
-        out[split] = [Speaker(ids[k + i], pairs[k + i][0], pairs[k + i][1],
-                              rate=rng.randint(lo, hi), pitch=rng.randint(25, 75),
-                              gap=rng.choice([0, 0, 0, 1, 2]))
-                      for i in range(n)]
+        out[split] = sorted(
+            (Speaker(ids[i], pairs[i][0], pairs[i][1], rate=lo + int(u * (hi - lo + 1)),
+                     pitch=pitch, gap=gap)
+             for i, (u, pitch, gap) in zip(range(k, k + n), draws[k:k + n])),
+            key=lambda spk: spk.spk_id)
         k += n
     return out
 
@@ -326,6 +334,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     utts = dict(zip(LS_SPLITS, (train_utts, dev_utts, test_utts, test_other_utts)))
     spks = dict(zip(LS_SPLITS, (train_speakers, dev_speakers, test_speakers,
                                 test_other_speakers)))
+    held_out_first = LS_SPLITS[1:] + LS_SPLITS[:1]
     for s in LS_SPLITS:
         if utts[s] < 0 or spks[s] < 1 or (utts[s] and utts[s] < spks[s]):
             raise DataError(f"{s}: need at least one utterance per speaker "
@@ -343,20 +352,22 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
                 "test-clean": (140, 185), "test-other": (195, 240)}
 
     def ids(r, n):
-        return [str(i) for i in sorted(r.sample(range(100, 9999), n))]
+        return [str(i) for i in r.sample(range(100, 9999), n)]
 
-    speakers = _speakers(rng, spks, profiles, ids)
-    # stable order of ids within each split after the global sort: re-sort per split
-    chapter_ids = iter(rng.sample(range(10000, 99999), sum(spks.values()) * 3))
+    speakers = _speakers(rng, {s: spks[s] for s in held_out_first}, profiles, ids)
+    # each split draws its chapters and sentences from its own stream, so the held-out
+    # splits do not change with the number of training speakers
+    split_rng = {s: random.Random(f"librispeech-{seed}-{s}") for s in LS_SPLITS}
 
     # text: train first; held-out sentences only use words seen in train
-    texts = {"train-clean-100": [grammar.sentence(rng) for _ in range(utts["train-clean-100"])]}
+    texts = {"train-clean-100": [grammar.sentence(split_rng["train-clean-100"])
+                                 for _ in range(utts["train-clean-100"])]}
     train_vocab = {w for t in texts["train-clean-100"] for w in t.split()}
     for s in LS_SPLITS[1:]:
         lst = []
         for _ in range(utts[s]):
             for _try in range(200):
-                t = grammar.sentence(rng)
+                t = grammar.sentence(split_rng[s])
                 if all(w in train_vocab for w in t.split()):
                     break
             else:
@@ -367,9 +378,8 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
 
     tasks = []
     for s in LS_SPLITS:
-        sp = speakers[s]
-        chapters = {spk.spk_id: [next(chapter_ids) for _ in range(rng.randint(1, 2))]
-                    for spk in sp}
+        sp, r = speakers[s], split_rng[s]
+        chapters = {spk.spk_id: r.sample(range(10000, 99999), r.randint(1, 2)) for spk in sp}
         counters = {}
         for i, text in enumerate(texts[s]):
             spk = sp[i % len(sp)]
@@ -425,12 +435,16 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
                     "speakers": len(speakers[s]),
                     "vocabulary": len({w for j in idx for w in tasks[j][5].split()})}
         bad += [(tasks[j][4], results[j][2]) for j in idx if not results[j][1]]
+    minutes = {}
+    for task, result in zip(tasks, results):
+        minutes[task[2].spk_id] = minutes.get(task[2].spk_id, 0.0) + result[0] / SR / 60
     with open(os.path.join(out_dir, "SPEAKERS.TXT"), "w") as fh:
         fh.write("; Synthetic speakers (espeak-ng), written by denseshift-speech synth\n")
         fh.write(";ID  |SEX| SUBSET           |MINUTES| NAME\n")
         for s in LS_SPLITS:
             for spk in speakers[s]:
-                fh.write(f"{spk.spk_id:<5}| {spk.sex} | {s:<16} | {0.0:5.2f} | "
+                fh.write(f"{spk.spk_id:<5}| {spk.sex} | {s:<16} | "
+                         f"{minutes.get(spk.spk_id, 0.0):5.2f} | "
                          f"{spk.voice_spec} s{spk.rate} p{spk.pitch} g{spk.gap}\n")
     stats["total"] = {"hours": round(sum(stats[s]["hours"] for s in LS_SPLITS), 4),
                       "utterances": len(tasks),
@@ -486,7 +500,8 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
             seen.add(f"{r.getrandbits(32):08x}")
         return sorted(seen, key=lambda _: r.random())
 
-    speakers = _speakers(rng, splits, profiles, ids)
+    speakers = _speakers(rng, {s: splits[s] for s in ("testing", "validation", "train")},
+                         profiles, ids)
     tasks = []
     for s in splits:
         said = {w: [] for w in words}
