@@ -147,6 +147,8 @@ def _eligible_names(module: nn.Module):
         return [n for n in _PROJ_NAMES if _has_weight(module, n)]
     if isinstance(module, nn.RNNBase):
         return [n for n in module._flat_weights_names if _RNN_WEIGHT.match(n)]
+    if isinstance(module, nn.RNNCellBase):  # attention decoders step GRU/LSTM cells
+        return ["weight_ih", "weight_hh"]
     return []
 
 

@@ -310,6 +310,51 @@ def export_packed(hparams: dict, summary, task: str, tokenizer=None, path: str |
     return path
 
 
+def check_decoding(hparams: dict) -> None:
+    """Fail at start on a decoding set-up that could only fail after training."""
+    if hparams["decoding"] not in ("greedy", "beam_lm"):
+        raise HparamsError(f"decoding must be 'greedy' or 'beam_lm', got {hparams['decoding']!r}")
+    if hparams["decoding"] == "beam_lm" and hparams["lm_arpa"] and not os.path.isfile(
+            hparams["lm_arpa"]):
+        raise HparamsError(f"lm_arpa: no language model file at {hparams['lm_arpa']} "
+                           "(an ARPA or KenLM binary file; null estimates one from the "
+                           "training transcripts)")
+    if not 2 <= hparams["lm_order"] <= 6:
+        raise HparamsError(f"lm_order must be 2..6 (KenLM), got {hparams['lm_order']}")
+
+
+def language_model(hparams: dict) -> str | None:
+    """The word n-gram LM the test searcher fuses: ``lm_arpa`` when set (an existing
+    ARPA or KenLM binary, e.g. LibriSpeech's 3-gram), else an ``lm_order``-gram estimated
+    from the training transcripts into the save folder (main process only).  ``None``
+    with ``decoding: greedy``."""
+    from speechbrain.utils.distributed import run_on_main
+    check_decoding(hparams)
+    if hparams["decoding"] == "greedy":
+        return None
+    if hparams["lm_arpa"]:
+        return hparams["lm_arpa"]
+    path = os.path.join(hparams["save_folder"], f"lm_{hparams['lm_order']}gram.arpa")
+    run_on_main(_estimate_lm, kwargs={"csv_file": hparams["train_csv"], "path": path,
+                                      "order": hparams["lm_order"]})
+    return path
+
+
+def _estimate_lm(csv_file, path, order):
+    import csv
+
+    from .lm import LMError, write_arpa
+    if os.path.isfile(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(csv_file, newline="") as f:
+        lines = [row["wrd"] for row in csv.DictReader(f)]
+    try:
+        write_arpa(lines, path, order)
+    except LMError as err:
+        raise HparamsError(f"language model from {csv_file}: {err}") from err
+
+
 def finish(hparams: dict, task: str, metrics: dict, summary, clock: "WallClock",
            tokenizer=None) -> dict:
     """Export the packed model and write results.json (task, arch, bits, sizes, metrics)."""

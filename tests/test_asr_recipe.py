@@ -42,6 +42,8 @@ def test_smoke_training_writes_results_and_denseshift_checkpoint(hparams, tiny_l
     assert results["task"] == "asr" and results["arch"] == arch
     assert set(results["wer"]) == {"test-clean", "test-other"}
     assert all(0 <= v <= 200 for v in results["wer"].values())
+    assert results["decoding"] == "beam_lm" and set(results["wer_greedy"]) == set(results["wer"])
+    assert (out / "save" / "lm_3gram.arpa").exists()
     assert (out / "wer_test-clean.txt").exists() and (out / "model.dsp").exists()
     ckpts = glob.glob(str(out / "save" / "CKPT+*" / "model.ckpt"))
     assert ckpts
@@ -149,6 +151,8 @@ def test_torchrun_two_processes_on_cpu(tiny_librispeech, tmp_path):
     ("--no_such_key=1", "unknown hparam(s) no_such_key"),
     ("--ds_bits=9", "bits must be an integer in 2..8, got 9"),
     ("--data_folder=/nonexistent/LibriSpeech", "does not exist and synthesize_if_missing is False"),
+    ("--decoding=viterbi", "decoding must be 'greedy' or 'beam_lm', got 'viterbi'"),
+    ("--lm_arpa=/nonexistent/3-gram.arpa", "no language model file at /nonexistent/3-gram.arpa"),
 ])
 def test_bad_hparams_fail_at_start(override, message, tmp_path):
     proc = run_recipe("recipes/librispeech/train.py", "conformer_ds.yaml",

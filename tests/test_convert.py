@@ -32,7 +32,18 @@ def xvector():
     return Xvector(in_channels=40, tdnn_channels=[16, 16, 16, 16, 32], lin_neurons=8)
 
 
+def rnn_decoder():
+    """The CRDNN's optional attention decoder: GRU cells, location-aware attention."""
+    from denseshift_speech.models import AttentionalDecoder
+    torch.manual_seed(0)
+    return AttentionalDecoder(enc_dim=40, vocab_size=30, emb_size=8, hidden_size=16,
+                              attn_dim=16, channels=4, kernel_size=5)
+
+
 def run(model, arch, x):
+    if arch == "rnn_decoder":
+        tgt = torch.randint(0, 30, (x.shape[0], 4))
+        return model(x, tgt, torch.ones(x.shape[0])).sum()
     if arch == "conformer":
         tgt = torch.randint(0, 30, (x.shape[0], 4))
         enc, dec = model(x, tgt, wav_len=torch.ones(x.shape[0]))
@@ -40,11 +51,12 @@ def run(model, arch, x):
     return model(x).sum()
 
 
-BUILDERS = {"conformer": conformer, "crdnn": crdnn, "xvector": xvector}
-EXCLUDE = {"conformer": ["custom_src_module*"], "crdnn": [], "xvector": []}
+BUILDERS = {"conformer": conformer, "crdnn": crdnn, "xvector": xvector,
+            "rnn_decoder": rnn_decoder}
+EXCLUDE = {"conformer": ["custom_src_module*"], "crdnn": [], "xvector": [], "rnn_decoder": []}
 
 
-@pytest.mark.parametrize("arch", ["conformer", "crdnn", "xvector"])
+@pytest.mark.parametrize("arch", ["conformer", "crdnn", "xvector", "rnn_decoder"])
 def test_quantize_speechbrain_models(arch, tmp_path):
     model = BUILDERS[arch]()
     x = torch.randn(2, 50, 40)
@@ -104,6 +116,8 @@ def independent_count_from(state, kept):
 
 def _outputs(model, arch, x):
     torch.manual_seed(0)  # Xvector's statistics pooling adds random noise, even in eval
+    if arch == "rnn_decoder":
+        return (model(x, torch.randint(0, 30, (x.shape[0], 4)), torch.ones(x.shape[0])),)
     if arch == "conformer":
         tgt = torch.randint(0, 30, (x.shape[0], 4))
         return model(x, tgt, wav_len=torch.ones(x.shape[0]))

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Conformer / CRDNN CTC ASR on LibriSpeech (or its embedded synthetic twin), full
-precision or DenseShift, chosen by the hparams file.
+precision or DenseShift, chosen by the hparams file.  Optionally joint CTC/attention:
+--num_decoder_layers=N (conformer, Transformer decoder) or --attention_decoder=True
+(CRDNN, attentional GRU decoder); see the hparams files' "attention decoder" section.
 
     python recipes/librispeech/train.py hparams/conformer_ds.yaml [--key=value ...]
     torchrun --nproc_per_node=2 recipes/librispeech/train.py hparams/conformer_ds.yaml
@@ -27,24 +29,46 @@ class ASR(sb.Brain):
                                        epoch=self.hparams.epoch_counter.current)
         if stage == sb.Stage.TRAIN and self.hparams.augment_features:
             feats = self.hparams.freq_drop(self.hparams.time_drop(feats))
-        encoded = self.encode(feats, wav_lens, stage)
-        return self.hparams.log_softmax(self.modules.ctc_lin(encoded)), wav_lens
+        if not self.attention:
+            encoded = self.encode(feats, wav_lens, stage)
+            return self.hparams.log_softmax(self.modules.ctc_lin(encoded)), wav_lens
+        # Joint CTC/attention: (p_ctc, wav_lens, p_seq, encoder output for the search).
+        encoded, seq_logits = self.encode(feats, wav_lens, stage, batch.tokens_bos[0])
+        return (self.hparams.log_softmax(self.modules.ctc_lin(encoded)), wav_lens,
+                self.hparams.log_softmax(seq_logits), encoded)
 
-    def encode(self, feats, wav_lens, stage):
+    def encode(self, feats, wav_lens, stage, tokens_bos=None):
+        """The encoder output; with ``tokens_bos``, (encoder output, decoder logits)."""
         if self.hparams.arch == "crdnn":
-            return self.modules.CRDNN(feats)
+            encoded = self.modules.CRDNN(feats)
+            if tokens_bos is None:
+                return encoded
+            return encoded, self.modules.decoder(encoded, tokens_bos, wav_lens)
         chunking = self.hparams.dynchunktrain_config_sampler(stage)
-        return self.modules.Transformer(self.modules.CNN(feats), wav_lens,
+        return self.modules.Transformer(self.modules.CNN(feats), tokens_bos, wav_len=wav_lens,
                                         dynchunktrain_config=chunking)
 
     def compute_objectives(self, predictions, batch, stage):
-        p_ctc, wav_lens = predictions
+        p_ctc, wav_lens, *attention = predictions
         tokens, tokens_lens = batch.tokens
         loss = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
+        if attention:
+            p_seq, encoded = attention
+            tokens_eos, tokens_eos_lens = batch.tokens_eos
+            loss_seq = self.hparams.seq_cost(p_seq, tokens_eos, length=tokens_eos_lens)
+            loss = self.hparams.ctc_weight * loss + (1 - self.hparams.ctc_weight) * loss_seq
         if stage != sb.Stage.TRAIN:
-            hyps = sb.decoders.ctc_greedy_decode(p_ctc, wav_lens, self.hparams.blank_index)
-            words = [self.tokenizer.sp.decode_ids(h).split() for h in hyps]
             refs = [w.split() for w in batch.wrd]
+            greedy = sb.decoders.ctc_greedy_decode(p_ctc, wav_lens, self.hparams.blank_index)
+            words = [self.tokenizer.sp.decode_ids(h).split() for h in greedy]
+            self.greedy_wer_metric.append(batch.id, words, refs)
+            if stage == sb.Stage.TEST and self.searcher is not None:
+                words = [hyp[0].text.split() for hyp in self.searcher(p_ctc, wav_lens)]
+            if stage == sb.Stage.TEST and attention:
+                # Weights computed once per batch, not at every decoder step.
+                with torch.nn.utils.parametrize.cached():
+                    hyps, _, _, _ = self.attention_searcher(attention[1].detach(), wav_lens)
+                words = [self.tokenizer.sp.decode_ids(h).split() for h in hyps]
             self.wer_metric.append(batch.id, words, refs)
             self.cer_metric.append(batch.id, words, refs)
         return loss
@@ -56,6 +80,7 @@ class ASR(sb.Brain):
     def on_stage_start(self, stage, epoch=None):
         if stage != sb.Stage.TRAIN:
             self.wer_metric = self.hparams.error_rate_computer()
+            self.greedy_wer_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -76,7 +101,9 @@ class ASR(sb.Brain):
             if if_main_process():
                 with open(os.path.join(self.hparams.output_folder, f"wer_{self.split}.txt"), "w") as f:
                     self.wer_metric.write_stats(f)
-            self.test_results[self.split] = {"WER": stats["WER"], "CER": stats["CER"]}
+            self.test_results[self.split] = {
+                "WER": stats["WER"], "CER": stats["CER"],
+                "WER_greedy": self.greedy_wer_metric.summarize("error_rate")}
 
 
 def check_data(hparams):
@@ -84,11 +111,40 @@ def check_data(hparams):
     n_eval = hparams["synth_eval_utterances"]
     recipe.ensure_data(hparams, "LibriSpeech", synthesize_librispeech,
                        train_utts=hparams["synth_train_utterances"], dev_utts=n_eval,
+                       train_speakers=hparams["synth_train_speakers"],
                        test_utts=n_eval, test_other_utts=n_eval)
 
 
-def dataio_prepare(hparams, tokenizer):
-    """Datasets with audio and token pipelines; the train set sorted by duration."""
+def test_searcher(hparams, tokenizer):
+    """CTC prefix beam search fused with the word n-gram LM, or None (greedy decoding)."""
+    lm_path = recipe.exit_on_hparams_error(lambda: recipe.language_model(hparams))
+    if lm_path is None:
+        return None
+    pieces = [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.sp.vocab_size())]
+    return hparams["test_searcher"](vocab_list=pieces, kenlm_model_path=lm_path)
+
+
+def attention_decoder(hparams):
+    """Whether the optional attention decoder is on (conformer: num_decoder_layers > 0;
+    CRDNN: attention_decoder: True), after checking its hparams."""
+    if hparams["arch"] == "crdnn":
+        on = hparams["attention_decoder"]
+        if not isinstance(on, bool):
+            raise recipe.HparamsError(f"attention_decoder must be True or False, got {on!r}")
+    else:
+        layers = hparams["num_decoder_layers"]
+        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
+            raise recipe.HparamsError(f"num_decoder_layers must be an integer >= 0, got {layers!r}")
+        on = layers > 0
+    if on and not 0 <= hparams["ctc_weight"] < 1:
+        raise recipe.HparamsError(f"ctc_weight must be in [0, 1) with a decoder (its loss "
+                                  f"weighs 1 - ctc_weight), got {hparams['ctc_weight']!r}")
+    return on
+
+
+def dataio_prepare(hparams, tokenizer, attention=False):
+    """Datasets with audio and token pipelines; the train set sorted by duration.  With
+    ``attention``, also the decoder's input (bos + tokens) and target (tokens + eos)."""
     csvs = {split: os.path.join(hparams["output_folder"], f"{split}.csv")
             for split in hparams["dev_splits"] + hparams["test_splits"]}
     train = sb.dataio.dataset.DynamicItemDataset.from_csv(hparams["train_csv"])
@@ -113,7 +169,17 @@ def dataio_prepare(hparams, tokenizer):
 
     sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
     sb.dataio.dataset.add_dynamic_item(datasets, text_pipeline)
-    sb.dataio.dataset.set_output_keys(datasets, ["id", "sig", "wrd", "tokens"])
+    keys = ["id", "sig", "wrd", "tokens"]
+    if attention:
+        @sb.utils.data_pipeline.takes("tokens")
+        @sb.utils.data_pipeline.provides("tokens_bos", "tokens_eos")
+        def decoder_pipeline(tokens):
+            yield torch.cat([torch.LongTensor([hparams["bos_index"]]), tokens])
+            yield torch.cat([tokens, torch.LongTensor([hparams["eos_index"]])])
+
+        sb.dataio.dataset.add_dynamic_item(datasets, decoder_pipeline)
+        keys += ["tokens_bos", "tokens_eos"]
+    sb.dataio.dataset.set_output_keys(datasets, keys)
     return train, valid, tests
 
 
@@ -126,6 +192,8 @@ def main():
     recipe.save_resolved_hparams(hparams["output_folder"], resolved)
     clock = recipe.WallClock()
 
+    recipe.exit_on_hparams_error(lambda: recipe.check_decoding(hparams))
+    attention = recipe.exit_on_hparams_error(lambda: attention_decoder(hparams))
     recipe.exit_on_hparams_error(lambda: check_data(hparams))
     run_on_main(prepare_librispeech, kwargs={
         "data_folder": hparams["data_folder"], "save_folder": hparams["output_folder"],
@@ -134,13 +202,17 @@ def main():
         "merge_name": "train", "skip_prep": hparams["skip_prep"],
         "strict": hparams["strict_audio"]})
     tokenizer = recipe.train_tokenizer(hparams)
-    train, valid, tests = dataio_prepare(hparams, tokenizer)
+    train, valid, tests = dataio_prepare(hparams, tokenizer, attention)
 
     summary = recipe.exit_on_hparams_error(
         lambda: recipe.apply_denseshift(hparams["modules"], hparams))
     asr = ASR(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
               run_opts=run_opts, checkpointer=hparams["checkpointer"])
     asr.tokenizer = tokenizer
+    # With a decoder, the test splits use joint CTC/attention beam search instead.
+    asr.attention = attention
+    asr.attention_searcher = hparams["attention_searcher"]() if attention else None
+    asr.searcher = None if attention else test_searcher(hparams, tokenizer)
     asr.diagnostics = recipe.EpochDiagnostics(hparams["model"] if summary else None)
     asr.fit(hparams["epoch_counter"], train, valid,
             train_loader_kwargs=hparams["train_dataloader_opts"],
@@ -151,8 +223,9 @@ def main():
         asr.split = split
         asr.evaluate(dataset, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
     if if_main_process():
-        metrics = {"wer": {s: r["WER"] for s, r in asr.test_results.items()},
-                   "cer": {s: r["CER"] for s, r in asr.test_results.items()}}
+        metrics = {key.lower(): {s: r[key] for s, r in asr.test_results.items()}
+                   for key in ("WER", "CER", "WER_greedy")}
+        metrics["decoding"] = "attention_ctc" if attention else hparams["decoding"]
         recipe.finish(hparams, "asr", metrics, summary, clock, tokenizer)
     recipe.end_distributed()
 
