@@ -19,10 +19,12 @@ system-deps:
 
 # torch first (the native kernel compiles against it), then the package in editable
 # mode without build isolation so the build uses that torch instead of downloading one.
+# kenlm (beam-search LM) is an sdist built with cmake: it goes in the first step, with
+# build isolation, so its cmake comes from the index.
 $(STAMP): setup.cfg setup.py pyproject.toml $(NATIVE) | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchaudio==2.11.0 setuptools wheel ninja
+	$(PY) -m pip install -q torch==2.14.1 torchaudio==2.11.0 setuptools wheel ninja kenlm
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
 	touch $(STAMP)
 

@@ -3,7 +3,8 @@
 Runs the same commands a user types (each printed before it runs): train the
 full-precision and 3-bit DenseShift conformer and keyword spotter (each recipe synthesizes
 its embedded corpus when missing), write the report, then stream a few held-out test utterances through the packed
-model.  Twin trainings run side by side, one thread each (2 cores here).
+model.  Trainings run two at a time, one thread each (2 cores here), longest first, each
+logging to <out>/logs/<name>.log.
 
     python -m denseshift_speech.demo --out results/demo           # about 20 minutes
     python -m denseshift_speech.demo --out results/full --full    # + CRDNN, 2/3/4-bit sweep
@@ -31,47 +32,56 @@ def kws_run(hparams: str, out: str, name: str, *extra: str) -> list:
             f"--output_folder={out}/{name}", *extra]
 
 
-def plan(out: str, full: bool) -> list:
-    """Stages; the commands inside a stage run in parallel."""
-    # Each recipe synthesizes its corpus when missing (the first of two twins to get
+def plan(out: str, full: bool) -> tuple:
+    """(trainings, then) -- trainings are independent and listed longest first; the
+    report and the streaming check run after all of them."""
+    # Each recipe synthesizes its corpus when missing (the first of two runs to get
     # there writes it, the other waits on its lock).
-    stages = [
-        [asr_run("conformer_fp.yaml", out, "conformer_fp"),
-         asr_run("conformer_ds.yaml", out, "conformer_ds3")],
-        [kws_run("kws_fp.yaml", out, "kws_fp"), kws_run("kws_ds.yaml", out, "kws_ds3")],
-    ]
+    trainings = [asr_run("conformer_ds.yaml", out, "conformer_ds3"),
+                 asr_run("conformer_fp.yaml", out, "conformer_fp")]
     if full:
-        stages += [
-            [asr_run("conformer_ds.yaml", out, "conformer_ds2", "--ds_bits=2"),
-             asr_run("conformer_ds.yaml", out, "conformer_ds4", "--ds_bits=4")],
-            [asr_run("crdnn_fp.yaml", out, "crdnn_fp"), asr_run("crdnn_ds.yaml", out, "crdnn_ds3")],
-            [kws_run("kws_ds.yaml", out, "kws_ds2", "--ds_bits=2"),
-             kws_run("kws_ds.yaml", out, "kws_ds4", "--ds_bits=4")],
-        ]
-    stages.append([[PY, "-m", "denseshift_speech", "report", out, "--out", out]])
-    stages.append([[PY, "-m", "denseshift_speech", "stream", f"{out}/conformer_ds3/model.dsp",
-                    "--manifest", f"{out}/conformer_ds3/test-clean.csv", "--limit", "4"]])
-    return stages
+        trainings += [asr_run("conformer_ds.yaml", out, "conformer_ds2", "--ds_bits=2"),
+                      asr_run("conformer_ds.yaml", out, "conformer_ds4", "--ds_bits=4"),
+                      asr_run("crdnn_ds.yaml", out, "crdnn_ds3"),
+                      asr_run("crdnn_fp.yaml", out, "crdnn_fp")]
+    trainings += [kws_run("kws_ds.yaml", out, "kws_ds3"), kws_run("kws_fp.yaml", out, "kws_fp")]
+    if full:
+        trainings += [kws_run("kws_ds.yaml", out, "kws_ds2", "--ds_bits=2"),
+                      kws_run("kws_ds.yaml", out, "kws_ds4", "--ds_bits=4")]
+    then = [[PY, "-m", "denseshift_speech", "report", out, "--out", out],
+            [PY, "-m", "denseshift_speech", "stream", f"{out}/conformer_ds3/model.dsp",
+             "--manifest", f"{out}/conformer_ds3/test-clean.csv", "--limit", "4"]]
+    return trainings, then
 
 
-def run_stage(commands: list, log_dir: str) -> None:
-    """Run commands side by side; a lone command prints to the terminal, parallel ones log."""
+def run_pool(commands: list, slots: int, log_dir: str) -> None:
+    """Run ``commands`` in order, ``slots`` at a time (one thread each), each logging to
+    <log_dir>/<name>.log; the first failure stops the rest and shows its log's tail."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    procs = []
-    for i, cmd in enumerate(commands):
-        print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-        log = None
-        if len(commands) > 1:
+    queue, running = list(commands), []
+    while queue or running:
+        while queue and len(running) < slots:
+            cmd = queue.pop(0)
+            print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
             log = open(os.path.join(log_dir, f"{_name(cmd)}.log"), "w")
-        procs.append((cmd, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT if log else None), log))
-    failed = [(cmd, log) for cmd, proc, log in procs if proc.wait() != 0]
-    for _, _, log in procs:
-        if log:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running.append((cmd, proc, log, time.time()))
+        time.sleep(0.5)
+        for job in [j for j in running if j[1].poll() is not None]:
+            cmd, proc, log, t = job
+            running.remove(job)
             log.close()
-    for cmd, log in failed:
-        tail = open(log.name).read()[-3000:] if log else ""
-        sys.exit(f"demo step failed: {' '.join(cmd)}\n{tail}")
+            if proc.returncode != 0:
+                for _, other, _, _ in running:
+                    other.kill()
+                sys.exit(f"demo step failed: {' '.join(cmd)}\n{open(log.name).read()[-3000:]}")
+            print(f"   done: {_name(cmd)} ({time.time() - t:.0f} s)", flush=True)
+
+
+def run(cmd: list) -> None:
+    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    if subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1")).returncode:
+        sys.exit(f"demo step failed: {' '.join(cmd)}")
 
 
 def _name(cmd: list) -> str:
@@ -85,13 +95,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/demo")
     parser.add_argument("--full", action="store_true", help="also CRDNN and the 2/3/4-bit sweep")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="trainings run side by side, one thread each (default: 2 cores)")
     args = parser.parse_args(argv)
     os.makedirs(os.path.join(ROOT, args.out, "logs"), exist_ok=True)
     start = time.time()
-    for stage in plan(args.out, args.full):
-        t = time.time()
-        run_stage(stage, os.path.join(ROOT, args.out, "logs"))
-        print(f"   ({time.time() - t:.0f} s)", flush=True)
+    trainings, then = plan(args.out, args.full)
+    run_pool(trainings, args.jobs, os.path.join(ROOT, args.out, "logs"))
+    for cmd in then:
+        run(cmd)
     print(f"demo finished in {(time.time() - start) / 60:.1f} min; report: {args.out}/report.md")
     return 0
 
