@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(PY) -m denseshift_speech.demo --out results/demo
 
 results: $(STAMP)
-	$(PY) -m denseshift_speech.demo --out results/full --full
+	$(PY) -m denseshift_speech.demo --out results/demo --full
 
 bench: $(STAMP)
 	$(VENV)/bin/denseshift-speech bench --json results/bench.json

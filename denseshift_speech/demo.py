@@ -1,13 +1,17 @@
 """`make demo` / `make results`: the whole user path, from nothing to a report.
 
 Runs the same commands a user types (each printed before it runs): train the
-full-precision and 3-bit DenseShift conformer and keyword spotter (each recipe synthesizes
-its embedded corpus when missing), write the report, then stream a few held-out test utterances through the packed
-model.  Trainings run two at a time, one thread each (2 cores here), longest first, each
-logging to <out>/logs/<name>.log.
+full-precision conformer and keyword spotter, their 3-bit DenseShift twins (the conformer
+fine-tuned from its fp32 twin's weights for a few epochs, the keyword spotter from the
+paper's low-variance init), write the report, then stream a few held-out test utterances
+through the packed model.  Each recipe synthesizes its embedded corpus when missing.
+Trainings share the machine's 2 cores (see :func:`plan`), each logging to
+<out>/logs/<name>.log.  `--full` adds CRDNN, the 2- and 4-bit conformers and keyword
+spotters, and a 3-bit conformer trained from scratch (the paper's initialization).
 
     python -m denseshift_speech.demo --out results/demo           # about 20 minutes
-    python -m denseshift_speech.demo --out results/full --full    # + CRDNN, 2/3/4-bit sweep
+    python -m denseshift_speech.demo --out results/demo --full    # + CRDNN, 2/3/4-bit sweep
+                                                                  # (reuses finished demo runs)
 """
 from __future__ import annotations
 
@@ -32,50 +36,86 @@ def kws_run(hparams: str, out: str, name: str, *extra: str) -> list:
             f"--output_folder={out}/{name}", *extra]
 
 
+def fine_tune(fp_run: str) -> list:
+    """Overrides that make a *_ds.yaml run fine-tune the finished fp32 twin's weights
+    (from_float init) for a few epochs instead of training from the low-variance init."""
+    return ["--ds_init=from_float", f"--init_from_fp={fp_run}",
+            f"--number_of_epochs={FINE_TUNE_EPOCHS}", f"--lr={FINE_TUNE_LR}"]
+
+
+FINE_TUNE_EPOCHS = 3
+FINE_TUNE_LR = 0.001
+
+
 def plan(out: str, full: bool) -> tuple:
-    """(trainings, then) -- trainings are independent and listed longest first; the
-    report and the streaming check run after all of them."""
+    """(trainings, then).  trainings: (command, the training it needs first or None,
+    threads), in start order; the report and the streaming check run after them all.
+
+    The demo's conformers get both cores (the keyword spotters, short, run first side by
+    side); ``--full`` has enough runs to keep two one-thread runs going instead.
+    """
     # Each recipe synthesizes its corpus when missing (the first of two runs to get
     # there writes it, the other waits on its lock).
-    trainings = [asr_run("conformer_ds.yaml", out, "conformer_ds3"),
-                 asr_run("conformer_fp.yaml", out, "conformer_fp")]
+    conformer_fp, crdnn_fp = f"{out}/conformer_fp", f"{out}/crdnn_fp"
+    wide = 1 if full else 2
+    trainings = [(kws_run("kws_fp.yaml", out, "kws_fp"), None, 1),
+                 (kws_run("kws_ds.yaml", out, "kws_ds3"), None, 1),
+                 (asr_run("conformer_fp.yaml", out, "conformer_fp"), None, wide),
+                 (asr_run("conformer_ds.yaml", out, "conformer_ds3", *fine_tune(conformer_fp)),
+                  "conformer_fp", wide)]
     if full:
-        trainings += [asr_run("conformer_ds.yaml", out, "conformer_ds2", "--ds_bits=2"),
-                      asr_run("conformer_ds.yaml", out, "conformer_ds4", "--ds_bits=4"),
-                      asr_run("crdnn_ds.yaml", out, "crdnn_ds3"),
-                      asr_run("crdnn_fp.yaml", out, "crdnn_fp")]
-    trainings += [kws_run("kws_ds.yaml", out, "kws_ds3"), kws_run("kws_fp.yaml", out, "kws_fp")]
-    if full:
-        trainings += [kws_run("kws_ds.yaml", out, "kws_ds2", "--ds_bits=2"),
-                      kws_run("kws_ds.yaml", out, "kws_ds4", "--ds_bits=4")]
+        trainings += [(asr_run("crdnn_fp.yaml", out, "crdnn_fp"), None, 1),
+                      (asr_run("conformer_ds.yaml", out, "conformer_ds3_scratch"), None, 1),
+                      (asr_run("crdnn_ds.yaml", out, "crdnn_ds3", *fine_tune(crdnn_fp)),
+                       "crdnn_fp", 1)]
+        trainings += [(asr_run("conformer_ds.yaml", out, f"conformer_ds{b}", f"--ds_bits={b}",
+                               *fine_tune(conformer_fp)), "conformer_fp", 1) for b in (2, 4)]
+        trainings += [(kws_run("kws_ds.yaml", out, f"kws_ds{b}", f"--ds_bits={b}"), None, 1)
+                      for b in (2, 4)]
     then = [[PY, "-m", "denseshift_speech", "report", out, "--out", out],
             [PY, "-m", "denseshift_speech", "stream", f"{out}/conformer_ds3/model.dsp",
              "--manifest", f"{out}/conformer_ds3/test-clean.csv", "--limit", "4"]]
     return trainings, then
 
 
-def run_pool(commands: list, slots: int, log_dir: str) -> None:
-    """Run ``commands`` in order, ``slots`` at a time (one thread each), each logging to
-    <log_dir>/<name>.log; the first failure stops the rest and shows its log's tail."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    queue, running = list(commands), []
+def run_pool(trainings: list, cores: int, log_dir: str) -> None:
+    """Run ``trainings`` ((command, prerequisite name or None, threads)) on ``cores``
+    threads in all, each logging to <log_dir>/<name>.log.  Ready trainings start in
+    order (one that needs more threads than are free holds back those behind it); a
+    training is ready once its prerequisite has finished.  The first failure stops the
+    rest and shows its log."""
+    queue, running, done = list(trainings), [], set()
     while queue or running:
-        while queue and len(running) < slots:
-            cmd = queue.pop(0)
-            print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-            log = open(os.path.join(log_dir, f"{_name(cmd)}.log"), "w")
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            running.append((cmd, proc, log, time.time()))
+        free = cores - sum(job[4] for job in running)
+        for job in [j for j in queue if j[1] is None or j[1] in done]:
+            cmd, _, threads = job
+            threads = min(threads, cores)
+            if threads > free:
+                break
+            queue.remove(job)
+            free -= threads
+            running.append(_start(cmd, threads, log_dir))
+        if not running:
+            sys.exit(f"demo plan error: {[_name(j[0]) for j in queue]} wait on runs never started")
         time.sleep(0.5)
         for job in [j for j in running if j[1].poll() is not None]:
-            cmd, proc, log, t = job
+            cmd, proc, log, t, _ = job
             running.remove(job)
             log.close()
             if proc.returncode != 0:
-                for _, other, _, _ in running:
-                    other.kill()
+                for other in running:
+                    other[1].kill()
                 sys.exit(f"demo step failed: {' '.join(cmd)}\n{open(log.name).read()[-3000:]}")
+            done.add(_name(cmd))
             print(f"   done: {_name(cmd)} ({time.time() - t:.0f} s)", flush=True)
+
+
+def _start(cmd: list, threads: int, log_dir: str) -> tuple:
+    print(f"$ OMP_NUM_THREADS={threads} " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    log = open(os.path.join(log_dir, f"{_name(cmd)}.log"), "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return cmd, proc, log, time.time(), threads
 
 
 def run(cmd: list) -> None:
@@ -95,13 +135,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/demo")
     parser.add_argument("--full", action="store_true", help="also CRDNN and the 2/3/4-bit sweep")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="trainings run side by side, one thread each (default: 2 cores)")
+    parser.add_argument("--cores", type=int, default=2,
+                        help="threads for all trainings together (default: this machine's 2)")
     args = parser.parse_args(argv)
     os.makedirs(os.path.join(ROOT, args.out, "logs"), exist_ok=True)
     start = time.time()
     trainings, then = plan(args.out, args.full)
-    run_pool(trainings, args.jobs, os.path.join(ROOT, args.out, "logs"))
+    run_pool(trainings, args.cores, os.path.join(ROOT, args.out, "logs"))
     for cmd in then:
         run(cmd)
     print(f"demo finished in {(time.time() - start) / 60:.1f} min; report: {args.out}/report.md")

@@ -146,8 +146,15 @@ def module_container(modules: dict) -> torch.nn.ModuleDict:
 
 def load_float_checkpoint(model: torch.nn.Module, path: str):
     """Load a full-precision recipe checkpoint into ``model`` (the hparams' ``model``, the
-    object the Checkpointer saves as <dir>/model.ckpt), strictly."""
+    object the Checkpointer saves as <dir>/model.ckpt), strictly.
+
+    ``path``: a ``model.ckpt`` file, a ``CKPT+...`` folder, or a run's output folder (or
+    its ``save/``), whose checkpoint with the lowest validation WER (the one the recipe
+    tests) is used.
+    """
     ckpt = os.path.join(path, "model.ckpt") if os.path.isdir(path) else path
+    if os.path.isdir(path) and not os.path.isfile(ckpt):
+        ckpt = os.path.join(_best_checkpoint(path), "model.ckpt")
     if not os.path.isfile(ckpt):
         raise HparamsError(f"init_from_fp: no checkpoint at {ckpt}")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -155,6 +162,16 @@ def load_float_checkpoint(model: torch.nn.Module, path: str):
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise HparamsError(f"init_from_fp: {ckpt} does not match this architecture: {err}") from None
+
+
+def _best_checkpoint(run_dir: str) -> str:
+    """The CKPT+ folder under ``run_dir`` (or ``run_dir``/save) the recipe would test."""
+    from speechbrain.utils.checkpoints import Checkpointer
+    for folder in (os.path.join(run_dir, "save"), run_dir):
+        if os.path.isdir(folder) and any(d.startswith("CKPT+") for d in os.listdir(folder)):
+            found = Checkpointer(folder).find_checkpoint(min_key="WER")
+            return str(found.path) if found is not None else run_dir
+    return run_dir
 
 
 class EpochDiagnostics:

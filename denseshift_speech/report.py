@@ -118,9 +118,11 @@ def read_result(path: str) -> dict:
     qf = res.get("quantized_fraction")
     row["quantized_fraction"] = (None if qf is None
                                  else float(_number(path, "quantized_fraction", qf)))
-    for key in ("epochs", "train_seconds", "name", "experiment"):
+    for key in ("epochs", "train_seconds", "name", "experiment", "decoding"):
         if key in res:
             row[key] = res[key]
+    config = res.get("denseshift")
+    row["init"] = config.get("init") if isinstance(config, dict) else None
     # the size a deployed model takes on disk: packed file if there is one, else fp32
     row["model_bytes"] = row["packed_bytes"] if row["packed_bytes"] else row["fp32_bytes"]
     return row
@@ -224,13 +226,15 @@ def _display_path(path: str) -> str:
 
 
 def markdown(rows: list) -> str:
-    head = ["task", "arch", "bits", "result", "vs fp32", "params", "quantized",
+    head = ["task", "arch", "bits", "training", "result", "vs fp32", "params", "quantized",
             "fp32 size", "model file", "smaller by", "run"]
     lines = ["# DenseShift vs full precision", "",
              "Result: accuracy (%) for keyword spotting, WER (%) per test split for ASR. "
              "`vs fp32`: difference to the full-precision run of the same task and "
-             "architecture. `model file`: the packed DenseShift file, or the float32 "
-             "weights for full precision.", "",
+             "architecture. `training`: epochs, and `from fp32` for DenseShift fine-tuned "
+             "from the full-precision run's weights (else trained from the paper's "
+             "low-variance initialization). `model file`: the packed DenseShift file, or "
+             "the float32 weights for full precision.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         qf = "-" if r["quantized_fraction"] is None else f"{100 * r['quantized_fraction']:.1f}%"
@@ -239,9 +243,14 @@ def markdown(rows: list) -> str:
         params = "-" if r["params"] is None else f"{r['params']:,}"
         lines.append("| " + " | ".join([
             r["task"], r["arch"], "fp32" if r["bits"] == 32 else f"{r['bits']}-bit DS",
-            _metric(r), _delta(r), params, qf, _size(r["fp32_bytes"]),
+            _training(r), _metric(r), _delta(r), params, qf, _size(r["fp32_bytes"]),
             _size(r["model_bytes"]), ratio, f"`{src}`"]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _training(row: dict) -> str:
+    epochs = f"{row['epochs']} ep" if row.get("epochs") is not None else "-"
+    return f"{epochs} from fp32" if row.get("init") == "from_float" else epochs
 
 
 def plot(rows: list, path: str):

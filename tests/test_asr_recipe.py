@@ -202,6 +202,19 @@ def test_from_float_init_loads_the_fp_checkpoint(tmp_path):
         module_name, pname = entry.name.rsplit(".", 1)
         w = getattr(container.get_submodule(module_name), pname).detach()
         assert quant.relative_error(float_weights[entry.name], w) < 0.5, entry.name
+    # a run folder: the checkpoint with the lowest validation WER, as the recipe tests
+    from denseshift_speech.checkpoints import AtomicCheckpointer
+    run = tmp_path / "fp_run"
+    saver = AtomicCheckpointer(run / "save", recoverables={"model": fp["model"]})
+    saver.save_checkpoint(meta={"WER": 20.0})
+    best = {k: v.clone() for k, v in fp["model"].state_dict().items()}
+    with torch.no_grad():
+        for p in fp["model"].parameters():
+            p.add_(1.0)
+    saver.save_checkpoint(meta={"WER": 35.0})
+    fresh, _ = recipe.load_hparams(os.path.join(ROOT, "hparams/conformer_fp.yaml"), overrides)
+    recipe.load_float_checkpoint(fresh["model"], str(run))
+    assert all(torch.equal(v, best[k]) for k, v in fresh["model"].state_dict().items())
     with pytest.raises(recipe.HparamsError, match="does not match this architecture"):
         bad, _ = recipe.load_hparams(os.path.join(ROOT, "hparams/conformer_ds.yaml"),
                                      {**overrides, "d_ffn": 32, "ds_init": "from_float",

@@ -1,0 +1,42 @@
+"""The `make demo` scheduler: prerequisites, thread budget, failures."""
+import sys
+
+import pytest
+
+from denseshift_speech import demo
+
+WRITE = "import sys, time; time.sleep(0.3); open(sys.argv[1], 'w').write('ok')"
+NEED = "import os, sys; sys.exit(0 if os.path.exists(sys.argv[1]) else 3)"
+THREADS = "import os, sys; sys.exit(0 if os.environ['OMP_NUM_THREADS'] == sys.argv[1] else 4)"
+
+
+def job(name, code, *args):
+    return [sys.executable, "-c", code, *map(str, args), f"--output_folder=out/{name}"]
+
+
+def test_prerequisite_runs_first_and_threads_are_passed(tmp_path):
+    flag = tmp_path / "fp_done"
+    demo.run_pool([(job("ds", NEED, flag), "fp", 2),
+                   (job("fp", WRITE, flag), None, 2),
+                   (job("kws", THREADS, 1), None, 1)], 2, str(tmp_path))
+    assert flag.read_text() == "ok"
+    assert (tmp_path / "ds.log").exists() and (tmp_path / "kws.log").exists()
+
+
+def test_a_failure_stops_the_demo_with_its_log(tmp_path):
+    code = "import sys; print('boom: bad hparam'); sys.exit(2)"
+    with pytest.raises(SystemExit, match="demo step failed.*boom: bad hparam"):
+        demo.run_pool([(job("bad", code), None, 1)], 2, str(tmp_path))
+
+
+def test_plan_fine_tunes_the_conformer_from_its_fp32_twin():
+    trainings, then = demo.plan("results/demo", full=False)
+    by_name = {demo._name(cmd): (cmd, after) for cmd, after, _ in trainings}
+    assert set(by_name) == {"conformer_fp", "conformer_ds3", "kws_fp", "kws_ds3"}
+    cmd, after = by_name["conformer_ds3"]
+    assert after == "conformer_fp"
+    assert "--ds_init=from_float" in cmd and "--init_from_fp=results/demo/conformer_fp" in cmd
+    full, _ = demo.plan("results/demo", full=True)
+    assert {demo._name(c) for c, _, _ in full} >= {"crdnn_fp", "crdnn_ds3", "conformer_ds2",
+                                                  "conformer_ds4", "conformer_ds3_scratch",
+                                                  "kws_ds2", "kws_ds4"}
