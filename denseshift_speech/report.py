@@ -118,7 +118,7 @@ def read_result(path: str) -> dict:
     qf = res.get("quantized_fraction")
     row["quantized_fraction"] = (None if qf is None
                                  else float(_number(path, "quantized_fraction", qf)))
-    for key in ("epochs", "train_seconds", "name", "experiment", "decoding"):
+    for key in ("epochs", "tested_epoch", "train_seconds", "name", "experiment", "decoding"):
         if key in res:
             row[key] = res[key]
     config = res.get("denseshift")
@@ -231,7 +231,8 @@ def markdown(rows: list) -> str:
     lines = ["# DenseShift vs full precision", "",
              "Result: accuracy (%) for keyword spotting, WER (%) per test split for ASR. "
              "`vs fp32`: difference to the full-precision run of the same task and "
-             "architecture. `training`: epochs, and `from fp32` for DenseShift fine-tuned "
+             "architecture. `training`: epochs (and the epoch of the best-validation "
+             "checkpoint tested, when not the last), `from fp32` for DenseShift fine-tuned "
              "from the full-precision run's weights (else trained from the paper's "
              "low-variance initialization). `model file`: the packed DenseShift file, or "
              "the float32 weights for full precision.", "",
@@ -250,6 +251,8 @@ def markdown(rows: list) -> str:
 
 def _training(row: dict) -> str:
     epochs = f"{row['epochs']} ep" if row.get("epochs") is not None else "-"
+    if row.get("tested_epoch") not in (None, row.get("epochs")):
+        epochs += f" (best: {row['tested_epoch']})"
     return f"{epochs} from fp32" if row.get("init") == "from_float" else epochs
 
 

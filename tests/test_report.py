@@ -24,7 +24,7 @@ def runs(tmp_path):
           quantized_fraction=0.0, fp32_bytes=4000, packed_bytes=4100)
     write(root / "conformer_ds3", task="asr", arch="conformer", bits=3,
           wer={"test-clean": 11.5, "test-other": 19.0}, params=1000, quantized_params=900,
-          quantized_fraction=0.9, fp32_bytes=4000, packed_bytes=800, epochs=3,
+          quantized_fraction=0.9, fp32_bytes=4000, packed_bytes=800, epochs=3, tested_epoch=2,
           denseshift={"bits": 3, "init": "from_float"})
     write(root / "kws" / "kws_fp", task="kws", arch="xvector_tdnn", bits=32, accuracy=97.5,
           params=500, quantized_params=0, quantized_fraction=0.0, fp32_bytes=2000,
@@ -65,7 +65,7 @@ def test_rows_and_baseline_deltas(runs, tmp_path):
     table = [line for line in md.splitlines() if line.startswith("|")]
     assert len(table) == 2 + len(rows)
     assert "-0.50 pts" in md and "+1.50 / -1.00 WER" in md and "(baseline)" in md
-    assert "| 3-bit DS | 3 ep from fp32 |" in md and "| 3-bit DS | - |" in md
+    assert "| 3-bit DS | 3 ep (best: 2) from fp32 |" in md and "| 3-bit DS | - |" in md
     png = (out / "error_vs_size.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
 

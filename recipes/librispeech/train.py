@@ -217,6 +217,7 @@ def main():
     asr.fit(hparams["epoch_counter"], train, valid,
             train_loader_kwargs=hparams["train_dataloader_opts"],
             valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    trained_epochs = hparams["epoch_counter"].current  # evaluate() restores the best one
 
     asr.test_results = {}
     for split, dataset in tests.items():
@@ -226,6 +227,7 @@ def main():
         metrics = {key.lower(): {s: r[key] for s, r in asr.test_results.items()}
                    for key in ("WER", "CER", "WER_greedy")}
         metrics["decoding"] = "attention_ctc" if attention else hparams["decoding"]
+        metrics.update(epochs=trained_epochs, tested_epoch=hparams["epoch_counter"].current)
         recipe.finish(hparams, "asr", metrics, summary, clock, tokenizer)
     recipe.end_distributed()
 
