@@ -70,10 +70,8 @@ def _kn_counts(counts, order):
         cont = Counter()
         for gram in counts[n + 1]:
             cont[gram[1:]] += 1
+        # every other n-gram has a left neighbour, so its continuation count is >= 1
         kn[n] = Counter({g: (c if g[0] == BOS else cont[g]) for g, c in counts[n].items()})
-        for g in counts[n]:  # a sentence-initial n-gram seen only after <s>
-            if kn[n][g] == 0:
-                kn[n][g] = counts[n][g]
     return kn
 
 

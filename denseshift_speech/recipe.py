@@ -250,15 +250,19 @@ def train_tokenizer(hparams: dict):
                          model_type=hparams["token_type"])
 
 
-def _train_sentencepiece(csv_file, prefix, vocab_size, model_type):
+def _transcripts(csv_file) -> list:
+    """The non-empty ``wrd`` column of a prepared manifest (tokenizer and LM text)."""
     import csv
+    with open(csv_file, newline="") as f:
+        return [row["wrd"] for row in csv.DictReader(f) if row["wrd"].strip()]
 
+
+def _train_sentencepiece(csv_file, prefix, vocab_size, model_type):
     import sentencepiece as spm
     if os.path.isfile(prefix + ".model"):
         return
     os.makedirs(os.path.dirname(prefix), exist_ok=True)
-    with open(csv_file, newline="") as f:
-        lines = [row["wrd"] for row in csv.DictReader(f) if row["wrd"].strip()]
+    lines = _transcripts(csv_file)
     if not lines:
         raise HparamsError(f"no transcripts in {csv_file} to train the tokenizer on")
     text_file = prefix + "_train.txt"
@@ -346,7 +350,6 @@ def language_model(hparams: dict) -> str | None:
     from the training transcripts into the save folder (main process only).  ``None``
     with ``decoding: greedy``."""
     from speechbrain.utils.distributed import run_on_main
-    check_decoding(hparams)
     if hparams["decoding"] == "greedy":
         return None
     if hparams["lm_arpa"]:
@@ -358,23 +361,20 @@ def language_model(hparams: dict) -> str | None:
 
 
 def _estimate_lm(csv_file, path, order):
-    import csv
-
     from .lm import LMError, write_arpa
     if os.path.isfile(path):
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(csv_file, newline="") as f:
-        lines = [row["wrd"] for row in csv.DictReader(f)]
     try:
-        write_arpa(lines, path, order)
+        write_arpa(_transcripts(csv_file), path, order)
     except LMError as err:
         raise HparamsError(f"language model from {csv_file}: {err}") from err
 
 
 def finish(hparams: dict, task: str, metrics: dict, summary, clock: "WallClock",
            tokenizer=None) -> dict:
-    """Export the packed model and write results.json (task, arch, bits, sizes, metrics)."""
+    """Export the packed model and write results.json (task, arch, bits, sizes, and the
+    recipe's ``metrics``: error rates, epochs trained, best_epoch tested)."""
     counts = parameter_counts(module_container(hparams["modules"]), summary)
     train_seconds = clock.seconds()
     packed = export_packed(hparams, summary, task, tokenizer)
@@ -384,8 +384,7 @@ def finish(hparams: dict, task: str, metrics: dict, summary, clock: "WallClock",
         "bits": config.bits if config is not None else 32,
         "denseshift": config.to_dict() if config is not None else None,
         **counts, "packed_bytes": os.path.getsize(packed), "packed_file": packed,
-        "epochs": hparams["epoch_counter"].current, "train_seconds": train_seconds,
-        **metrics,
+        "train_seconds": train_seconds, **metrics,
     }
     write_results(hparams["output_folder"], results)
     logger.info("results: %s", json.dumps({k: v for k, v in results.items() if k != "denseshift"}))

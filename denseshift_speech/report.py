@@ -118,7 +118,7 @@ def read_result(path: str) -> dict:
     qf = res.get("quantized_fraction")
     row["quantized_fraction"] = (None if qf is None
                                  else float(_number(path, "quantized_fraction", qf)))
-    for key in ("epochs", "tested_epoch", "train_seconds", "name", "experiment", "decoding"):
+    for key in ("epochs", "best_epoch", "train_seconds", "name", "experiment", "decoding"):
         if key in res:
             row[key] = res[key]
     config = res.get("denseshift")
@@ -251,8 +251,8 @@ def markdown(rows: list) -> str:
 
 def _training(row: dict) -> str:
     epochs = f"{row['epochs']} ep" if row.get("epochs") is not None else "-"
-    if row.get("tested_epoch") not in (None, row.get("epochs")):
-        epochs += f" (best: {row['tested_epoch']})"
+    if row.get("best_epoch") not in (None, row.get("epochs")):
+        epochs += f" (best: {row['best_epoch']})"
     return f"{epochs} from fp32" if row.get("init") == "from_float" else epochs
 
 

@@ -24,7 +24,7 @@ def runs(tmp_path):
           quantized_fraction=0.0, fp32_bytes=4000, packed_bytes=4100)
     write(root / "conformer_ds3", task="asr", arch="conformer", bits=3,
           wer={"test-clean": 11.5, "test-other": 19.0}, params=1000, quantized_params=900,
-          quantized_fraction=0.9, fp32_bytes=4000, packed_bytes=800, epochs=3, tested_epoch=2,
+          quantized_fraction=0.9, fp32_bytes=4000, packed_bytes=800, epochs=3, best_epoch=2,
           denseshift={"bits": 3, "init": "from_float"})
     write(root / "kws" / "kws_fp", task="kws", arch="xvector_tdnn", bits=32, accuracy=97.5,
           params=500, quantized_params=0, quantized_fraction=0.0, fp32_bytes=2000,

@@ -227,7 +227,7 @@ def main():
         metrics = {key.lower(): {s: r[key] for s, r in asr.test_results.items()}
                    for key in ("WER", "CER", "WER_greedy")}
         metrics["decoding"] = "attention_ctc" if attention else hparams["decoding"]
-        metrics.update(epochs=trained_epochs, tested_epoch=hparams["epoch_counter"].current)
+        metrics.update(epochs=trained_epochs, best_epoch=hparams["epoch_counter"].current)
         recipe.finish(hparams, "asr", metrics, summary, clock, tokenizer)
     recipe.end_distributed()
 
