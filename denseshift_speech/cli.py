@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import UserError
+
 # verb -> module implementing it
 VERBS = {
     "synth": "denseshift_speech.data.synth",
@@ -20,10 +22,6 @@ VERBS = {
     "stream": "denseshift_speech.streaming.cli",
     "report": "denseshift_speech.report",
 }
-
-
-class UserError(Exception):
-    """An error the user caused and can fix; printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 
-from .cli import UserError
+from .errors import UserError
 
 
 def best_checkpoint(save_folder: str, checkpoint: str | None = None) -> str:

@@ -23,7 +23,7 @@ import json
 import math
 import os
 
-from .cli import UserError
+from .errors import UserError
 
 RESULTS_FILE = "results.json"
 REPORT_MD = "report.md"

@@ -42,7 +42,7 @@ def add_parser(subparsers):
 
 
 def _call(fn):
-    from ..cli import UserError
+    from ..errors import UserError
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         out = fn()

@@ -643,7 +643,7 @@ def add_parser(subparsers):
 
 
 def _user_errors(fn):
-    from ..cli import UserError
+    from ..errors import UserError
     try:
         return fn()
     except DataError as err:

@@ -59,7 +59,7 @@ def add_parser(subparsers):
 
 
 def _parse_sweep(text):
-    from ..cli import UserError
+    from ..errors import UserError
     configs = []
     for item in text.split(","):
         try:
@@ -71,7 +71,7 @@ def _parse_sweep(text):
 
 
 def run(args) -> int:
-    from ..cli import UserError
+    from ..errors import UserError
     sources = sum([bool(args.wav), bool(args.manifest), bool(args.mic)])
     if sources != 1:
         raise UserError("give exactly one input: --wav FILE (repeatable), --manifest CSV or --mic")
@@ -174,7 +174,7 @@ def _run_files(args, model) -> int:
 
 
 def _check_mic():
-    from ..cli import UserError
+    from ..errors import UserError
     try:
         import sounddevice as sd
     except ImportError:
@@ -215,7 +215,7 @@ def _run_mic(args, model) -> int:
         except KeyboardInterrupt:
             pass
         except Exception as err:  # PortAudioError etc.
-            from ..cli import UserError
+            from ..errors import UserError
             raise UserError(f"--mic: cannot record ({err})") from None
         hyp = dec.finish()
     s = summary(model, dec, dec.stats, calls["calls"])
