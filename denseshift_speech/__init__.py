@@ -1,5 +1,5 @@
 """denseshift_speech: DenseShift (zero-free power-of-two) weights for SpeechBrain models."""
-from .convert import DenseShiftConfig, QuantizeSummary, quantize_
+from .core.convert import DenseShiftConfig, QuantizeSummary, quantize_
 
 __all__ = ["DenseShiftConfig", "QuantizeSummary", "quantize_"]
 __version__ = "0.1.0"

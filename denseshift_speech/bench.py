@@ -89,7 +89,8 @@ def bench_linear(ms, shapes, bits_list, threads, budget, isa="auto", log=print):
     import torch.nn.functional as F
     from torch import nn
 
-    from . import packing, quant
+    from . import packing
+    from .core import quant
 
     rows = []
     gen = torch.Generator().manual_seed(0)

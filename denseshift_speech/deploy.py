@@ -1,7 +1,7 @@
 """Packed inference modules, `pack_(model)`, and the packed model file.
 
 ``pack_(model)`` converts, in place, every DenseShift-parametrized weight of a model
-(see :func:`denseshift_speech.nn.iter_denseshift`) into packed b-bit codes
+(see :func:`denseshift_speech.core.nn.iter_denseshift`) into packed b-bit codes
 (:mod:`denseshift_speech.packing`) plus one float32 scale per output channel:
 
 * ``nn.Linear``          -> :class:`PackedLinear` (the fused kernel in its forward);
@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from . import kernels, packing, quant
-from .nn import codes_and_scale, iter_denseshift, parametrization
+from . import kernels, packing
+from .core import quant
+from .core.nn import codes_and_scale, iter_denseshift, parametrization
 
 FORMAT = "denseshift-packed"
 FORMAT_VERSION = 1

@@ -1,6 +1,6 @@
 """b-bit packing of DenseShift codes, laid out for the fused CPU kernel.
 
-Codes follow :mod:`denseshift_speech.quant`: ``code = (neg << (b-1)) | e`` and the
+Codes follow :mod:`denseshift_speech.core.quant`: ``code = (neg << (b-1)) | e`` and the
 weight is ``alpha[row] * s * 2**e``.  A weight of shape ``(N, *rest)`` is packed as
 ``N`` rows of ``K = prod(rest)`` codes (a conv kernel ``(out, in/groups, k)`` flattens
 like ``weight.reshape(N, -1)``).
@@ -30,7 +30,7 @@ import functools
 
 import torch
 
-from . import quant
+from .core import quant
 
 BLOCK = 64
 

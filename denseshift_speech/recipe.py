@@ -23,8 +23,8 @@ import ruamel.yaml
 import torch
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
-from .convert import DenseShiftConfig, QuantizeSummary, quantize_
-from .diagnostics import CodeFlipTracker, code_histograms, summarize_histograms
+from .core.convert import DenseShiftConfig, QuantizeSummary, quantize_
+from .core.diagnostics import CodeFlipTracker, code_histograms, summarize_histograms
 
 logger = logging.getLogger(__name__)
 

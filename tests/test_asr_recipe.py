@@ -14,8 +14,9 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from conftest import ROOT, run_recipe
-from denseshift_speech import quant, recipe
-from denseshift_speech.nn import codes_and_scale, iter_denseshift
+from denseshift_speech import recipe
+from denseshift_speech.core import quant
+from denseshift_speech.core.nn import codes_and_scale, iter_denseshift
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,10 @@ from speechbrain.nnet.RNN import LSTM
 from speechbrain.utils.checkpoints import Checkpointer
 from torch.nn.utils import parametrize
 
-from denseshift_speech import DenseShiftConfig, quant, quantize_
-from denseshift_speech.diagnostics import CodeFlipTracker, code_histograms
-from denseshift_speech.nn import codes_and_scale, iter_denseshift, latents
+from denseshift_speech import DenseShiftConfig, quantize_
+from denseshift_speech.core import quant
+from denseshift_speech.core.diagnostics import CodeFlipTracker, code_histograms
+from denseshift_speech.core.nn import codes_and_scale, iter_denseshift, latents
 
 
 def conformer():

@@ -4,7 +4,8 @@ import os
 import pytest
 import torch
 
-from denseshift_speech import kernels, packing, quant
+from denseshift_speech import kernels, packing
+from denseshift_speech.core import quant
 from denseshift_speech.kernels import reference
 
 FLT_MAX = torch.finfo(torch.float32).max
@@ -307,7 +308,7 @@ def test_reference_fallback_when_native_missing():
         "p, a = packing.pack_weight(codes, torch.ones(5), 3)\n"
         "x = torch.randn(2, 9)\n"
         "y = kernels.linear(x, p, a, None, bits=3, in_features=9)\n"
-        "from denseshift_speech import quant\n"
+        "from denseshift_speech.core import quant\n"
         "torch.testing.assert_close(y, x @ quant.decode(codes, 3).T)\n"
         "torch.library.opcheck(torch.ops.denseshift.linear.default, (x, p, a, None, 3, 9, 'auto', 'add'))\n"
         "print('ok')\n")

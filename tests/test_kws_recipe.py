@@ -11,8 +11,9 @@ import sys
 import pytest
 import torch
 
-from denseshift_speech import quant, recipe
-from denseshift_speech.nn import codes_and_scale, iter_denseshift, parametrization
+from denseshift_speech import recipe
+from denseshift_speech.core import quant
+from denseshift_speech.core.nn import codes_and_scale, iter_denseshift, parametrization
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "recipes", "speech_commands", "train.py")

@@ -2,8 +2,8 @@
 import torch
 
 from denseshift_speech import DenseShiftConfig, quantize_
-from denseshift_speech.nn import latents
-from denseshift_speech.optim import grouped
+from denseshift_speech.core.nn import latents
+from denseshift_speech.core.optim import grouped
 
 
 def test_latents_step_at_scaled_learning_rate():

@@ -6,11 +6,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from denseshift_speech import DenseShiftConfig, packing, quant, quantize_
+from denseshift_speech import DenseShiftConfig, packing, quantize_
+from denseshift_speech.core import quant
 from denseshift_speech import deploy
 from denseshift_speech.deploy import (PackedConv1d, PackedFileError, PackedLinear, load_packed,
                                       pack_, read_packed_metadata, save_packed)
-from denseshift_speech.nn import DenseShiftWeight
+from denseshift_speech.core.nn import DenseShiftWeight
 
 
 @pytest.mark.parametrize("bits", range(2, 9))

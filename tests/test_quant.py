@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from denseshift_speech import quant
-from denseshift_speech.nn import DenseShiftWeight, codes_and_scale, latents
+from denseshift_speech.core import quant
+from denseshift_speech.core.nn import DenseShiftWeight, codes_and_scale, latents
 
 ALL_BITS = range(2, 9)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import packing, quant
+from .. import packing
+from ..core import quant
 
 
 def _decoded(packed, bits, k):

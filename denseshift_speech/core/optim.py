@@ -10,7 +10,7 @@ the latents at ``latent_lr_scale`` times the scheduled learning rate.
 
 HyperPyYAML (what SpeechBrain calls with the parameters)::
 
-    opt_class: !name:denseshift_speech.optim.grouped
+    opt_class: !name:denseshift_speech.core.optim.grouped
         optimizer: !name:torch.optim.AdamW
         lr: 0.003
         latent_lr_scale: 0.005
