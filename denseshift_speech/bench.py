@@ -89,7 +89,7 @@ def bench_linear(ms, shapes, bits_list, threads, budget, isa="auto", log=print):
     import torch.nn.functional as F
     from torch import nn
 
-    from . import packing
+    from .kernels import layout as packing
     from .core import quant
 
     rows = []

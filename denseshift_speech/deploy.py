@@ -2,7 +2,7 @@
 
 ``pack_(model)`` converts, in place, every DenseShift-parametrized weight of a model
 (see :func:`denseshift_speech.core.nn.iter_denseshift`) into packed b-bit codes
-(:mod:`denseshift_speech.packing`) plus one float32 scale per output channel:
+(:mod:`denseshift_speech.kernels.layout`) plus one float32 scale per output channel:
 
 * ``nn.Linear``          -> :class:`PackedLinear` (the fused kernel in its forward);
 * ``nn.Conv1d``          -> :class:`PackedConv1d`: pointwise (k=1) and groups=1 convs run
@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from . import kernels, packing
+from . import kernels
+from .kernels import layout as packing
 from .core import quant
 from .core.nn import codes_and_scale, iter_denseshift, parametrization
 

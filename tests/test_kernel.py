@@ -4,7 +4,8 @@ import os
 import pytest
 import torch
 
-from denseshift_speech import kernels, packing
+from denseshift_speech import kernels
+from denseshift_speech.kernels import layout as packing
 from denseshift_speech.core import quant
 from denseshift_speech.kernels import reference
 
@@ -300,7 +301,8 @@ def test_reference_fallback_when_native_missing():
         "sys.modules['denseshift_speech._C'] = None  # simulate a failed build\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
-        "    from denseshift_speech import kernels, packing\n"
+        "    from denseshift_speech import kernels\n"
+        "    from denseshift_speech.kernels import layout as packing\n"
         "assert not kernels.native_available()\n"
         "assert any('native shift kernel' in str(x.message) for x in w), [str(x.message) for x in w]\n"
         "import torch\n"

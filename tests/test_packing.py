@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from denseshift_speech import DenseShiftConfig, packing, quantize_
+from denseshift_speech import DenseShiftConfig, quantize_
+from denseshift_speech.kernels import layout as packing
 from denseshift_speech.core import quant
 from denseshift_speech import deploy
 from denseshift_speech.deploy import (PackedConv1d, PackedFileError, PackedLinear, load_packed,

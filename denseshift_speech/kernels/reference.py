@@ -10,12 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import packing
-from ..core import quant
+from . import codes, layout
 
 
 def _decoded(packed, bits, k):
-    return quant.decode(packing.unpack_codes(packed, bits, k), bits, torch.float32)
+    return codes.decode(layout.unpack_codes(packed, bits, k), bits, torch.float32)
 
 
 def linear(x, packed, alpha, bias, bits, in_features, isa="auto", method="add"):

@@ -1,6 +1,6 @@
 """b-bit packing of DenseShift codes, laid out for the fused CPU kernel.
 
-Codes follow :mod:`denseshift_speech.core.quant`: ``code = (neg << (b-1)) | e`` and the
+Codes follow :mod:`denseshift_speech.kernels.codes`: ``code = (neg << (b-1)) | e`` and the
 weight is ``alpha[row] * s * 2**e``.  A weight of shape ``(N, *rest)`` is packed as
 ``N`` rows of ``K = prod(rest)`` codes (a conv kernel ``(out, in/groups, k)`` flattens
 like ``weight.reshape(N, -1)``).
@@ -30,14 +30,14 @@ import functools
 
 import torch
 
-from .core import quant
+from .codes import check_bits, decode
 
 BLOCK = 64
 
 
 def planes(bits: int):
     """[(width, bit shift in the code, byte offset in the block)] for b-bit codes."""
-    quant.check_bits(bits)
+    check_bits(bits)
     out, rem, shift, off = [], bits, 0, 0
     for w in (8, 4, 2, 1):
         if rem >= w:
@@ -54,7 +54,7 @@ def padded_length(k: int) -> int:
 
 def row_bytes(k: int, bits: int) -> int:
     """Packed bytes of one row of ``k`` codes."""
-    return padded_length(k) // BLOCK * 8 * quant.check_bits(bits)
+    return padded_length(k) // BLOCK * 8 * check_bits(bits)
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,7 +70,7 @@ def _positions(width: int):
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """uint8 codes of shape (N, *rest) -> packed uint8 of shape (N, row_bytes(K, bits))."""
-    quant.check_bits(bits)
+    check_bits(bits)
     if codes.dtype != torch.uint8:
         raise TypeError(f"pack_codes expects torch.uint8 codes, got {codes.dtype}")
     if codes.dim() < 1:
@@ -95,7 +95,7 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
 def unpack_codes(packed: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     """Inverse of :func:`pack_codes`: packed (N, row_bytes) -> uint8 codes (N, k)."""
-    quant.check_bits(bits)
+    check_bits(bits)
     if packed.dtype != torch.uint8 or packed.dim() != 2:
         raise TypeError(f"unpack_codes expects a 2-D uint8 tensor, got {packed.dtype} {tuple(packed.shape)}")
     if packed.shape[1] != row_bytes(k, bits):
@@ -129,5 +129,5 @@ def decode_packed(packed: torch.Tensor, alpha: torch.Tensor, bits: int, shape) -
     k = 1
     for s in shape[1:]:
         k *= s
-    q = quant.decode(unpack_codes(packed, bits, k), bits, torch.float32)
+    q = decode(unpack_codes(packed, bits, k), bits, torch.float32)
     return (alpha.reshape(-1, 1).float() * q).reshape(shape)
