@@ -162,7 +162,7 @@ def bench_model(threads, budget, bits=3, frames=(25, 100), layers=4, log=print):
     import torch
 
     from . import DenseShiftConfig, quantize_
-    from .deploy import pack_
+    from .packed import pack_
 
     torch.manual_seed(0)
     fp32 = build_conformer(layers)

@@ -40,7 +40,7 @@ def export_run(run_dir: str, out: str | None = None, checkpoint: str | None = No
     from hyperpyyaml import load_hyperpyyaml
 
     from . import recipe
-    from .deploy import format_sizes, read_packed_metadata
+    from .packed import format_sizes, read_packed_metadata
 
     resolved = os.path.join(run_dir, recipe.RESOLVED_HPARAMS)
     if not os.path.isfile(resolved):

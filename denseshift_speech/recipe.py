@@ -25,6 +25,7 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from .core.convert import DenseShiftConfig, QuantizeSummary, quantize_
 from .core.diagnostics import CodeFlipTracker, code_histograms, summarize_histograms
+from .packed.spec import module_container, restore_normalizer_stats  # noqa: F401 (recipe API)
 
 logger = logging.getLogger(__name__)
 
@@ -136,12 +137,6 @@ def apply_denseshift(modules: dict, hparams: dict) -> QuantizeSummary | None:
     summary = quantize_(container, config)
     logger.info("%s", summary)
     return summary
-
-
-def module_container(modules: dict) -> torch.nn.ModuleDict:
-    """The recipe's modules under their hparams names: the namespace of DenseShift
-    patterns and of the packed model file."""
-    return torch.nn.ModuleDict({k: v for k, v in modules.items() if isinstance(v, torch.nn.Module)})
 
 
 def load_float_checkpoint(model: torch.nn.Module, path: str):
@@ -296,15 +291,6 @@ def normalizer_stats(container: torch.nn.Module) -> dict:
             for name, m in container.named_modules() if isinstance(m, InputNormalization)}
 
 
-def restore_normalizer_stats(container: torch.nn.Module, stats: dict):
-    """Put statistics read by :func:`normalizer_stats` back into their modules."""
-    for name, values in stats.items():
-        module = container.get_submodule(name)
-        module.glob_mean = torch.tensor(values["glob_mean"], dtype=torch.float32)
-        module.glob_std = torch.tensor(values["glob_std"], dtype=torch.float32)
-        module.count = 1
-
-
 def export_packed(hparams: dict, summary, task: str, tokenizer=None, path: str | None = None,
                   metadata: dict | None = None) -> str:
     """Pack the trained modules in place and write the packed model file.
@@ -314,7 +300,7 @@ def export_packed(hparams: dict, summary, task: str, tokenizer=None, path: str |
     ``metadata`` (str -> str) travel inside it, so ``denseshift-speech stream`` needs
     nothing else.  Call after the last evaluation (the modules become inference-only).
     """
-    from .deploy import pack_, save_packed
+    from .packed import pack_, save_packed
     container = module_container(hparams["modules"]).cpu()  # the packed kernels are CPU code
     if summary is not None:
         pack_(container)

@@ -80,7 +80,7 @@ def _assert_checkpoint_is_denseshift(out, ckpt, bits):
 
 def _assert_export_matches_recipe_file(out):
     """`denseshift-speech export RUN_DIR` rebuilds the same packed file from the checkpoint."""
-    from denseshift_speech.deploy import read_packed_metadata
+    from denseshift_speech.packed import read_packed_metadata
     again = out / "exported.dsp"
     proc = subprocess.run([sys.executable, "-m", "denseshift_speech", "export", str(out),
                            "--out", str(again)], cwd=ROOT, capture_output=True, text=True,

@@ -89,10 +89,10 @@ def check_common(res, out):
 
 def load_model_file(out):
     """A fresh float model built from the run's hparams, loaded from its model.dsp."""
-    from denseshift_speech import deploy
+    from denseshift_speech.packed import load_packed
     hparams, _ = recipe.load_hparams(os.path.join(out, recipe.RESOLVED_HPARAMS))
     model = recipe.module_container(hparams["modules"])
-    info = deploy.load_packed(model, os.path.join(out, "model.dsp"))
+    info = load_packed(model, os.path.join(out, "model.dsp"))
     return model, info
 
 

@@ -9,8 +9,8 @@ from torch.nn.utils import parametrize
 from denseshift_speech import DenseShiftConfig, quantize_
 from denseshift_speech.kernels import layout as packing
 from denseshift_speech.core import quant
-from denseshift_speech import deploy
-from denseshift_speech.deploy import (PackedConv1d, PackedFileError, PackedLinear, load_packed,
+from denseshift_speech.packed import fileformat
+from denseshift_speech.packed import (PackedConv1d, PackedFileError, PackedLinear, load_packed,
                                       pack_, read_packed_metadata, save_packed)
 from denseshift_speech.core.nn import DenseShiftWeight
 
@@ -180,7 +180,7 @@ def test_conformer_file_roundtrip_and_size(packed_conformer):
     assert info.blobs["hparams.yaml"] == b"d_model: 144\n" and info.blobs["empty"] == b""
     assert info.config["config"]["bits"] == 3
     meta = read_packed_metadata(path)
-    assert meta["format_version"] == deploy.FORMAT_VERSION
+    assert meta["format_version"] == fileformat.FORMAT_VERSION
     assert meta["sizes"]["file_bytes"] == os.path.getsize(path) == sizes["file_bytes"]
     ratio = sizes["quantized_fp32_bytes"] / sizes["quantized_packed_bytes"]
     assert ratio >= 8.0, ratio
@@ -217,7 +217,7 @@ def test_corrupt_files_give_one_clear_error(packed_conformer, tmp_path):
 
 def test_wrong_version_and_architecture(packed_conformer, tmp_path, monkeypatch):
     model, _, _, _, path, _ = packed_conformer
-    monkeypatch.setattr(deploy, "FORMAT_VERSION", 99)
+    monkeypatch.setattr(fileformat, "FORMAT_VERSION", 99)
     future = tmp_path / "future.dsp"
     save_packed(model, future)
     monkeypatch.undo()

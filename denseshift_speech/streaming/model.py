@@ -55,7 +55,7 @@ class StreamingModel:
 
     def packed_modules(self):
         """Packed inference modules that run the native op (not the decoded-dense ones)."""
-        from ..deploy import PackedConv1d, PackedLinear
+        from ..packed import PackedConv1d, PackedLinear
         out = []
         for mod in (self.CNN, self.Transformer, self.ctc_lin):
             for m in mod.modules():
@@ -111,7 +111,7 @@ def decode_to_float_(container: nn.Module) -> int:
     """Replace every packed module by a dense fp32 ``nn.Linear``/``nn.Conv1d`` holding the
     exact quantized weight (``alpha * s * 2**e``): the full-precision-compute twin of the
     same model.  Returns how many modules were replaced."""
-    from ..deploy import PackedConv1d, PackedLinear
+    from ..packed import PackedConv1d, PackedLinear
     replaced = 0
     for name, module in list(container.named_modules()):
         if isinstance(module, PackedLinear):
@@ -142,8 +142,8 @@ def load_model(path, fp32: bool = False) -> StreamingModel:
     """
     from hyperpyyaml import load_hyperpyyaml
 
-    from ..deploy import PackedFileError, load_packed, read_packed_metadata
-    from ..recipe import module_container, restore_normalizer_stats
+    from ..packed import PackedFileError, load_packed, read_packed_metadata
+    from ..packed.spec import module_container, restore_normalizer_stats
 
     path = os.fspath(path)
     try:

@@ -7,7 +7,7 @@ precision or DenseShift, chosen by the hparams file.
 Writes to <output_folder>: checkpoints (save/), train/valid/test CSVs, noise.csv,
 results.json (accuracy, confusion matrix, sizes), the model file model.dsp (packed
 DenseShift weights, or float32 weights for the full-precision twin; loadable with
-denseshift_speech.deploy.load_packed) and the resolved hparams.
+denseshift_speech.packed.load_packed) and the resolved hparams.
 """
 import copy
 import json
@@ -206,18 +206,18 @@ def dataio_prepare(hparams, classes):
 def export_model(hparams, summary, classes):
     """Write <output_folder>/model.dsp and load it back; return (path, loaded modules).
 
-    The file (safetensors, no pickle; see denseshift_speech.deploy) holds the b-bit codes
+    The file (safetensors, no pickle; see denseshift_speech.packed) holds the b-bit codes
     + per-channel scales of the DenseShift weights and everything else in float32 -- for
     the full-precision twin, all weights in float32 -- plus the resolved hparams,
     normalization statistics and the class names, so it is all a device needs.  It is
     loaded back into a copy of the architecture and run on the test set (with the packed
     kernels for DenseShift), so the accuracy reported for the file is measured.
     """
-    from denseshift_speech import deploy
+    from denseshift_speech.packed import load_packed
     path = recipe.export_packed(hparams, summary, "kws",
                                 metadata={"classes": json.dumps(classes)})
     deployed = copy.deepcopy(recipe.module_container(hparams["modules"])).cpu()
-    info = deploy.load_packed(deployed, path)
+    info = load_packed(deployed, path)
     recipe.restore_normalizer_stats(deployed, json.loads(info.metadata["normalizers"]))
     return path, deployed
 

@@ -1,0 +1,20 @@
+"""The deploy path: packed inference modules, ``pack_`` and the packed model file.
+
+* :mod:`.modules`    -- :class:`PackedLinear`, :class:`PackedConv1d` (run the fused kernel);
+* :mod:`.pack`       -- ``pack_(model)``: DenseShift-parametrized weights -> packed modules;
+* :mod:`.fileformat` -- ``save_packed`` / ``load_packed`` / ``read_packed_metadata``;
+* :mod:`.spec`       -- the small inference spec a packed file's reader needs (module
+  namespace, normalizer statistics), shared by the recipe glue and streaming.
+
+Imports ``core`` (the parametrization it packs) and ``kernels`` (layout, ops) only.
+See docs/ARCHITECTURE.md.
+"""
+from .fileformat import (FORMAT, FORMAT_VERSION, PackedFileError, PackedInfo, format_sizes,
+                         load_packed, read_packed_blobs, read_packed_metadata, save_packed)
+from .modules import DEFAULT_METHOD, PackedConv1d, PackedLinear
+from .pack import PackedEntry, PackSummary, pack_, packed_summary, unparametrize_
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "PackedFileError", "PackedInfo", "format_sizes",
+           "load_packed", "read_packed_blobs", "read_packed_metadata", "save_packed",
+           "DEFAULT_METHOD", "PackedConv1d", "PackedLinear",
+           "PackedEntry", "PackSummary", "pack_", "packed_summary", "unparametrize_"]

@@ -1,0 +1,156 @@
+"""Packed inference modules: :class:`PackedLinear` and :class:`PackedConv1d` run the fused
+shift kernel (:mod:`denseshift_speech.kernels`) straight from packed b-bit codes
+(:mod:`denseshift_speech.kernels.layout`) and one float32 scale per output channel.
+
+Packed modules are for inference (no autograd through the kernel).  ``pack_``
+(:mod:`.pack`) creates them from a DenseShift-parametrized model; ``load_packed``
+(:mod:`.fileformat`) from a packed file.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import kernels
+from ..core import quant
+from ..kernels import layout as packing
+
+# Kernel path of new packed modules: "auto" (integer-add shift path below 16 rows of
+# activations, tile decode + sgemm above), "add", "fma" or "gemm" (see kernels).
+DEFAULT_METHOD = "auto"
+
+
+class _PackedBase(nn.Module):
+    def _init_storage(self, rows: int, k: int, bits: int, bias: bool):
+        self.bits = quant.check_bits(bits)
+        self.register_buffer("packed", torch.zeros(rows, packing.row_bytes(k, bits), dtype=torch.uint8))
+        self.register_buffer("alpha", torch.ones(rows))
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(rows), requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+        self.isa = "auto"
+        self.method = DEFAULT_METHOD
+        self.ds_config = {}
+
+    def set_codes(self, codes: torch.Tensor, alpha: torch.Tensor):
+        packed, alpha = packing.pack_weight(codes, alpha, self.bits)
+        if packed.shape != self.packed.shape:
+            raise ValueError(f"codes of shape {tuple(codes.shape)} do not fit {self}")
+        self.packed.copy_(packed)
+        self.alpha.copy_(alpha)
+        return self
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The dense float32 weight ``alpha * s * 2**e`` (decoded on each call)."""
+        return packing.decode_packed(self.packed, self.alpha, self.bits, self.weight_shape)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.dequantized_weight()
+
+    def packed_bytes(self) -> int:
+        return self.packed.numel() + 4 * self.alpha.numel()
+
+
+class PackedLinear(_PackedBase):
+    """``nn.Linear`` replacement running the fused DenseShift kernel (inference only)."""
+
+    def __init__(self, in_features: int, out_features: int, bits: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self._init_storage(self.out_features, self.in_features, bits, bias)
+
+    @property
+    def weight_shape(self):
+        return (self.out_features, self.in_features)
+
+    def forward(self, x):
+        dtype = x.dtype
+        if x.device.type != "cpu":  # the reference handles any device
+            return kernels.reference.linear(x.float(), self.packed.to(x.device), self.alpha.to(x.device),
+                                            None if self.bias is None else self.bias.to(x.device),
+                                            self.bits, self.in_features).to(dtype)
+        y = torch.ops.denseshift.linear(x.float(), self.packed, self.alpha, self.bias, self.bits,
+                                        self.in_features, self.isa, self.method)
+        return y if dtype == torch.float32 else y.to(dtype)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bits={self.bits}, bias={self.bias is not None}, method={self.method}")
+
+
+class PackedConv1d(_PackedBase):
+    """``nn.Conv1d`` replacement (zero padding) with DenseShift weights.
+
+    ``mode``: ``pointwise`` (k=1, groups=1: fused linear), ``depthwise`` (groups ==
+    channels, stride 1, symmetric padding: fused depthwise kernel), ``unfold`` (groups=1:
+    unfold + fused linear), ``dense`` (anything else: weight decoded once, F.conv1d).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, bits, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride = int(kernel_size), int(stride)
+        self.padding, self.dilation, self.groups = int(padding), int(dilation), int(groups)
+        self.mode = self.choose_mode(self.in_channels, self.out_channels, self.kernel_size,
+                                     self.stride, self.padding, self.groups)
+        k = self.in_channels // self.groups * self.kernel_size
+        self._init_storage(self.out_channels, k, bits, bias)
+        self.register_buffer("_dense", None, persistent=False)
+
+    @staticmethod
+    def choose_mode(cin, cout, k, stride, padding, groups):
+        if groups == 1 and k == 1 and stride == 1 and padding == 0:
+            return "pointwise"
+        if groups == cin == cout and stride == 1:
+            return "depthwise"
+        if groups == 1:
+            return "unfold"
+        return "dense"
+
+    @property
+    def weight_shape(self):
+        return (self.out_channels, self.in_channels // self.groups, self.kernel_size)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._dense = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._dense = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def _linear(self, x2):
+        return torch.ops.denseshift.linear(x2, self.packed, self.alpha, self.bias, self.bits,
+                                           x2.shape[-1], self.isa, self.method)
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.float()
+        if self.mode == "dense" or x.device.type != "cpu":
+            if self._dense is None or self._dense.device != x.device:
+                self._dense = self.dequantized_weight().to(x.device)
+            y = F.conv1d(x, self._dense, self.bias, self.stride, self.padding, self.dilation,
+                         self.groups)
+        elif self.mode == "pointwise":
+            y = self._linear(x.transpose(1, 2)).transpose(1, 2).contiguous()
+        elif self.mode == "depthwise":
+            y = torch.ops.denseshift.depthwise_conv1d(x, self.packed, self.alpha, self.bias,
+                                                      self.bits, self.kernel_size, self.padding,
+                                                      self.dilation, self.isa, self.method)
+        else:  # unfold: (B, C, T) -> (B, Tout, C*k) patches -> fused linear
+            if self.padding:
+                x = F.pad(x, (self.padding, self.padding))
+            span = self.dilation * (self.kernel_size - 1) + 1
+            patches = x.unfold(2, span, self.stride)[..., ::self.dilation]  # (B, C, Tout, k)
+            patches = patches.permute(0, 2, 1, 3).reshape(x.shape[0], patches.shape[2], -1)
+            y = self._linear(patches).transpose(1, 2).contiguous()
+        return y if dtype == torch.float32 else y.to(dtype)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bits={self.bits}, mode={self.mode}, method={self.method}")
