@@ -32,10 +32,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m denseshift_speech.demo --out results/demo
+	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/demo
 
 results: $(STAMP)
-	$(PY) -m denseshift_speech.demo --out results/demo --full
+	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full
 
 bench: $(STAMP)
 	$(VENV)/bin/denseshift-speech bench --json results/bench.json

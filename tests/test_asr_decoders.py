@@ -14,8 +14,8 @@ from speechbrain.decoders.scorer import CTCScorer, ScorerBuilder
 from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
 
 from conftest import ROOT, run_recipe
-from denseshift_speech import recipe
-from denseshift_speech.models import (AttentionalDecoder, CTCTransformerASR, RNNJointSearcher,
+from denseshift_speech.integrations.speechbrain import recipe
+from denseshift_speech.integrations.speechbrain.models import (AttentionalDecoder, CTCTransformerASR, RNNJointSearcher,
                                       TransformerJointSearcher)
 from test_asr_recipe import (_assert_checkpoint_is_denseshift,
                              _assert_export_matches_recipe_file, tiny_args)

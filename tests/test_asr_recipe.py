@@ -14,7 +14,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from conftest import ROOT, run_recipe
-from denseshift_speech import recipe
+from denseshift_speech.integrations.speechbrain import recipe
 from denseshift_speech.core import quant
 from denseshift_speech.core.nn import codes_and_scale, iter_denseshift
 
@@ -175,7 +175,7 @@ def test_bad_hparams_fail_at_start(override, message, tmp_path):
 
 def test_interrupted_save_is_invisible(tmp_path, monkeypatch):
     """A checkpoint killed half-way through saving is never picked up for resuming."""
-    from denseshift_speech.checkpoints import AtomicCheckpointer
+    from denseshift_speech.integrations.speechbrain.checkpoints import AtomicCheckpointer
     model = torch.nn.Linear(2, 2)
     ckpt = AtomicCheckpointer(tmp_path, recoverables={"model": model})
     first = ckpt.save_checkpoint(meta={"n": 1})
@@ -208,7 +208,7 @@ def test_from_float_init_loads_the_fp_checkpoint(tmp_path):
         w = getattr(container.get_submodule(module_name), pname).detach()
         assert quant.relative_error(float_weights[entry.name], w) < 0.5, entry.name
     # a run folder: the checkpoint with the lowest validation WER, as the recipe tests
-    from denseshift_speech.checkpoints import AtomicCheckpointer
+    from denseshift_speech.integrations.speechbrain.checkpoints import AtomicCheckpointer
     run = tmp_path / "fp_run"
     saver = AtomicCheckpointer(run / "save", recoverables={"model": fp["model"]})
     saver.save_checkpoint(meta={"WER": 20.0})

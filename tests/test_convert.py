@@ -35,7 +35,7 @@ def xvector():
 
 def rnn_decoder():
     """The CRDNN's optional attention decoder: GRU cells, location-aware attention."""
-    from denseshift_speech.models import AttentionalDecoder
+    from denseshift_speech.integrations.speechbrain.models import AttentionalDecoder
     torch.manual_seed(0)
     return AttentionalDecoder(enc_dim=40, vocab_size=30, emb_size=8, hidden_size=16,
                               attn_dim=16, channels=4, kernel_size=5)

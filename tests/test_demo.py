@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from denseshift_speech import demo
+from denseshift_speech.integrations.speechbrain import demo
 
 WRITE = "import sys, time; time.sleep(0.3); open(sys.argv[1], 'w').write('ok')"
 NEED = "import os, sys; sys.exit(0 if os.path.exists(sys.argv[1]) else 3)"

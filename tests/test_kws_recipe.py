@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from denseshift_speech import recipe
+from denseshift_speech.integrations.speechbrain import recipe
 from denseshift_speech.core import quant
 from denseshift_speech.core.nn import codes_and_scale, iter_denseshift, parametrization
 

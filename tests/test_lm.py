@@ -7,7 +7,7 @@ import pytest
 import torch
 from speechbrain.decoders.ctc import CTCPrefixBeamSearcher
 
-from denseshift_speech import lm
+from denseshift_speech.integrations.speechbrain import lm
 
 SENTENCES = ["STOP THE MUSIC", "STOP THE RADIO", "PLAY THE MUSIC AGAIN", "OPEN THE WINDOWS",
              "STOP", "CALL MY MOTHER LATER", "PLAY ROCK AGAIN", "STOP THE MUSIC"]

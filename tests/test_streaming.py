@@ -14,7 +14,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from denseshift_speech import kernels, recipe
+from denseshift_speech import kernels
+from denseshift_speech.integrations.speechbrain import recipe
 from denseshift_speech.cli import main as cli_main
 from denseshift_speech.streaming import (StreamingDecoder, StreamingFrontEnd, StreamingModel,
                                          decode_full, frontend_full, load_model, stream_manifest)

@@ -27,3 +27,20 @@ def restore_normalizer_stats(container: torch.nn.Module, stats: dict):
         module.glob_mean = torch.tensor(values["glob_mean"], dtype=torch.float32)
         module.glob_std = torch.tensor(values["glob_std"], dtype=torch.float32)
         module.count = 1
+
+
+# Dotted paths that hparams written before the package was laid out in layers name
+# (files keep their resolved hparams YAML): old -> new.  Applied to stored YAML text
+# only, so no alias modules are needed at the old import paths.
+RENAMED_PATHS = {
+    "denseshift_speech.models.": "denseshift_speech.integrations.speechbrain.models.",
+    "denseshift_speech.checkpoints.": "denseshift_speech.integrations.speechbrain.checkpoints.",
+    "denseshift_speech.optim.": "denseshift_speech.core.optim.",
+}
+
+
+def upgrade_stored_hparams(text: str) -> str:
+    """Resolved hparams YAML text with the package's pre-layering class paths renamed."""
+    for old, new in RENAMED_PATHS.items():
+        text = text.replace(":" + old, ":" + new)
+    return text

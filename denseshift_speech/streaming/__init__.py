@@ -8,7 +8,7 @@
     print(dec.finish().text, dec.stats.rtf)
 
 ``denseshift-speech stream MODEL --wav FILE`` is the command-line front end
-(:mod:`denseshift_speech.streaming.cli`); :func:`stream_manifest` streams utterances of a
+(:mod:`denseshift_speech.cli.stream`); :func:`stream_manifest` streams utterances of a
 recipe CSV and prints hypothesis beside reference (used by ``make demo``).
 
 Names are imported lazily so the CLI's ``--help`` does not load torch.

@@ -1,6 +1,6 @@
 """Load an exported ASR model file (``model.dsp``) as a streaming-ready model.
 
-The file written by :func:`denseshift_speech.recipe.export_packed` is self-contained: its
+The file written by :func:`denseshift_speech.integrations.speechbrain.export.export_packed` is self-contained: its
 metadata holds the resolved hparams YAML (the architecture), the global feature
 normalization statistics, and the SentencePiece tokenizer as a blob.  Only the inference
 part of the hparams is instantiated (features, normalization, CNN front-end, conformer,
@@ -143,7 +143,7 @@ def load_model(path, fp32: bool = False) -> StreamingModel:
     from hyperpyyaml import load_hyperpyyaml
 
     from ..packed import PackedFileError, load_packed, read_packed_metadata
-    from ..packed.spec import module_container, restore_normalizer_stats
+    from ..packed.spec import module_container, restore_normalizer_stats, upgrade_stored_hparams
 
     path = os.fspath(path)
     try:
@@ -162,7 +162,7 @@ def load_model(path, fp32: bool = False) -> StreamingModel:
                              "dynamic-chunk-trained conformer (arch: conformer) can")
     if "tokenizer.model" not in header["blobs"]:
         raise ModelFileError(f"{path}: no tokenizer.model blob in the file")
-    text, plain = _inference_yaml(meta["hparams_yaml"], path)
+    text, plain = _inference_yaml(upgrade_stored_hparams(meta["hparams_yaml"]), path)
     try:
         hp = load_hyperpyyaml(text)
     except Exception as err:

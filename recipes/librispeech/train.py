@@ -17,7 +17,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from denseshift_speech import recipe
+from denseshift_speech.integrations.speechbrain import recipe
 from denseshift_speech.data import prepare_librispeech, synthesize_librispeech
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 
-from .audio_checks import DataError
+from ..data.audio_checks import DataError
 
 
 def add_parser(subparsers):
@@ -53,7 +53,7 @@ def _call(fn):
 
 
 def _run_librispeech(a):
-    from .librispeech import prepare_librispeech
+    from ..data.librispeech import prepare_librispeech
     return _call(lambda: prepare_librispeech(
         a.data_folder, a.save_folder, tr_splits=a.train_splits, dev_splits=a.dev_splits,
         te_splits=a.test_splits, merge_lst=a.train_splits if a.merge_name else None,
@@ -61,7 +61,7 @@ def _run_librispeech(a):
 
 
 def _run_speech_commands(a):
-    from .speech_commands import prepare_speech_commands
+    from ..data.speech_commands import prepare_speech_commands
     return _call(lambda: prepare_speech_commands(
         a.data_folder, a.save_folder, num_classes=a.num_classes,
         percentage_unknown=a.percentage_unknown, percentage_silence=a.percentage_silence,

@@ -9,8 +9,8 @@ Trainings share the machine's 2 cores (see :func:`plan`), each logging to
 <out>/logs/<name>.log.  `--full` adds CRDNN, the 2- and 4-bit conformers and keyword
 spotters, and a 3-bit conformer trained from scratch (the paper's initialization).
 
-    python -m denseshift_speech.demo --out results/demo           # about 20 minutes
-    python -m denseshift_speech.demo --out results/demo --full    # + CRDNN, 2/3/4-bit sweep
+    python -m denseshift_speech.integrations.speechbrain.demo --out results/demo           # about 20 minutes
+    python -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full    # + CRDNN, 2/3/4-bit sweep
                                                                   # (reuses finished demo runs)
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the repository root (recipes/ and hparams/ live there): denseshift_speech/integrations/speechbrain/
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir))
 PY = sys.executable
 
 

@@ -1,112 +1,43 @@
-"""Glue the recipes share: hparams loading with DenseShift twins, applying DenseShift from
-hparams, per-epoch diagnostics, model sizes and the results JSON.
+"""Glue the recipes share: applying DenseShift from hparams, per-epoch diagnostics, model
+sizes, the language model, data set-up and the results JSON.
 
 Recipes stay thin (a Brain subclass + a data pipeline); everything here is what two or
-more recipes would otherwise repeat.
-
-Hparams twins: a DenseShift hparams file may start with ``extends: <fp file>``.  Its other
-top-level keys are laid over the full-precision file (new keys allowed), then the command
-line overrides go on top (those must name existing keys).  So ``conformer_ds.yaml``
-contains only its quantization block, and differs from ``conformer_fp.yaml`` in nothing
-else by construction.
+more recipes would otherwise repeat.  This module is also the recipes' one namespace:
+it re-exports the hparams loading (:mod:`.hparams`), the tokenizer (:mod:`.tokenizer`),
+the packed-file export (:mod:`.export`) and the inference spec they use
+(:mod:`denseshift_speech.packed.spec`).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import sys
 import time
-from io import StringIO
 
-import ruamel.yaml
 import torch
-from hyperpyyaml import load_hyperpyyaml, resolve_references
 
-from .core.convert import DenseShiftConfig, QuantizeSummary, quantize_
-from .core.diagnostics import CodeFlipTracker, code_histograms, summarize_histograms
-from .packed.spec import module_container, restore_normalizer_stats  # noqa: F401 (recipe API)
+from ...core.convert import DenseShiftConfig, QuantizeSummary, quantize_
+from ...core.diagnostics import CodeFlipTracker, code_histograms, summarize_histograms
+from ...packed.spec import module_container, restore_normalizer_stats
+from .export import PACKED_FILE, export_packed, normalizer_stats
+from .hparams import (RESOLVED_HPARAMS, HparamsError, exit_on_hparams_error, load_hparams,
+                      merged_yaml_text, save_resolved_hparams)
+from .tokenizer import _transcripts, tokenizer_file, train_tokenizer
+
+# the recipe API (names the recipes and tests use as ``recipe.<name>``)
+__all__ = [
+    "RESULTS_FILE", "RESOLVED_HPARAMS", "PACKED_FILE", "HparamsError", "load_hparams",
+    "merged_yaml_text", "exit_on_hparams_error", "save_resolved_hparams", "apply_denseshift",
+    "module_container", "restore_normalizer_stats", "normalizer_stats",
+    "load_float_checkpoint", "EpochDiagnostics", "parameter_counts", "write_results",
+    "WallClock", "train_tokenizer", "tokenizer_file", "export_packed", "check_decoding",
+    "language_model", "finish", "end_distributed", "ensure_data",
+]
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
-RESOLVED_HPARAMS = "hyperparams_resolved.yaml"
 
-
-class HparamsError(ValueError):
-    """Invalid hyperparameters: the message names the file/key and what was expected."""
-
-
-# ---------------------------------------------------------------------------
-# Loading
-# ---------------------------------------------------------------------------
-
-def _yaml():
-    return ruamel.yaml.YAML()
-
-
-def merged_yaml_text(hparams_file: str, overrides: str | dict | None = None) -> str:
-    """The experiment as one YAML text: base file (if ``extends``) + twin keys + overrides,
-    with !ref/!copy resolved (tags like !new: are kept)."""
-    if not os.path.isfile(hparams_file):
-        raise HparamsError(f"hparams file not found: {hparams_file}")
-    with open(hparams_file) as f:
-        doc = _yaml().load(f) or {}
-    cli = _parse_overrides(overrides)
-    base_file, layer = hparams_file, {}
-    if "extends" in doc:
-        base_file = os.path.join(os.path.dirname(os.path.abspath(hparams_file)), str(doc["extends"]))
-        if not os.path.isfile(base_file):
-            raise HparamsError(f"{hparams_file}: 'extends' names {base_file}, which does not exist")
-        layer = {k: v for k, v in doc.items() if k != "extends"}
-    with open(base_file) as f:
-        base = _yaml().load(f) or {}
-    known = set(base) | set(layer)
-    unknown = sorted(set(cli) - known)
-    if unknown:
-        raise HparamsError(
-            f"unknown hparam(s) {', '.join(unknown)} for {hparams_file} "
-            f"(known keys: {', '.join(sorted(k for k in known if not k.startswith('_')))})")
-    # Top-level keys are replaced whole (a twin's 'denseshift' block replaces 'null').
-    for key, value in list(layer.items()) + list(cli.items()):
-        base[key] = value
-    stream = resolve_references(StringIO(_dump(base)))
-    return stream.getvalue()
-
-
-def load_hparams(hparams_file: str, overrides=None):
-    """(hparams dict, resolved yaml text).  Errors become one HparamsError naming the file."""
-    text = merged_yaml_text(hparams_file, overrides)
-    try:
-        return load_hyperpyyaml(text), text
-    except (ValueError, TypeError, KeyError) as err:
-        raise HparamsError(f"{hparams_file}: {err}") from err
-
-
-def _parse_overrides(overrides) -> dict:
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    try:
-        return dict(_yaml().load(overrides) or {})
-    except ruamel.yaml.YAMLError as err:
-        raise HparamsError(f"could not read the command-line overrides: {err}") from err
-
-
-def _dump(mapping) -> str:
-    out = StringIO()
-    _yaml().dump(mapping, out)
-    return out.getvalue()
-
-
-def exit_on_hparams_error(func):
-    """Run ``func``; an HparamsError prints one line and exits with status 2."""
-    try:
-        return func()
-    except HparamsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 # ---------------------------------------------------------------------------
@@ -216,107 +147,6 @@ class WallClock:
         return round(time.time() - self.start, 1)
 
 
-def save_resolved_hparams(folder: str, text: str) -> str:
-    """The whole experiment as one self-contained YAML (what export and stream rebuild)."""
-    path = os.path.join(folder, RESOLVED_HPARAMS)
-    from speechbrain.utils.distributed import if_main_process
-    if if_main_process():
-        os.makedirs(folder, exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-    return path
-
-
-def train_tokenizer(hparams: dict):
-    """SentencePiece trained on the training transcripts (once, on the main process).
-
-    Trained with identity normalization: transcripts are already normalized (upper-case
-    LibriSpeech style), and the default NFKC table alone weighs 237 KB -- more than a
-    demo model's packed weights -- and travels inside every packed model file.
-    """
-    from speechbrain.tokenizers.SentencePiece import SentencePiece
-    from speechbrain.utils.distributed import run_on_main
-    model_dir = os.path.join(hparams["save_folder"], "tokenizer")
-    prefix = os.path.join(model_dir, f"{hparams['vocab_size']}_{hparams['token_type']}")
-    run_on_main(_train_sentencepiece, kwargs={
-        "csv_file": hparams["train_csv"], "prefix": prefix,
-        "vocab_size": hparams["vocab_size"], "model_type": hparams["token_type"]})
-    return SentencePiece(model_dir=model_dir, vocab_size=hparams["vocab_size"],
-                         model_type=hparams["token_type"])
-
-
-def _transcripts(csv_file) -> list:
-    """The non-empty ``wrd`` column of a prepared manifest (tokenizer and LM text)."""
-    import csv
-    with open(csv_file, newline="") as f:
-        return [row["wrd"] for row in csv.DictReader(f) if row["wrd"].strip()]
-
-
-def _train_sentencepiece(csv_file, prefix, vocab_size, model_type):
-    import sentencepiece as spm
-    if os.path.isfile(prefix + ".model"):
-        return
-    os.makedirs(os.path.dirname(prefix), exist_ok=True)
-    lines = _transcripts(csv_file)
-    if not lines:
-        raise HparamsError(f"no transcripts in {csv_file} to train the tokenizer on")
-    text_file = prefix + "_train.txt"
-    with open(text_file, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    try:
-        spm.SentencePieceTrainer.train(
-            input=text_file, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
-            character_coverage=1.0, normalization_rule_name="identity", unk_id=0, bos_id=-1,
-            eos_id=-1, pad_id=-1, minloglevel=2)
-    except RuntimeError as err:
-        raise HparamsError(f"tokenizer training failed for vocab_size={vocab_size} on "
-                           f"{csv_file}: {err}") from err
-
-
-def tokenizer_file(tokenizer) -> str:
-    return tokenizer.prefix_model_file + ".model"
-
-
-PACKED_FILE = "model.dsp"
-# Deterministic buffers SpeechBrain rebuilds with the architecture: not worth shipping.
-REBUILT_BUFFERS = ("*positional_encoding*.pe",)
-
-
-def normalizer_stats(container: torch.nn.Module) -> dict:
-    """{module name: {glob_mean, glob_std}} of every InputNormalization in ``container``:
-    SpeechBrain keeps these statistics outside the state dict, so the file carries them."""
-    from speechbrain.processing.features import InputNormalization
-    return {name: {"glob_mean": m.glob_mean.flatten().tolist(),
-                   "glob_std": m.glob_std.flatten().tolist()}
-            for name, m in container.named_modules() if isinstance(m, InputNormalization)}
-
-
-def export_packed(hparams: dict, summary, task: str, tokenizer=None, path: str | None = None,
-                  metadata: dict | None = None) -> str:
-    """Pack the trained modules in place and write the packed model file.
-
-    The file (default <output_folder>/model.dsp) is self-contained: the resolved hparams
-    (the architecture), normalization statistics, the tokenizer and any extra
-    ``metadata`` (str -> str) travel inside it, so ``denseshift-speech stream`` needs
-    nothing else.  Call after the last evaluation (the modules become inference-only).
-    """
-    from .packed import pack_, save_packed
-    container = module_container(hparams["modules"]).cpu()  # the packed kernels are CPU code
-    if summary is not None:
-        pack_(container)
-    with open(os.path.join(hparams["output_folder"], RESOLVED_HPARAMS)) as f:
-        meta = {"task": task, "arch": hparams["arch"], "hparams_yaml": f.read(),
-                "normalizers": json.dumps(normalizer_stats(container)), **(metadata or {})}
-    blobs = {}
-    if tokenizer is not None:
-        with open(tokenizer_file(tokenizer), "rb") as f:
-            blobs["tokenizer.model"] = f.read()
-    path = path or os.path.join(hparams["output_folder"], PACKED_FILE)
-    save_packed(container, path, metadata=meta, blobs=blobs, config=hparams.get("denseshift"),
-                rebuilt_buffers=REBUILT_BUFFERS)
-    return path
-
-
 def check_decoding(hparams: dict) -> None:
     """Fail at start on a decoding set-up that could only fail after training."""
     if hparams["decoding"] not in ("greedy", "beam_lm"):
@@ -397,7 +227,7 @@ def ensure_data(hparams: dict, dataset: str, synthesize, **synth_kwargs):
     """
     from speechbrain.utils.distributed import run_on_main
 
-    from .data.synth import is_unfinished_corpus
+    from ...data.synth import is_unfinished_corpus
     folder = hparams["data_folder"]
     if os.path.isdir(folder) and not is_unfinished_corpus(folder):
         return

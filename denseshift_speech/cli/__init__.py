@@ -1,4 +1,5 @@
-"""`denseshift-speech <verb>`: the one command-line entry point.
+"""`denseshift-speech <verb>`: the one command-line entry point (the top layer: it may
+import every other layer, none imports it; see docs/ARCHITECTURE.md).
 
 Each verb lives in its own module, which exposes ``add_parser(subparsers)``; that
 function creates the verb's sub-parser and sets ``func`` (called with the parsed
@@ -11,15 +12,15 @@ import argparse
 import importlib
 import sys
 
-from .errors import UserError
+from ..errors import UserError
 
 # verb -> module implementing it
 VERBS = {
     "synth": "denseshift_speech.data.synth",
-    "prepare": "denseshift_speech.data.prepare_cli",
+    "prepare": "denseshift_speech.cli.prepare",
     "bench": "denseshift_speech.bench",
-    "export": "denseshift_speech.export",
-    "stream": "denseshift_speech.streaming.cli",
+    "export": "denseshift_speech.cli.export",
+    "stream": "denseshift_speech.cli.stream",
     "report": "denseshift_speech.report",
 }
 

@@ -19,7 +19,7 @@ import sys
 
 
 def add_parser(subparsers):
-    from .defaults import DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CONTEXT
+    from ..streaming.defaults import DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CONTEXT
     p = subparsers.add_parser(
         "stream", help="stream audio through an exported model, chunk by chunk",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,8 +88,8 @@ def run(args) -> int:
 
     import torch
     torch.set_num_threads(args.threads)
-    from .audio import AudioError
-    from .model import ModelFileError, load_model
+    from ..streaming.audio import AudioError
+    from ..streaming.model import ModelFileError, load_model
     try:
         model = load_model(args.model, fp32=args.fp32)
     except ModelFileError as err:
@@ -105,7 +105,7 @@ def run(args) -> int:
 
 
 def _run_manifest(args, model) -> int:
-    from .run import compare_fp32, stream_manifest, sweep
+    from ..streaming.run import compare_fp32, stream_manifest, sweep
     if args.compare_fp32:
         res = compare_fp32(args.model, args.manifest, args.limit or None, args.chunk_size,
                            args.left_context, args.repeats, out=None if args.json else sys.stdout)
@@ -129,9 +129,9 @@ def _run_manifest(args, model) -> int:
 def _run_files(args, model) -> int:
     import torch
 
-    from .audio import read_audio
-    from .decoder import StreamingDecoder, decode_full
-    from .run import count_packed_calls, format_summary, merge_stats, stream_samples, summary
+    from ..streaming.audio import read_audio
+    from ..streaming.decoder import StreamingDecoder, decode_full
+    from ..streaming.run import count_packed_calls, format_summary, merge_stats, stream_samples, summary
     audios = [read_audio(path, model.sample_rate) for path in args.wav]  # check all first
     dec = StreamingDecoder(model, args.chunk_size, args.left_context)
     stats, utts = [], []
@@ -194,8 +194,8 @@ def _run_mic(args, model) -> int:
     import sounddevice as sd
     import torch
 
-    from .decoder import StreamingDecoder
-    from .run import count_packed_calls, format_summary, summary
+    from ..streaming.decoder import StreamingDecoder
+    from ..streaming.run import count_packed_calls, format_summary, summary
     dec = StreamingDecoder(model, args.chunk_size, args.left_context)
     if not args.json:
         print(f"listening at {model.sample_rate} Hz (Ctrl-C to stop)...", file=sys.stderr)

@@ -1,0 +1,3 @@
+"""Integrations with training frameworks (today: SpeechBrain).  Inference code
+(``kernels``, ``core``, ``packed``, ``streaming``) never imports this package; see
+docs/ARCHITECTURE.md."""
