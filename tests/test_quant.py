@@ -70,7 +70,7 @@ def test_quantized_weight_is_alpha_times_power_of_two(bits):
 
 
 def _hand_gradients(sign, thermo, g, alpha):
-    """Per-element gradients of L = sum(g * alpha * w), by hand from METHOD.md section 2."""
+    """Per-element gradients of L = sum(g * alpha * w), by hand from docs/METHOD.md section 2."""
     grad_sign, grad_t = [], []
     n_t = len(thermo)
     for i in range(len(sign)):

@@ -11,7 +11,7 @@ Conventions (the contract every other part relies on):
   ``s = -1``: the sign is the top bit, the exponent the low ``b-1`` bits.  Codes are
   stored as ``torch.uint8``; all ``2**b`` codes are valid values.
 * Training keeps, for every weight, one sign latent and ``E-1`` thermometer latents
-  (METHOD.md section 2).  The exponent is the length of the run of positive
+  (docs/METHOD.md section 2).  The exponent is the length of the run of positive
   thermometer latents ending at the last one:
   ``S_1 = B01(T_1); S_k = (S_{k-1} + 1) * B01(T_k); e = S_{E-1}``.
 """
@@ -25,7 +25,7 @@ import torch
 from ..kernels.codes import (MAX_BITS, MIN_BITS, check_bits, decode,  # noqa: F401
                              num_exponents, value_set)
 
-# Standard deviation of the low-variance random initialization (METHOD.md section 3).
+# Standard deviation of the low-variance random initialization (docs/METHOD.md section 3).
 LOW_VARIANCE_SIGMA = 1e-3
 
 
@@ -130,7 +130,7 @@ def exponent_distribution_under_random_latents(bits: int) -> torch.Tensor:
 
 
 def low_variance_latents(shape, bits: int, sigma: float = LOW_VARIANCE_SIGMA, generator=None):
-    """(sign_latent, thermo) drawn from N(0, sigma^2) (METHOD.md section 3)."""
+    """(sign_latent, thermo) drawn from N(0, sigma^2) (docs/METHOD.md section 3)."""
     E = num_exponents(bits)
     sign_latent = torch.randn(shape, generator=generator) * sigma
     thermo = torch.randn((E - 1, *shape), generator=generator) * sigma
