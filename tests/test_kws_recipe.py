@@ -23,11 +23,34 @@ N_TRAIN, BATCH = 40, 8           # 5 optimizer steps per epoch
 STEPS_PER_EPOCH = N_TRAIN // BATCH
 
 
-def run_recipe(hparams_file, *args, timeout=240):
+# Runs the recipe with a callback installed from outside: after KILL_AFTER_STEPS
+# optimizer steps of this process it dies like a preempted job (SIGKILL, no clean-up).
+KILL_LAUNCHER = """
+import logging, os, runpy, signal, sys
+import speechbrain as sb
+kill_at, steps = int(os.environ["KILL_AFTER_STEPS"]), [0]
+original = sb.Brain.on_fit_batch_end
+def on_fit_batch_end(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    steps[0] += 1
+    if steps[0] >= kill_at:
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
+sb.Brain.on_fit_batch_end = on_fit_batch_end
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_recipe(hparams_file, *args, timeout=240, kill_after_steps=None):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, TRAIN, hparams_file, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    cmd = [sys.executable, TRAIN, hparams_file, *args]
+    if kill_after_steps is not None:
+        env["KILL_AFTER_STEPS"] = str(kill_after_steps)
+        cmd = [sys.executable, "-c", KILL_LAUNCHER, *cmd[1:]]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +183,7 @@ def test_killed_run_resumes_from_its_checkpoint(corpus, tmp_path):
     out = str(tmp_path / "resume")
     args = tiny(corpus, out, "--ckpt_interval_minutes=0", "--ckpt_interval_steps=1", epochs=2)
     kill_at = STEPS_PER_EPOCH + 2  # in the middle of epoch 2
-    killed = run_recipe(FP, *args, f"--kill_after_steps={kill_at}")
+    killed = run_recipe(FP, *args, kill_after_steps=kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not os.path.exists(os.path.join(out, "results.json"))
     intra = [d for d in glob.glob(os.path.join(out, "save", "CKPT+*"))

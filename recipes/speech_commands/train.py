@@ -13,7 +13,6 @@ import copy
 import json
 import logging
 import os
-import signal
 import sys
 import time
 
@@ -55,15 +54,6 @@ class KWS(sb.Brain):
             for t, p in zip(labels.view(-1).cpu().tolist(), pred.tolist()):
                 self.confusion[t, p] += 1
         return loss
-
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        # Test aid: die like a preempted job (no clean-up) after N steps of this process.
-        self.steps_this_process = getattr(self, "steps_this_process", 0) + 1
-        kill_after = self.hparams.kill_after_steps
-        if kill_after and self.steps_this_process >= kill_after:
-            logger.warning("kill_after_steps=%d reached: killing the process", kill_after)
-            logging.shutdown()
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def on_stage_start(self, stage, epoch=None):
         if stage != sb.Stage.TRAIN:
