@@ -36,13 +36,8 @@ import warnings
 
 import torch
 
-from . import reference
+from . import ops, reference  # ops: the schemas, defined before _C registers kernels
 
-LINEAR_SCHEMA = ("linear(Tensor x, Tensor packed, Tensor alpha, Tensor? bias, int bits, "
-                 "int in_features, str isa='auto', str method='add') -> Tensor")
-DEPTHWISE_SCHEMA = ("depthwise_conv1d(Tensor x, Tensor packed, Tensor alpha, Tensor? bias, "
-                    "int bits, int kernel_size, int padding, int dilation, str isa='auto', "
-                    "str method='add') -> Tensor")
 METHODS = ("add", "fma", "gemm")
 ALL_METHODS = METHODS + ("auto",)
 
@@ -59,24 +54,8 @@ except ImportError as err:  # build failed or skipped at install time
         f"({NATIVE_ERROR}); using the slow pure-PyTorch reference. Reinstall with "
         "`pip install --no-build-isolation -e .` and a C++ compiler to build it.",
         RuntimeWarning, stacklevel=2)
-    _lib = torch.library.Library("denseshift", "DEF")
-    _lib.define(LINEAR_SCHEMA)
-    _lib.define(DEPTHWISE_SCHEMA)
-    _lib.impl("linear", reference.linear, "CPU")
-    _lib.impl("depthwise_conv1d", reference.depthwise_conv1d, "CPU")
-
-
-@torch.library.register_fake("denseshift::linear")
-def _linear_fake(x, packed, alpha, bias, bits, in_features, isa="auto", method="add"):
-    torch._check(x.shape[-1] == in_features, lambda: "x must end with in_features")
-    return x.new_empty((*x.shape[:-1], packed.shape[0]))
-
-
-@torch.library.register_fake("denseshift::depthwise_conv1d")
-def _dw_fake(x, packed, alpha, bias, bits, kernel_size, padding, dilation, isa="auto",
-             method="add"):
-    tout = x.shape[2] + 2 * padding - dilation * (kernel_size - 1)
-    return x.new_empty((x.shape[0], x.shape[1], tout))
+    for _name in ops.SCHEMAS:
+        ops.LIBRARY.impl(_name, getattr(reference, _name), "CPU")
 
 
 def native_available() -> bool:
@@ -108,3 +87,23 @@ def depthwise_conv1d(x, packed, alpha, bias=None, *, bits: int, kernel_size: int
     return torch.ops.denseshift.depthwise_conv1d(x, packed, alpha, bias, int(bits),
                                                  int(kernel_size), int(padding),
                                                  int(dilation), isa, method)
+
+
+TILED_PATHS = ("int8", "exact")
+
+
+def repack(packed, *, bits: int, in_features: int):
+    """Packed file rows -> ``(tiles, row_sums)`` in the tiled run-time layout."""
+    return torch.ops.denseshift.repack(packed, int(bits), int(in_features))
+
+
+def linear_tiled(x, tiles, row_sums, alpha, bias=None, *, bits: int, in_features: int,
+                 path: str = "int8", isa: str = "auto"):
+    """``alpha * (x @ Q^T) + bias`` from repacked codes on the ``int8`` or ``exact`` path."""
+    return torch.ops.denseshift.linear_tiled(x, tiles, row_sums, alpha, bias, int(bits),
+                                             int(in_features), path, isa)
+
+
+def tiled_paths() -> list:
+    """Tiled-kernel ISA paths this CPU can run, best first (``['reference']`` without _C)."""
+    return list(_C.tiled_paths()) if NATIVE else ["reference"]

@@ -131,3 +131,86 @@ def decode_packed(packed: torch.Tensor, alpha: torch.Tensor, bits: int, shape) -
         k *= s
     q = decode(unpack_codes(packed, bits, k), bits, torch.float32)
     return (alpha.reshape(-1, 1).float() * q).reshape(shape)
+
+
+# ---------------------------------------------------------------------------
+# Tiled run-time layout (what the tiled kernels read; kernels/csrc/tiled.h).
+# Each packed layer is repacked once at load time (``torch.ops.denseshift.repack``);
+# files keep the compact layout above.  Rows form tiles of TILE_LANES output channels
+# (N padded to a multiple), K is padded to a multiple of TILE_GROUP_K with code 0, and
+# the 64-byte group (tile t, k-group g) sits at byte (t * Kq / 8 + g) * 64 with
+#     byte 4 * lane + j = code(16t + lane, 8g + j) | code(16t + lane, 8g + 4 + j) << 4.
+# ---------------------------------------------------------------------------
+TILE_LANES = 16
+TILE_GROUP_K = 8
+TILE_GROUP_BYTES = 64
+TILE_QUAD = 4
+TILE_MAX_BITS = 4
+INT8_MAX_K = 1 << 16
+
+
+def tiled_rows(n: int) -> int:
+    return -(-int(n) // TILE_LANES) * TILE_LANES
+
+
+def tiled_k(k: int) -> int:
+    return -(-int(k) // TILE_GROUP_K) * TILE_GROUP_K
+
+
+def tiled_bytes(n: int, k: int) -> int:
+    return tiled_rows(n) // TILE_LANES * tiled_k(k) // TILE_GROUP_K * TILE_GROUP_BYTES
+
+
+def _tiled_index(n: int, k: int):
+    """(byte index, nibble shift) of every code of an (n, k) padded weight, as tensors."""
+    rows = torch.arange(n).reshape(-1, 1)
+    cols = torch.arange(k).reshape(1, -1)
+    kq = k
+    byte = ((rows // TILE_LANES) * (kq // TILE_GROUP_K * TILE_GROUP_BYTES)
+            + (cols // TILE_GROUP_K) * TILE_GROUP_BYTES + TILE_QUAD * (rows % TILE_LANES)
+            + cols % TILE_QUAD)
+    shift = torch.where(cols % TILE_GROUP_K >= TILE_QUAD, 4, 0).expand(n, k)
+    return byte, shift
+
+
+def int8_parts(bits: int):
+    """(lo, hi) int64 tables code -> int8 weight parts: w = lo + hi, |lo|, |hi| <= 64.
+
+    Only 4-bit codes (+-128) have a non-zero ``hi``: int8 cannot hold +128.
+    """
+    v = decode(torch.arange(2 ** check_bits(bits), dtype=torch.uint8), bits, torch.float64).long()
+    lo = v.sign() * v.abs().clamp(max=64)
+    return lo, v - lo
+
+
+def tile_codes(codes: torch.Tensor):
+    """uint8 codes (N, K), bits <= 4 -> (tiles uint8 (tiled_bytes,), padded code matrix)."""
+    n, k = codes.shape
+    np_, kq = tiled_rows(n), tiled_k(k)
+    full = torch.zeros(np_, kq, dtype=torch.int64)  # padding: code 0
+    full[:n, :k] = codes.to(torch.int64)
+    byte, shift = _tiled_index(np_, kq)
+    tiles = torch.zeros(tiled_bytes(n, k), dtype=torch.int64)
+    tiles.index_add_(0, byte.reshape(-1), (full << shift).reshape(-1))
+    return tiles.to(torch.uint8), full
+
+
+def repack(packed: torch.Tensor, bits: int, k: int):
+    """Reference of ``denseshift::repack``: packed file rows -> (tiles, int32 row sums)."""
+    if check_bits(bits) > TILE_MAX_BITS:
+        raise ValueError(f"the tiled layout holds at most {TILE_MAX_BITS}-bit codes, got {bits}")
+    tiles, full = tile_codes(unpack_codes(packed, bits, k))
+    lo, hi = int8_parts(bits)
+    sums = (lo + hi)[full].sum(1).to(torch.int32)
+    return tiles, sums
+
+
+def untile_codes(tiles: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """Inverse of :func:`tile_codes`: uint8 codes (n, k) from the tiled bytes."""
+    if tiles.dtype != torch.uint8 or tiles.dim() != 1 or tiles.numel() != tiled_bytes(n, k):
+        raise ValueError(f"tiles must be 1-D uint8 of {tiled_bytes(n, k)} bytes for {n}x{k} codes, "
+                         f"got {tiles.dtype} {tuple(tiles.shape)}")
+    np_, kq = tiled_rows(n), tiled_k(k)
+    byte, shift = _tiled_index(np_, kq)
+    codes = (tiles.to(torch.int64)[byte] >> shift) & 15
+    return codes[:n, :k].to(torch.uint8)

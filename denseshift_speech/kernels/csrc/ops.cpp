@@ -1,4 +1,5 @@
-// Torch glue: op registration (TORCH_LIBRARY namespace `denseshift`), ISA dispatch,
+// Torch glue of the file-layout kernels (shift/add, fma, gemm): implementations of the
+// ops whose schemas denseshift_speech/kernels/ops.py defines, ISA dispatch,
 // activation preparation (padding, the integer-add path's edge-case mask), threads
 // over output channels with at::parallel_for (honours torch.set_num_threads).
 #include <torch/extension.h>
@@ -9,6 +10,8 @@
 #include <vector>
 
 #include "common.h"
+#include "cpu_features.h"
+#include "tiled.h"
 
 // Fortran BLAS sgemm exported by libtorch_cpu (MKL or OpenBLAS builds).  Weak: if a
 // torch build does not export it, the gemm path goes through at::mm per tile.
@@ -18,6 +21,8 @@ extern "C" void sgemm_(const char* ta, const char* tb, const int* m, const int* 
     __attribute__((weak));
 
 namespace denseshift {
+const PathInfo& resolve_path(const std::string& req);  // ops_tiled.cpp
+
 namespace {
 
 // C (m x n, column-major, ldc) = A^T * B with A (k x m, lda), B (k x n, ldb).
@@ -48,21 +53,12 @@ const char* isa_name(Isa i) {
 }
 
 bool cpu_supports(Isa i) {
-#if defined(DENSESHIFT_X86)
-  __builtin_cpu_init();
+  const CpuFeatures& f = cpu_features();
   switch (i) {
-    case Isa::Avx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case Isa::Avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    default:
-      return true;
+    case Isa::Avx512: return f.avx512 && f.avx2 && f.fma;
+    case Isa::Avx2: return f.avx2 && f.fma;
+    default: return true;
   }
-#else
-  return i == Isa::Scalar;
-#endif
 }
 
 std::vector<std::string> supported_isas() {
@@ -343,13 +339,7 @@ at::Tensor dw_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tenso
 }  // namespace
 }  // namespace denseshift
 
-TORCH_LIBRARY(denseshift, m) {
-  m.def("linear(Tensor x, Tensor packed, Tensor alpha, Tensor? bias, int bits, int in_features, "
-        "str isa='auto', str method='add') -> Tensor");
-  m.def("depthwise_conv1d(Tensor x, Tensor packed, Tensor alpha, Tensor? bias, int bits, "
-        "int kernel_size, int padding, int dilation, str isa='auto', str method='add') -> Tensor");
-}
-
+// Schemas: denseshift_speech/kernels/ops.py (defined once, in Python).
 TORCH_LIBRARY_IMPL(denseshift, CPU, m) {
   m.impl("linear", &denseshift::linear_cpu);
   m.impl("depthwise_conv1d", &denseshift::dw_cpu);
@@ -360,5 +350,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_isas", &denseshift::supported_isas, "ISA paths this CPU can run, best first");
   m.def("selected_isa", [](const std::string& req) { return std::string(denseshift::isa_name(denseshift::resolve_isa(req))); },
         "The ISA path `isa=req` resolves to (honours $DENSESHIFT_ISA for 'auto')");
+  m.def("cpu_features", &denseshift::describe_cpu, "SIMD features detected on this CPU");
+  m.def("tiled_paths", [] {
+    std::vector<std::string> out;
+    for (const auto& p : denseshift::available_paths()) out.push_back(p.name);
+    return out;
+  }, "tiled-kernel paths this CPU can run, best first");
+  m.def("selected_tiled_path", [](const std::string& req) { return std::string(denseshift::resolve_path(req).name); },
+        "The tiled path `isa=req` resolves to (honours $DENSESHIFT_ISA for 'auto')");
+  // Layout facts, checked against the Python side by tests/test_layout.py.
   m.attr("BLOCK") = denseshift::kBlock;
+  m.attr("TILE_LANES") = denseshift::tiled::kLanes;
+  m.attr("TILE_GROUP_K") = denseshift::tiled::kGroupK;
+  m.attr("TILE_GROUP_BYTES") = denseshift::tiled::kGroupBytes;
+  m.attr("TILE_QUAD") = denseshift::tiled::kQuad;
+  m.attr("TILE_MAX_BITS") = denseshift::tiled::kMaxBits;
+  m.attr("INT8_MAX_K") = denseshift::tiled::kMaxInt8K;
 }

@@ -1,0 +1,55 @@
+"""The ``denseshift::*`` op schemas: defined once, here; C++ (``_C``) only implements them.
+
+``linear`` / ``depthwise_conv1d`` read the packed file layout (:mod:`.layout`) and take
+``method`` add (the paper's integer-add shift path), fma or gemm.  ``repack`` turns the
+packed rows of one layer into the tiled run-time layout, and ``linear_tiled`` runs it on
+``path`` ``int8`` (activations quantized per row, VNNI dot products) or ``exact``
+(float weights decoded in registers, FMA).  Semantics: :mod:`.reference`.
+"""
+from __future__ import annotations
+
+import torch
+
+SCHEMAS = {
+    "linear": ("linear(Tensor x, Tensor packed, Tensor alpha, Tensor? bias, int bits, "
+               "int in_features, str isa='auto', str method='add') -> Tensor"),
+    "depthwise_conv1d": ("depthwise_conv1d(Tensor x, Tensor packed, Tensor alpha, Tensor? bias, "
+                         "int bits, int kernel_size, int padding, int dilation, str isa='auto', "
+                         "str method='add') -> Tensor"),
+    "repack": "repack(Tensor packed, int bits, int in_features) -> (Tensor, Tensor)",
+    "linear_tiled": ("linear_tiled(Tensor x, Tensor tiles, Tensor row_sums, Tensor alpha, "
+                     "Tensor? bias, int bits, int in_features, str path='int8', "
+                     "str isa='auto') -> Tensor"),
+}
+
+LIBRARY = torch.library.Library("denseshift", "DEF")
+for _schema in SCHEMAS.values():
+    LIBRARY.define(_schema)
+
+
+@torch.library.register_fake("denseshift::linear")
+def _linear_fake(x, packed, alpha, bias, bits, in_features, isa="auto", method="add"):
+    torch._check(x.shape[-1] == in_features, lambda: "x must end with in_features")
+    return x.new_empty((*x.shape[:-1], packed.shape[0]))
+
+
+@torch.library.register_fake("denseshift::depthwise_conv1d")
+def _dw_fake(x, packed, alpha, bias, bits, kernel_size, padding, dilation, isa="auto",
+             method="add"):
+    tout = x.shape[2] + 2 * padding - dilation * (kernel_size - 1)
+    return x.new_empty((x.shape[0], x.shape[1], tout))
+
+
+@torch.library.register_fake("denseshift::repack")
+def _repack_fake(packed, bits, in_features):
+    from .layout import tiled_bytes, tiled_rows
+    n = packed.shape[0]
+    return (packed.new_empty((tiled_bytes(n, in_features),)),
+            packed.new_empty((tiled_rows(n),), dtype=torch.int32))
+
+
+@torch.library.register_fake("denseshift::linear_tiled")
+def _linear_tiled_fake(x, tiles, row_sums, alpha, bias, bits, in_features, path="int8",
+                       isa="auto"):
+    torch._check(x.shape[-1] == in_features, lambda: "x must end with in_features")
+    return x.new_empty((*x.shape[:-1], alpha.shape[0]))
