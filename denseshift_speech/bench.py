@@ -167,11 +167,11 @@ def bench_model(threads, budget, bits=3, frames=(25, 100), layers=4, log=print):
     torch.manual_seed(0)
     fp32 = build_conformer(layers)
     packed = {}
-    for method in ("auto", "add", "fma"):
+    for method in ("int8", "exact", "shift"):
         m = copy.deepcopy(fp32)  # (parametrized models cannot be deep-copied)
         quantize_(m, DenseShiftConfig(bits=bits, init="from_float", keep_first=False,
                                       keep_last=False))
-        summary = pack_(m, method=method)
+        summary = pack_(m, path=method)
         packed[method] = m
     rows = []
     for t in frames:
@@ -185,8 +185,7 @@ def bench_model(threads, budget, bits=3, frames=(25, 100), layers=4, log=print):
                 for method, m in packed.items():
                     res[method] = time_us(lambda: m.encode(x, None), budget)
             row = {"frames": t, "threads": nt, "bits": bits, "layers": layers,
-                   "fp32_us": t_fp32, "packed_auto_us": res["auto"], "packed_add_us": res["add"],
-                   "packed_fma_us": res["fma"],
+                   "fp32_us": t_fp32, **{f"packed_{k}_us": v for k, v in res.items()},
                    "quantized_packed_bytes": summary.packed_bytes,
                    "quantized_fp32_bytes": summary.fp32_bytes}
             del ref

@@ -62,18 +62,26 @@ def linear_stack(bits=3):
                          nn.Tanh(), _ds(nn.Linear(33, 5), bits)).eval()
 
 
-@pytest.mark.parametrize("method", ["add", "fma"])
+@pytest.mark.parametrize("path", ["shift", "exact", "int8"])
 @pytest.mark.parametrize("bits", [2, 3, 4])
-def test_packed_linear_stack_matches_quantized(bits, method):
+def test_packed_linear_stack_matches_quantized(bits, path):
     model = linear_stack(bits)
     x = torch.randn(9, 20)
     with torch.no_grad():
         ref = model(x)
-        summary = pack_(model, method=method)
+        summary = pack_(model, path=path)
         y = model(x)
     assert len(summary.entries) == 3
-    assert all(isinstance(model[i], PackedLinear) for i in (0, 2, 4))
-    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    assert all(isinstance(model[i], PackedLinear) and model[i].path == path for i in (0, 2, 4))
+    if path == "int8":  # three layers of per-row int8 activations: ~1 % of the output scale
+        assert float((y - ref).abs().max()) <= 0.03 * float(ref.abs().max())
+    else:
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_pack_rejects_unknown_path():
+    with pytest.raises(ValueError, match="kernel path must be one of int8, exact, shift"):
+        pack_(linear_stack(3), path="fast")
 
 
 def test_packed_conv1d_modes():
@@ -89,7 +97,7 @@ def test_packed_conv1d_modes():
         parent = nn.Sequential(_ds(conv)).eval()
         with torch.no_grad():
             ref = parent(x)
-            pack_(parent)
+            pack_(parent, path="exact")
             y = parent(x)
         assert isinstance(parent[0], PackedConv1d) and parent[0].mode == mode
         torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5, msg=mode)
@@ -115,7 +123,7 @@ def test_raw_projections_are_decoded_once_and_saved(tmp_path):
     x = torch.randn(2, 6, 16)
     with torch.no_grad():
         ref = model(x)
-        summary = pack_(model)
+        summary = pack_(model, path="exact")
         y = model(x)
     kinds = {e.name: e.kind for e in summary.entries}
     assert kinds["attn.in_proj_weight"] == "dense" and kinds["rnn.weight_ih_l0"] == "dense"
@@ -146,7 +154,7 @@ def packed_conformer(tmp_path_factory):
     x = torch.randn(2, 30, 40)
     with torch.no_grad():
         ref = model.encode(x, None)
-        pack_(model)
+        pack_(model, path="exact")
         y = model.encode(x, None)
     path = tmp_path_factory.mktemp("packed") / "conformer.dsp"
     sizes = save_packed(model, path, metadata={"recipe": "test", "note": "ü"},
@@ -164,6 +172,27 @@ def test_packed_conformer_matches_quantized(packed_conformer):
     assert layer.convolution_module.bottleneck[0].mode == "pointwise"
     assert isinstance(layer.ffn_module1[1].ffn[0], PackedLinear)
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_packed_conformer_paths_and_saved_path(packed_conformer, tmp_path):
+    """int8 stays within a few percent of the exact path; shift equals it; the path is saved."""
+    from denseshift_speech.packed import set_path_
+    model, x, ref, y, _, _ = packed_conformer
+    try:
+        with torch.no_grad():
+            set_path_(model, "shift")
+            torch.testing.assert_close(model.encode(x, None), y, rtol=1e-4, atol=1e-4)
+            set_path_(model, "int8")
+            y8 = model.encode(x, None)
+        rel = float((y8 - y).norm() / y.norm())
+        assert 1e-6 < rel < 0.05, rel  # really quantized, and close
+        save_packed(model, tmp_path / "int8.dsp")
+        fresh = conformer()
+        load_packed(fresh, tmp_path / "int8.dsp")
+        paths = {m.path for m in fresh.modules() if isinstance(m, (PackedLinear, PackedConv1d))}
+        assert paths == {"int8"}
+    finally:
+        set_path_(model, "exact")
 
 
 def test_conformer_file_roundtrip_and_size(packed_conformer):

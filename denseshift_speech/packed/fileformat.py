@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..core.nn import iter_denseshift
-from .modules import PackedConv1d, PackedLinear
+from .modules import DEFAULT_PATH, PATHS, PackedConv1d, PackedLinear
 from .pack import PackedEntry, _conv1d_geometry, _densify, _packed_items, _split
 
 FORMAT = "denseshift-packed"
@@ -51,10 +51,11 @@ def _layer_record(entry: PackedEntry, module) -> dict:
     rec = {"name": entry.name, "module": entry.module, "param": entry.param, "kind": entry.kind,
            "bits": entry.bits, "shape": list(entry.shape)}
     if entry.kind == "linear":
-        rec.update(bias=module.bias is not None, config=module.ds_config)
+        rec.update(bias=module.bias is not None, config=module.ds_config, path=module.path)
     elif entry.kind == "conv1d":
         rec.update(bias=module.bias is not None, stride=module.stride, padding=module.padding,
-                   dilation=module.dilation, groups=module.groups, config=module.ds_config)
+                   dilation=module.dilation, groups=module.groups, config=module.ds_config,
+                   path=module.path)
     else:
         rec.update(config=module._ds_dense[entry.param].get("config", {}))
     return rec
@@ -264,6 +265,8 @@ def load_packed(model: nn.Module, path) -> PackedInfo:
             new.packed.copy_(packed)
             new.alpha.copy_(alpha)
             new.ds_config = rec.get("config", {})
+            # the kernel path chosen at pack time (files before it was recorded: the default)
+            new.path = rec.get("path", DEFAULT_PATH) if rec.get("path") in PATHS else DEFAULT_PATH
             parent_name, child = _split(mod_name)
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, new)

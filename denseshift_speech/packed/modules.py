@@ -14,11 +14,23 @@ from torch import nn
 
 from .. import kernels
 from ..core import quant
+from ..kernels import layout
 from ..kernels import layout as packing
 
-# Kernel path of new packed modules: "auto" (integer-add shift path below 16 rows of
-# activations, tile decode + sgemm above), "add", "fma" or "gemm" (see kernels).
-DEFAULT_METHOD = "auto"
+# Deployment paths of packed modules (docs/METHOD.md, "Deployment"):
+#   int8  - activations quantized per row to int8, codes decoded to int8 in registers,
+#           integer dot products (VNNI); the tiled run-time layout
+#   exact - codes decoded to float +-2^e in registers, IEEE products, fp32 sums; tiled
+#   shift - the paper's integer-add path on the packed file layout (bits(x) + (e << 23))
+# Layers of more than 4 bits (no tiled layout) run the file-layout kernel on every path.
+PATHS = ("int8", "exact", "shift")
+DEFAULT_PATH = "int8"
+
+
+def check_path(path: str) -> str:
+    if path not in PATHS:
+        raise ValueError(f"kernel path must be one of {', '.join(PATHS)}; got {path!r}")
+    return path
 
 
 class _PackedBase(nn.Module):
@@ -31,8 +43,34 @@ class _PackedBase(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.isa = "auto"
-        self.method = DEFAULT_METHOD
+        self.path = DEFAULT_PATH
         self.ds_config = {}
+        self._tiled_cache = None  # (tiles, row_sums): built from `packed` on first use
+
+    def _tiled(self):
+        """The tiled run-time layout of ``packed`` (repacked once, then cached)."""
+        if self._tiled_cache is None or self._tiled_cache[0].device != self.packed.device:
+            k = self.packed_k
+            self._tiled_cache = torch.ops.denseshift.repack(self.packed, self.bits, k)
+        return self._tiled_cache
+
+    def _apply(self, fn, *args, **kwargs):
+        self._tiled_cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._tiled_cache = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def _linear_op(self, x):
+        """``alpha * (x @ Q^T) + bias`` on this module's path (x float32, CPU)."""
+        if self.path == "shift" or self.bits > layout.TILE_MAX_BITS:
+            method = "add" if self.path == "shift" else "auto"
+            return torch.ops.denseshift.linear(x, self.packed, self.alpha, self.bias, self.bits,
+                                               self.packed_k, self.isa, method)
+        tiles, sums = self._tiled()
+        return torch.ops.denseshift.linear_tiled(x, tiles, sums, self.alpha, self.bias, self.bits,
+                                                 self.packed_k, self.path, self.isa)
 
     def set_codes(self, codes: torch.Tensor, alpha: torch.Tensor):
         packed, alpha = packing.pack_weight(codes, alpha, self.bits)
@@ -40,6 +78,7 @@ class _PackedBase(nn.Module):
             raise ValueError(f"codes of shape {tuple(codes.shape)} do not fit {self}")
         self.packed.copy_(packed)
         self.alpha.copy_(alpha)
+        self._tiled_cache = None
         return self
 
     def dequantized_weight(self) -> torch.Tensor:
@@ -66,19 +105,22 @@ class PackedLinear(_PackedBase):
     def weight_shape(self):
         return (self.out_features, self.in_features)
 
+    @property
+    def packed_k(self):
+        return self.in_features
+
     def forward(self, x):
         dtype = x.dtype
         if x.device.type != "cpu":  # the reference handles any device
             return kernels.reference.linear(x.float(), self.packed.to(x.device), self.alpha.to(x.device),
                                             None if self.bias is None else self.bias.to(x.device),
                                             self.bits, self.in_features).to(dtype)
-        y = torch.ops.denseshift.linear(x.float(), self.packed, self.alpha, self.bias, self.bits,
-                                        self.in_features, self.isa, self.method)
+        y = self._linear_op(x.float())
         return y if dtype == torch.float32 else y.to(dtype)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bits={self.bits}, bias={self.bias is not None}, method={self.method}")
+                f"bits={self.bits}, bias={self.bias is not None}, path={self.path}")
 
 
 class PackedConv1d(_PackedBase):
@@ -115,6 +157,10 @@ class PackedConv1d(_PackedBase):
     def weight_shape(self):
         return (self.out_channels, self.in_channels // self.groups, self.kernel_size)
 
+    @property
+    def packed_k(self):
+        return self.in_channels // self.groups * self.kernel_size
+
     def _apply(self, fn, *args, **kwargs):
         self._dense = None
         return super()._apply(fn, *args, **kwargs)
@@ -124,8 +170,7 @@ class PackedConv1d(_PackedBase):
         return super()._load_from_state_dict(*args, **kwargs)
 
     def _linear(self, x2):
-        return torch.ops.denseshift.linear(x2, self.packed, self.alpha, self.bias, self.bits,
-                                           x2.shape[-1], self.isa, self.method)
+        return self._linear_op(x2)
 
     def forward(self, x):
         dtype = x.dtype
@@ -140,7 +185,8 @@ class PackedConv1d(_PackedBase):
         elif self.mode == "depthwise":
             y = torch.ops.denseshift.depthwise_conv1d(x, self.packed, self.alpha, self.bias,
                                                       self.bits, self.kernel_size, self.padding,
-                                                      self.dilation, self.isa, self.method)
+                                                      self.dilation, self.isa,
+                                                      "add" if self.path == "shift" else "fma")
         else:  # unfold: (B, C, T) -> (B, Tout, C*k) patches -> fused linear
             if self.padding:
                 x = F.pad(x, (self.padding, self.padding))
@@ -153,4 +199,4 @@ class PackedConv1d(_PackedBase):
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"groups={self.groups}, bits={self.bits}, mode={self.mode}, method={self.method}")
+                f"groups={self.groups}, bits={self.bits}, mode={self.mode}, path={self.path}")

@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 from .. import kernels
 from ..core.nn import codes_and_scale, iter_denseshift, parametrization
 from ..kernels import layout as packing
-from .modules import PackedConv1d, PackedLinear, _PackedBase
+from .modules import DEFAULT_PATH, PackedConv1d, PackedLinear, _PackedBase, check_path
 
 
 @dataclasses.dataclass
@@ -126,14 +126,28 @@ def _ds_config_of(module, pname):
     return {"bits": p.bits, "scale": p.scale, "pow2_scale": p.pow2_scale}
 
 
-def pack_(model: nn.Module, method: str | None = None) -> PackSummary:
+def set_path_(model: nn.Module, path: str, isa: str | None = None) -> int:
+    """Switch every packed module of ``model`` to kernel ``path`` (int8, exact, shift) and,
+    when given, ``isa``.  Returns how many modules were switched."""
+    check_path(path)
+    count = 0
+    for module in model.modules():
+        if isinstance(module, _PackedBase):
+            module.path = path
+            if isa is not None:
+                module.isa = isa
+            count += 1
+    return count
+
+
+def pack_(model: nn.Module, path: str | None = None) -> PackSummary:
     """Convert every DenseShift weight of ``model`` in place to packed inference form.
 
-    Returns a :class:`PackSummary`.  ``method`` (auto, add, fma, gemm) sets the kernel path
-    of the new modules (default :data:`DEFAULT_METHOD`).  The model is put in eval mode.
+    Returns a :class:`PackSummary`.  ``path`` (int8, exact, shift; default
+    :data:`~denseshift_speech.packed.modules.DEFAULT_PATH`) is the kernel path of the new
+    modules; it is saved with the model.  The model is put in eval mode.
     """
-    if method is not None and method not in kernels.ALL_METHODS:
-        raise ValueError(f"method must be one of {kernels.ALL_METHODS}, got {method!r}")
+    path = check_path(path if path is not None else DEFAULT_PATH)
     model.eval()
     targets = list(iter_denseshift(model))
     for qual, module, pname in targets:
@@ -155,8 +169,7 @@ def pack_(model: nn.Module, method: str | None = None) -> PackSummary:
             if module.bias is not None:
                 new.bias.data.copy_(module.bias.detach().float().cpu())
             new.ds_config = cfg
-            if method is not None:
-                new.method = method
+            new.path = path
             dev = module.bias.device if module.bias is not None else alpha.device
             parent_name, child = _split(mod_name)
             parent = model.get_submodule(parent_name) if parent_name else model
