@@ -20,6 +20,11 @@ SCHEMAS = {
     "linear_tiled": ("linear_tiled(Tensor x, Tensor tiles, Tensor row_sums, Tensor alpha, "
                      "Tensor? bias, int bits, int in_features, str path='int8', "
                      "str isa='auto') -> Tensor"),
+    # One SpeechBrain conformer encoder layer (or the blocks named in `stages`), see
+    # kernels/csrc/ops_fused.cpp and packed/fused.py for the argument layout.
+    "conformer_layer": ("conformer_layer(Tensor x, Tensor? pos_embs, Tensor? key_padding_mask, "
+                        "Tensor?[] slots, int[] slot_ints, Tensor[] params, float[] eps, "
+                        "int[] conf, str stages, str path='int8', str isa='auto') -> Tensor"),
 }
 
 LIBRARY = torch.library.Library("denseshift", "DEF")
@@ -46,6 +51,12 @@ def _repack_fake(packed, bits, in_features):
     n = packed.shape[0]
     return (packed.new_empty((tiled_bytes(n, in_features),)),
             packed.new_empty((tiled_rows(n),), dtype=torch.int32))
+
+
+@torch.library.register_fake("denseshift::conformer_layer")
+def _conformer_layer_fake(x, pos_embs, key_padding_mask, slots, slot_ints, params, eps, conf,
+                          stages, path="int8", isa="auto"):
+    return torch.empty_like(x)
 
 
 @torch.library.register_fake("denseshift::linear_tiled")

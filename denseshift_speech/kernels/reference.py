@@ -80,3 +80,58 @@ def linear_tiled(x, tiles, row_sums, alpha, bias, bits, in_features, path="int8"
         y = y + bias
     y = torch.where(finite[:, None], y, exact)
     return y.reshape(*x.shape[:-1], n)
+
+
+def _slot_linear(slots, slot_ints, s, x, path, isa):
+    tiles, sums, alpha, bias, weight = slots[5 * s:5 * s + 5]
+    if weight is not None:
+        return F.linear(x, weight, bias)
+    return linear_tiled(x, tiles, sums, alpha, bias, slot_ints[2 * s], slot_ints[2 * s + 1], path, isa)
+
+
+def conformer_layer(x, pos_embs, key_padding_mask, slots, slot_ints, params, eps, conf, stages,
+                    path="int8", isa="auto"):
+    """One SpeechBrain conformer layer (RelPosMHAXL), as kernels/csrc/ops_fused.cpp."""
+    heads, kernel, padding, dilation = conf
+    lin = lambda s, v: _slot_linear(slots, slot_ints, s, v, path, isa)  # noqa: E731
+    norm = lambda n, v: F.layer_norm(v, v.shape[-1:], params[2 * n], params[2 * n + 1], eps[n])  # noqa: E731
+
+    def ffn(first, n, v):
+        return lin(first + 1, F.silu(lin(first, norm(n, v))))
+
+    b, t, c = x.shape
+    d = c // heads
+    kpm = key_padding_mask
+    if "ffn1" in stages:
+        x = x + 0.5 * ffn(0, 0, x)
+    if "attention" in stages:
+        h = norm(1, x)
+        q, k, v = lin(2, h).view(b, t, heads, 3 * d).chunk(3, dim=-1)
+        pk = lin(3, pos_embs).view(1, -1, heads, d)
+        scale = 1 / c ** 0.5
+        qu = (q + params[12].view(1, 1, heads, d)).transpose(1, 2)
+        qv = (q + params[13].view(1, 1, heads, d)).transpose(1, 2)
+        ac = torch.matmul(qu * scale, k.permute(0, 2, 3, 1))
+        bd = torch.matmul(qv * scale, pk.permute(0, 2, 3, 1))
+        p = bd.shape[3]
+        bd = F.pad(bd, (1, 0)).view(b, heads, -1, t)[:, :, 1:].reshape(b, heads, t, p)[..., :p // 2 + 1]
+        score = ac + bd
+        if kpm is not None:
+            score = score.masked_fill(kpm.view(b, 1, 1, t), float("-inf"))
+        score = F.softmax(score, dim=-1)
+        if kpm is not None:
+            score = score.masked_fill(kpm.view(b, 1, 1, t), 0.0)
+        o = torch.matmul(score, v.transpose(1, 2)).transpose(1, 2).reshape(b, t, c)
+        x = x + lin(4, o)
+    if "conv" in stages:
+        g = F.glu(lin(5, norm(2, x)), dim=-1).transpose(1, 2)
+        w = params[14].t().unsqueeze(1)  # (C, 1, k)
+        h = F.conv1d(g, w, params[15], padding=padding, dilation=dilation, groups=c).transpose(1, 2)
+        h = h[:, :t]
+        h = lin(6, F.silu(norm(3, h)))
+        if kpm is not None:
+            h = h.masked_fill(kpm.unsqueeze(-1), 0.0)
+        x = x + h
+    if "ffn2" in stages:
+        x = norm(5, x + 0.5 * ffn(7, 4, x))
+    return x

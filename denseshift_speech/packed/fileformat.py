@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..core.nn import iter_denseshift
+from .fused import fuse_
 from .modules import DEFAULT_PATH, PATHS, PackedConv1d, PackedLinear
 from .pack import PackedEntry, _conv1d_geometry, _densify, _packed_items, _split
 
@@ -305,6 +306,7 @@ def load_packed(model: nn.Module, path) -> PackedInfo:
         with torch.no_grad():
             target.copy_(src)
     blobs = {n: tensors[f"blob.{n}"].numpy().tobytes() for n in parsed["blobs"]}
+    fuse_(model)
     return PackedInfo(parsed["user"], blobs, parsed["config"], parsed["layers"], parsed["sizes"])
 
 

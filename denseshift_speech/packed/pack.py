@@ -29,6 +29,7 @@ from torch.nn.utils import parametrize
 from .. import kernels
 from ..core.nn import codes_and_scale, iter_denseshift, parametrization
 from ..kernels import layout as packing
+from .fused import fuse_
 from .modules import DEFAULT_PATH, PackedConv1d, PackedLinear, _PackedBase, check_path
 
 
@@ -145,7 +146,8 @@ def pack_(model: nn.Module, path: str | None = None) -> PackSummary:
 
     Returns a :class:`PackSummary`.  ``path`` (int8, exact, shift; default
     :data:`~denseshift_speech.packed.modules.DEFAULT_PATH`) is the kernel path of the new
-    modules; it is saved with the model.  The model is put in eval mode.
+    modules; it is saved with the model.  The model is put in eval mode, and its
+    SpeechBrain conformer layers run one fused op per layer (:func:`.fused.fuse_`).
     """
     path = check_path(path if path is not None else DEFAULT_PATH)
     model.eval()
@@ -178,6 +180,7 @@ def pack_(model: nn.Module, path: str | None = None) -> PackSummary:
             packed, alpha_n = packing.pack_weight(codes, alpha, bits)
             _densify(module, pname, packed, alpha_n, bits, tuple(codes.shape))
             module._ds_dense[pname]["config"] = cfg
+    fuse_(model)
     return packed_summary(model)
 
 

@@ -21,6 +21,7 @@ struct PathInfo {
   tiled::F32Kernel f32;    // exact-float tiled kernel
   tiled::I8Kernel i8;      // int8-activation tiled kernel
   tiled::QuantizeRows quantize;  // per-row int8 quantization of activations
+  tiled::AttentionFn attention;  // relative-position attention of one sequence
 };
 // Paths this CPU can run, best first (scalar last).
 std::vector<PathInfo> available_paths();

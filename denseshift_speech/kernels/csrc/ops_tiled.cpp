@@ -72,6 +72,8 @@ void check_tiled(const at::Tensor& x, const at::Tensor& tiles, const at::Tensor&
                 "denseshift::linear_tiled: bias must be float32 of shape (", N, ",)");
 }
 
+}  // namespace
+
 at::Tensor linear_tiled_cpu(const at::Tensor& x, const at::Tensor& tiles, const at::Tensor& row_sums,
                             const at::Tensor& alpha, const c10::optional<at::Tensor>& bias, int64_t bits,
                             int64_t in_features, c10::string_view path_s, c10::string_view isa_s) {
@@ -133,7 +135,6 @@ at::Tensor linear_tiled_cpu(const at::Tensor& x, const at::Tensor& tiles, const 
   return out.reshape(out_shape);
 }
 
-}  // namespace
 }  // namespace denseshift
 
 TORCH_LIBRARY_IMPL(denseshift, CPU, m) {

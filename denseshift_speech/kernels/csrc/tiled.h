@@ -100,6 +100,16 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int64_t ldx, int64_t Kq
                    float* xscale, uint8_t* finite);
 using QuantizeRows = decltype(&quantize_rows);
 
+// Relative-position attention of one sequence (attention_impl.h).
+using AttentionFn = void (*)(const float* qkv, const float* pk, const float* bu, const float* bv,
+                             const uint8_t* kpm, int64_t T, int64_t H, int64_t D, float scale, float* out,
+                             float* scratch);
+inline int64_t attention_scratch(int64_t T, int64_t D) {
+  const int64_t Tp = (T + 15) / 16 * 16, Dp = (D + 15) / 16 * 16;
+  return D * Tp + D * (T - 1 + Tp) + T * Dp + Tp;
+}
+void attention_scalar(const float*, const float*, const float*, const float*, const uint8_t*, int64_t, int64_t,
+                      int64_t, float, float*, float*);
 void f32_scalar(const Layer&, const F32Args&, int64_t, int64_t);
 void i8_scalar(const Layer&, const I8Args&, int64_t, int64_t);
 #if defined(__x86_64__) || defined(_M_X64)
@@ -107,6 +117,10 @@ void quantize_rows_avx512(const float*, int64_t, int64_t, int64_t, int64_t, uint
 void f32_avx512(const Layer&, const F32Args&, int64_t, int64_t);
 void i8_avx512vnni(const Layer&, const I8Args&, int64_t, int64_t);
 void f32_avx2(const Layer&, const F32Args&, int64_t, int64_t);
+void attention_avx2(const float*, const float*, const float*, const float*, const uint8_t*, int64_t, int64_t,
+                    int64_t, float, float*, float*);
+void attention_avx512(const float*, const float*, const float*, const float*, const uint8_t*, int64_t, int64_t,
+                      int64_t, float, float*, float*);
 void i8_avx2(const Layer&, const I8Args&, int64_t, int64_t);
 #endif
 

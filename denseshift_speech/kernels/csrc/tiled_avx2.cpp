@@ -6,6 +6,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #pragma GCC push_options
@@ -191,6 +192,10 @@ void i8_avx2(const Layer& L, const I8Args& a, int64_t t0, int64_t t1) {
 
 }  // namespace tiled
 }  // namespace denseshift
+
+#define DS_FMA(a, b, c) __builtin_fmaf(a, b, c)
+#define DS_ATTENTION_NAME attention_avx2
+#include "attention_impl.h"
 
 #pragma GCC pop_options
 #endif

@@ -5,7 +5,9 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")
@@ -207,6 +209,156 @@ void f32_avx512(const Layer& L, const F32Args& a, int64_t t0, int64_t t1) {
 void i8_avx512vnni(const Layer& L, const I8Args& a, int64_t t0, int64_t t1) {
   if (L.bits == 4) return i8_run<true>(L, a, t0, t1);
   return i8_run<false>(L, a, t0, t1);
+}
+
+}  // namespace tiled
+}  // namespace denseshift
+
+namespace denseshift {
+namespace tiled {
+namespace {
+
+// exp(x) for x <= 0 (and moderately positive): 2^n * 2^f, degree-6 polynomial on f,
+// the same polynomial as attention_impl.h's ds_exp.
+inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.540353039338161e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Scores of NC 16-key chunks at once: NC independent accumulator chains (one chain
+// would stall on the FMA latency).
+template <int NC>
+inline void score_chunks(const float* quv, int64_t D, const float* kt, int64_t Tp, const float* pt, int64_t Pw,
+                         int64_t off, int64_t j0, float* s) {
+  __m512 acc[NC];
+  for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < D; ++d) {
+    const __m512 u = _mm512_set1_ps(quv[d]), v = _mm512_set1_ps(quv[D + d]);
+    const float* kr = kt + d * Tp + j0;
+    const float* pr = pt + d * Pw + off + j0;
+    for (int c = 0; c < NC; ++c) {
+      acc[c] = _mm512_fmadd_ps(v, _mm512_loadu_ps(pr + 16 * c), acc[c]);
+      acc[c] = _mm512_fmadd_ps(u, _mm512_loadu_ps(kr + 16 * c), acc[c]);
+    }
+  }
+  for (int c = 0; c < NC; ++c) _mm512_storeu_ps(s + j0 + 16 * c, acc[c]);
+}
+
+// Output of NC 16-wide chunks of the head dimension, keys split over two chains each.
+template <int NC>
+inline void output_chunks(const float* s, int64_t T, const float* vt, int64_t Dp, int64_t d0, int64_t D, float* o) {
+  __m512 a[NC], b[NC];
+  for (int c = 0; c < NC; ++c) a[c] = b[c] = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 2 <= T; j += 2) {
+    const __m512 p0 = _mm512_set1_ps(s[j]), p1 = _mm512_set1_ps(s[j + 1]);
+    const float* v0 = vt + j * Dp + d0;
+    for (int c = 0; c < NC; ++c) {
+      a[c] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * c), a[c]);
+      b[c] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v0 + Dp + 16 * c), b[c]);
+    }
+  }
+  if (j < T) {
+    const __m512 p0 = _mm512_set1_ps(s[j]);
+    for (int c = 0; c < NC; ++c) a[c] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(vt + j * Dp + d0 + 16 * c), a[c]);
+  }
+  for (int c = 0; c < NC; ++c) {
+    const int64_t n = D - d0 - 16 * c;
+    if (n <= 0) break;
+    const __mmask16 k = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u);
+    _mm512_mask_storeu_ps(o + d0 + 16 * c, k, _mm512_add_ps(a[c], b[c]));
+  }
+}
+
+}  // namespace
+
+// The loops of attention_impl.h with the score and output accumulators held in zmm
+// registers (the compiler keeps re-loading them from memory otherwise).
+void attention_avx512(const float* __restrict__ qkv, const float* __restrict__ pk, const float* bu, const float* bv,
+                      const uint8_t* kpm, int64_t T, int64_t H, int64_t D, float scale, float* __restrict__ out,
+                      float* __restrict__ scratch) {
+  constexpr int64_t V = 16;
+  const int64_t P = 2 * T - 1, row = 3 * D * H;
+  const int64_t Tp = (T + V - 1) / V * V, Dp = (D + V - 1) / V * V, Pw = T - 1 + Tp;
+  float* kt = scratch;
+  float* pt = kt + D * Tp;
+  float* vt = pt + D * Pw;
+  float* s = vt + T * Dp;
+  std::vector<float> quv(size_t(2 * D));
+  for (int64_t h = 0; h < H; ++h) {
+    std::memset(scratch, 0, sizeof(float) * size_t(D * Tp + D * Pw + T * Dp));
+    for (int64_t j = 0; j < T; ++j)
+      for (int64_t d = 0; d < D; ++d) {
+        kt[d * Tp + j] = qkv[j * row + h * 3 * D + D + d];
+        vt[j * Dp + d] = qkv[j * row + h * 3 * D + 2 * D + d];
+      }
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t d = 0; d < D; ++d) pt[d * Pw + p] = pk[(p * H + h) * D + d];
+    for (int64_t i = 0; i < T; ++i) {
+      const float* q = qkv + i * row + h * 3 * D;
+      for (int64_t d = 0; d < D; ++d) {
+        quv[size_t(d)] = (q[d] + bu[h * D + d]) * scale;
+        quv[size_t(D + d)] = (q[d] + bv[h * D + d]) * scale;
+      }
+      const int64_t off = T - 1 - i;
+      for (int64_t j0 = 0; j0 < Tp; j0 += 8 * V) {
+        switch ((Tp - j0) / V < 8 ? (Tp - j0) / V : 8) {
+          case 1: score_chunks<1>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
+          case 2: score_chunks<2>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
+          case 3: score_chunks<3>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
+          case 4: score_chunks<4>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
+          case 5: score_chunks<5>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
+          case 6: score_chunks<6>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
+          case 7: score_chunks<7>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
+          default: score_chunks<8>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
+        }
+      }
+      if (kpm)
+        for (int64_t j = 0; j < T; ++j) s[j] = kpm[j] ? -INFINITY : s[j];
+      __m512 vm = _mm512_set1_ps(-INFINITY);
+      for (int64_t j0 = 0; j0 < T; j0 += V) {
+        const __mmask16 k = T - j0 >= V ? __mmask16(0xffff) : __mmask16((1u << (T - j0)) - 1u);
+        vm = _mm512_mask_max_ps(vm, k, vm, _mm512_loadu_ps(s + j0));
+      }
+      const float m = _mm512_reduce_max_ps(vm);
+      float* o = out + i * H * D + h * D;
+      if (m == -INFINITY) {
+        for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
+        continue;
+      }
+      __m512 vs = _mm512_setzero_ps();
+      const __m512 mv = _mm512_set1_ps(m);
+      for (int64_t j0 = 0; j0 < T; j0 += V) {
+        const __mmask16 k = T - j0 >= V ? __mmask16(0xffff) : __mmask16((1u << (T - j0)) - 1u);
+        __m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j0), mv)));
+        _mm512_storeu_ps(s + j0, e);
+      }
+      if (kpm)
+        for (int64_t j = 0; j < T; ++j) s[j] = kpm[j] ? 0.0f : s[j];
+      for (int64_t j0 = 0; j0 < T; j0 += V) vs = _mm512_add_ps(vs, _mm512_loadu_ps(s + j0));
+      const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vs));
+      for (int64_t j0 = 0; j0 < T; j0 += V) _mm512_storeu_ps(s + j0, _mm512_mul_ps(_mm512_loadu_ps(s + j0), inv));
+      for (int64_t d0 = 0; d0 < Dp; d0 += 4 * V) {
+        switch ((Dp - d0) / V < 4 ? (Dp - d0) / V : 4) {
+          case 1: output_chunks<1>(s, T, vt, Dp, d0, D, o); break;
+          case 2: output_chunks<2>(s, T, vt, Dp, d0, D, o); break;
+          case 3: output_chunks<3>(s, T, vt, Dp, d0, D, o); break;
+          default: output_chunks<4>(s, T, vt, Dp, d0, D, o); break;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace tiled

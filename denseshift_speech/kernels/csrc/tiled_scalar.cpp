@@ -111,3 +111,7 @@ void i8_scalar(const Layer& L, const I8Args& a, int64_t t0, int64_t t1) {
 
 }  // namespace tiled
 }  // namespace denseshift
+
+#define DS_FMA(a, b, c) ((a) * (b) + (c))
+#define DS_ATTENTION_NAME attention_scalar
+#include "attention_impl.h"

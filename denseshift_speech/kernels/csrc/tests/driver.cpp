@@ -146,6 +146,36 @@ void run_case(const Case& c, std::mt19937& rng, const std::vector<std::pair<std:
     check(std::memcmp(got.data(), ref.data(), sizeof(float) * size_t(c.M * c.N)) == 0, "int8 " + nm + " " + name);
   }
 }
+void attention_case(std::mt19937& rng, int64_t T, int64_t H, int64_t D, bool masked) {
+  const int64_t C = H * D, P = 2 * T - 1;
+  std::normal_distribution<float> nd;
+  std::vector<float> qkv(static_cast<size_t>(T * 3 * C)), pk(static_cast<size_t>(P * C));
+  std::vector<float> bu(static_cast<size_t>(C)), bv(static_cast<size_t>(C));
+  for (auto* v : {&qkv, &pk, &bu, &bv})
+    for (auto& e : *v) e = nd(rng);
+  std::vector<uint8_t> kpm(size_t(T), 0);
+  if (masked)
+    for (int64_t j = T / 2; j < T; ++j) kpm[size_t(j)] = 1;
+  std::vector<float> scr(size_t(attention_scratch(T, D))), ref(size_t(T * C)), got(ref.size());
+  const float scale = 1.0f / std::sqrt(float(C));
+  attention_scalar(qkv.data(), pk.data(), bu.data(), bv.data(), masked ? kpm.data() : nullptr, T, H, D, scale,
+                   ref.data(), scr.data());
+  for (const PathInfo& p : available_paths()) {
+    if (p.attention == attention_scalar) continue;
+    std::fill(got.begin(), got.end(), 777.0f);
+    p.attention(qkv.data(), pk.data(), bu.data(), bv.data(), masked ? kpm.data() : nullptr, T, H, D, scale,
+                got.data(), scr.data());
+    double err = 0.0, mag = 0.0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      err = std::max(err, std::fabs(double(ref[i]) - double(got[i])));
+      mag = std::max(mag, std::fabs(double(ref[i])));
+    }
+    char name[120];
+    std::snprintf(name, sizeof name, "attention %s T=%lld H=%lld D=%lld%s (max err %.2g)", p.name, (long long)T,
+                  (long long)H, (long long)D, masked ? " masked" : "", err);
+    check(err <= 1e-5 * (mag + 1.0), name);
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -176,6 +206,11 @@ int main(int argc, char** argv) {
         }
   run_case({5, 144, 1024, 3, false}, rng, f32s, i8s);
   run_case({100, 432, 144, 4, false}, rng, f32s, i8s);
+  for (int64_t T : {1, 2, 16, 17, 37, 100})
+    for (int64_t D : {24, 36, 64}) {
+      attention_case(rng, T, 4, D, false);
+      attention_case(rng, T, 2, D, T > 1);
+    }
   std::printf("%d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;
 }

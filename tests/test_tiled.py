@@ -1,0 +1,266 @@
+"""Tiled kernels (int8 and exact paths), the tiled layout, the fused conformer layer and
+the standalone C++ driver: every path this CPU runs against its reference."""
+import copy
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from denseshift_speech import DenseShiftConfig, kernels, pack_, quantize_
+from denseshift_speech.kernels import codes, layout, reference
+from denseshift_speech.packed import set_path_, unfuse_
+
+NATIVE = kernels.native_available()
+ISAS = kernels.tiled_paths() if NATIVE else []
+CSRC = os.path.join(os.path.dirname(kernels.__file__), "csrc")
+needs_native = pytest.mark.skipif(not NATIVE, reason="native kernel not built")
+
+
+def make(n, k, bits, gen):
+    c = torch.randint(0, 2 ** bits, (n, k), dtype=torch.uint8, generator=gen)
+    packed = layout.pack_codes(c, bits)
+    alpha = torch.rand(n, generator=gen) + 0.25
+    bias = torch.randn(n, generator=gen)
+    tiles, sums = kernels.repack(packed, bits=bits, in_features=k)
+    return c, packed, tiles, sums, alpha, bias
+
+
+@needs_native
+def test_layout_constants_agree_between_cpp_and_python():
+    c = kernels._C
+    assert c.BLOCK == layout.BLOCK
+    assert (c.TILE_LANES, c.TILE_GROUP_K, c.TILE_GROUP_BYTES, c.TILE_QUAD, c.TILE_MAX_BITS, c.INT8_MAX_K) == \
+        (layout.TILE_LANES, layout.TILE_GROUP_K, layout.TILE_GROUP_BYTES, layout.TILE_QUAD,
+         layout.TILE_MAX_BITS, layout.INT8_MAX_K)
+
+
+@needs_native
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (17, 65), (33, 144), (144, 1024)])
+def test_repack_matches_python_layout_and_round_trips(bits, n, k):
+    gen = torch.Generator().manual_seed(n * k + bits)
+    c, packed, tiles, sums, _, _ = make(n, k, bits, gen)
+    t_ref, s_ref = layout.repack(packed, bits, k)
+    assert torch.equal(tiles, t_ref) and torch.equal(sums, s_ref)
+    assert torch.equal(layout.untile_codes(tiles, n, k), c)
+    lo, hi = layout.int8_parts(bits)
+    assert int((lo.abs().max())) <= 64 and int(hi.abs().max()) <= 64
+    assert torch.equal(lo + hi, codes.decode(torch.arange(2 ** bits, dtype=torch.uint8), bits,
+                                             torch.float64).long())
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("m", [0, 1, 3, 8, 17])
+def test_int8_path_is_bit_equal_to_reference(isa, bits, m):
+    gen = torch.Generator().manual_seed(100 * bits + m)
+    n, k = 37, 150
+    _, _, tiles, sums, alpha, bias = make(n, k, bits, gen)
+    x = torch.randn(m, k, generator=gen) * torch.rand(m, 1, generator=gen) * 3
+    if m >= 3:
+        x[1] = 0.0  # an all-zero row: output = bias
+    y = kernels.linear_tiled(x, tiles, sums, alpha, bias, bits=bits, in_features=k, path="int8", isa=isa)
+    ref = reference.linear_tiled(x, tiles, sums, alpha, bias, bits, k, "int8")
+    assert torch.equal(y, ref)
+    if m >= 3:
+        assert torch.equal(y[1], bias)
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ISAS)
+def test_int8_error_bound_and_nonfinite_rows(isa):
+    """|int8 - exact| <= 0.5 * xscale * alpha * sum|w| (+ float rounding); rows holding
+    inf/NaN take the exact path (IEEE results) instead of a meaningless scale."""
+    gen = torch.Generator().manual_seed(7)
+    n, k, bits = 50, 300, 3
+    c, _, tiles, sums, alpha, bias = make(n, k, bits, gen)
+    x = torch.randn(9, k, generator=gen)
+    x[4, 10] = float("inf")
+    x[6, 3] = float("nan")
+    y8 = kernels.linear_tiled(x, tiles, sums, alpha, bias, bits=bits, in_features=k, path="int8", isa=isa)
+    ye = kernels.linear_tiled(x, tiles, sums, alpha, bias, bits=bits, in_features=k, path="exact", isa=isa)
+    assert torch.equal(y8[4].isinf() | y8[4].isnan(), ye[4].isinf() | ye[4].isnan())
+    assert bool(y8[6].isnan().all())
+    fin = [i for i in range(9) if i not in (4, 6)]
+    w = codes.decode(c, bits, torch.float32).abs().sum(1)
+    xscale = x[fin].abs().amax(1) / 127
+    bound = 0.5 * xscale[:, None] * alpha[None] * w[None] + 1e-4 * ye[fin].abs() + 1e-5
+    assert bool(((y8[fin] - ye[fin]).abs() <= bound).all())
+    assert float((y8[fin] - ye[fin]).abs().max()) > 0  # it really is quantized
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_exact_path_is_ieee_on_edge_values(isa, bits):
+    from test_kernel import assert_close_ieee, ref_linear64
+    gen = torch.Generator().manual_seed(bits)
+    n, k = 19, 70
+    c, _, tiles, sums, alpha, bias = make(n, k, bits, gen)
+    x = torch.randn(6, k, generator=gen)
+    specials = torch.tensor([0.0, -0.0, 1e-40, -1e-40, 3e38, -3e38, float("inf"), float("-inf"),
+                             float("nan")])
+    x[1, :9] = specials
+    x[3, 20:29] = specials.flip(0)
+    x[5] = 1e-42
+    y = kernels.linear_tiled(x, tiles, sums, alpha, bias, bits=bits, in_features=k, path="exact", isa=isa)
+    ref, scale = ref_linear64(x, c, alpha, bias, bits)
+    assert_close_ieee(y, ref, scale, f"exact {isa} {bits}-bit")
+
+
+@needs_native
+@pytest.mark.parametrize("path", ["int8", "exact"])
+def test_batch_shapes_and_noncontiguous_input(path):
+    gen = torch.Generator().manual_seed(3)
+    n, k, bits = 20, 40, 3
+    _, _, tiles, sums, alpha, bias = make(n, k, bits, gen)
+    x = torch.randn(3, 5, 2 * k, generator=gen)[..., ::2]  # non-contiguous (stride 2)
+    y = kernels.linear_tiled(x, tiles, sums, alpha, bias, bits=bits, in_features=k, path=path)
+    ref = reference.linear_tiled(x.contiguous(), tiles, sums, alpha, bias, bits, k, path)
+    assert y.shape == (3, 5, n)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_argument_checks_name_what_is_wrong():
+    gen = torch.Generator().manual_seed(0)
+    _, packed, tiles, sums, alpha, bias = make(16, 32, 3, gen)
+    op = torch.ops.denseshift.linear_tiled
+    x = torch.randn(2, 32)
+    with pytest.raises(RuntimeError, match="must end with in_features=32"):
+        op(torch.randn(2, 31), tiles, sums, alpha, bias, 3, 32, "int8", "auto")
+    with pytest.raises(RuntimeError, match="tiles must be 1-D uint8"):
+        op(torch.randn(2, 40), tiles, sums, alpha, bias, 3, 40, "int8", "auto")  # disagrees with the rows
+    with pytest.raises(RuntimeError, match="row_sums must be 1-D int32"):
+        op(x, tiles, sums.float(), alpha, bias, 3, 32, "int8", "auto")
+    with pytest.raises(RuntimeError, match="bits must be 2, 3 or 4"):
+        op(x, tiles, sums, alpha, bias, 5, 32, "int8", "auto")
+    with pytest.raises(RuntimeError, match="x must be a float32"):
+        op(x.double(), tiles, sums, alpha, bias, 3, 32, "int8", "auto")
+    with pytest.raises(RuntimeError, match="unknown path 'fast'"):
+        op(x, tiles, sums, alpha, bias, 3, 32, "fast", "auto")
+    with pytest.raises(RuntimeError, match="isa 'neon' is not available"):
+        op(x, tiles, sums, alpha, bias, 3, 32, "int8", "neon")
+    with pytest.raises(RuntimeError, match="packed rows have 12 bytes, expected 24"):
+        torch.ops.denseshift.repack(packed[:, :12], 3, 32)
+
+
+@needs_native
+def test_opcheck_tiled_ops():
+    gen = torch.Generator().manual_seed(0)
+    _, packed, tiles, sums, alpha, bias = make(24, 40, 3, gen)
+    torch.library.opcheck(torch.ops.denseshift.repack.default, (packed, 3, 40))
+    for path in ("int8", "exact"):
+        torch.library.opcheck(torch.ops.denseshift.linear_tiled.default,
+                              (torch.randn(5, 40), tiles, sums, alpha, bias, 3, 40, path, "auto"))
+
+
+# ---------------------------------------------------------------- fused conformer layer --
+
+def small_conformer(layers=2, d=48, kernel_size=7):
+    from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
+    torch.manual_seed(0)
+    return TransformerASR(input_size=20, tgt_vocab=16, d_model=d, nhead=4, num_encoder_layers=layers,
+                          num_decoder_layers=0, d_ffn=96, encoder_module="conformer",
+                          attention_type="RelPosMHAXL", normalize_before=True, causal=False,
+                          kernel_size=kernel_size, dropout=0.0).eval()
+
+
+@pytest.fixture(scope="module")
+def packed_small():
+    model = small_conformer()
+    quantize_(model, DenseShiftConfig(bits=3, init="from_float", keep_first=False, keep_last=False))
+    pack_(model, path="exact")
+    return model
+
+
+@needs_native
+def test_pack_fuses_every_conformer_layer(packed_small):
+    from denseshift_speech.packed.fused import FusedConformerLayer
+    assert all(isinstance(layer, FusedConformerLayer) for layer in packed_small.encoder.layers)
+    keys = set(packed_small.state_dict())
+    assert not any("_ds_fused" in key for key in keys)
+
+
+@needs_native
+@pytest.mark.parametrize("path", ["exact", "int8"])
+def test_fused_layer_equals_unfused(packed_small, path):
+    model = copy.deepcopy(packed_small)
+    set_path_(model, path)
+    x = torch.randn(2, 23, 20)
+    lengths = torch.tensor([1.0, 0.7])
+    with torch.no_grad():
+        fused = model.encode(x, None), model.encode(x, lengths)
+        unfuse_(model)
+        if path == "int8":  # unfused, the attention in-projection is a decoded float weight
+            return
+        plain = model.encode(x, None), model.encode(x, lengths)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@needs_native
+def test_fused_int8_close_to_exact(packed_small):
+    model = copy.deepcopy(packed_small)
+    x = torch.randn(1, 30, 20)
+    with torch.no_grad():
+        exact = model.encode(x, None)
+        set_path_(model, "int8")
+        y8 = model.encode(x, None)
+    rel = float((y8 - exact).norm() / exact.norm())
+    assert 1e-6 < rel < 0.05
+
+
+@needs_native
+def test_native_fused_op_matches_python_reference(packed_small):
+    layer = packed_small.encoder.layers[0]
+    spec = layer._ds_fused
+    x = torch.randn(2, 11, 48)
+    pos = torch.randn(1, 21, 48)
+    kpm = torch.tensor([[False] * 11, [False] * 7 + [True] * 4])
+    slots, ints, params, eps, conf = spec.args()
+    for stages in ("ffn1", "attention", "conv", "ffn2", "ffn1,attention,conv,ffn2"):
+        y = torch.ops.denseshift.conformer_layer(x, pos, kpm, slots, ints, params, eps, conf, stages, "exact",
+                                                 "auto")
+        ref = reference.conformer_layer(x, pos, kpm, slots, ints, params, eps, conf, stages, "exact", "auto")
+        torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4, msg=stages)
+    torch.library.opcheck(torch.ops.denseshift.conformer_layer.default,
+                          (x, pos, kpm, slots, ints, params, eps, conf, "ffn1,attention,conv,ffn2", "exact",
+                           "auto"))
+
+
+@needs_native
+def test_fused_streaming_equals_unfused_streaming(packed_small):
+    from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+    cfg = DynChunkTrainConfig(chunk_size=4, left_context_size=2)
+    model = copy.deepcopy(packed_small)
+    x = torch.randn(1, 24, 20)
+
+    def stream(m):
+        ctx = m.make_streaming_context(cfg)
+        with torch.no_grad():
+            return torch.cat([m.encode_streaming(x[:, i:i + 8], ctx) for i in range(0, 24, 8)], dim=1)
+
+    fused = stream(model)
+    unfuse_(model)
+    torch.testing.assert_close(fused, stream(model), rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------- standalone driver --
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
+def test_standalone_driver_native(tmp_path):
+    """The torch-free kernel core, built on its own: every SIMD path against the scalar
+    reference (int8 bit-equal, exact and attention within fp32 tolerance)."""
+    exe = tmp_path / "driver"
+    srcs = [os.path.join(CSRC, "tests", "driver.cpp")] + [
+        os.path.join(CSRC, f) for f in ("tiled_scalar.cpp", "tiled_avx2.cpp", "tiled_avx512.cpp",
+                                         "cpu_features.cpp")]
+    subprocess.run(["g++", "-O2", "-std=c++17", "-ffp-contract=off", "-fno-math-errno", "-fopenmp",
+                    "-w", "-o", str(exe), *srcs], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert out.stdout.strip().splitlines()[-1].endswith(" 0 failed")
