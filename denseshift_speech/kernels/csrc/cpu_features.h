@@ -22,6 +22,7 @@ struct PathInfo {
   tiled::I8Kernel i8;      // int8-activation tiled kernel
   tiled::QuantizeRows quantize;  // per-row int8 quantization of activations
   tiled::AttentionFn attention;  // relative-position attention of one sequence
+  tiled::DepthwiseFn depthwise;  // depthwise conv over time, channels-last
 };
 // Paths this CPU can run, best first (scalar last).
 std::vector<PathInfo> available_paths();

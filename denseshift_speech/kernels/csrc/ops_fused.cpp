@@ -90,22 +90,8 @@ struct Layer {
     const int64_t K = kernel;
     const int64_t Tout = T + 2 * padding - dilation * (K - 1);
     at::Tensor out = at::empty({B, Tout, C}, x.options());
-    const float* gp = g.data_ptr<float>();
-    const float* wp = w.data_ptr<float>();
-    const float* bp = bias.data_ptr<float>();
-    float* op = out.data_ptr<float>();
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < Tout; ++t) {
-        float* o = op + (b * Tout + t) * C;
-        for (int64_t c = 0; c < C; ++c) o[c] = bp[c];
-        for (int64_t j = 0; j < K; ++j) {
-          const int64_t ti = t + j * dilation - padding;
-          if (ti < 0 || ti >= T) continue;
-          const float* gi = gp + (b * T + ti) * C;
-          const float* wj = wp + j * C;
-          for (int64_t c = 0; c < C; ++c) o[c] += gi[c] * wj[c];
-        }
-      }
+    resolve_path(std::string(isa)).depthwise(g.data_ptr<float>(), B, T, C, w.data_ptr<float>(), bias.data_ptr<float>(),
+                                             K, padding, dilation, Tout, out.data_ptr<float>());
     at::Tensor h = out;
     if (Tout != T) h = h.narrow(1, 0, T);  // causal: chomp the right end
     h = norm(kNormConvAfter, h);

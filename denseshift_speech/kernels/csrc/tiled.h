@@ -110,6 +110,15 @@ inline int64_t attention_scratch(int64_t T, int64_t D) {
 }
 void attention_scalar(const float*, const float*, const float*, const float*, const uint8_t*, int64_t, int64_t,
                       int64_t, float, float*, float*);
+// Depthwise conv over time on (B, T, C) activations, weights (K, C) (depthwise_impl.h).
+using DepthwiseFn = void (*)(const float* x, int64_t B, int64_t T, int64_t C, const float* w, const float* bias,
+                             int64_t K, int64_t pad, int64_t dil, int64_t Tout, float* out);
+void depthwise_tc_scalar(const float*, int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t,
+                         int64_t, int64_t, float*);
+void depthwise_tc_avx2(const float*, int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t,
+                       int64_t, int64_t, float*);
+void depthwise_tc_avx512(const float*, int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t,
+                         int64_t, int64_t, float*);
 void f32_scalar(const Layer&, const F32Args&, int64_t, int64_t);
 void i8_scalar(const Layer&, const I8Args&, int64_t, int64_t);
 #if defined(__x86_64__) || defined(_M_X64)

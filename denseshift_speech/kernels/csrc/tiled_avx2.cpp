@@ -196,6 +196,8 @@ void i8_avx2(const Layer& L, const I8Args& a, int64_t t0, int64_t t1) {
 #define DS_FMA(a, b, c) __builtin_fmaf(a, b, c)
 #define DS_ATTENTION_NAME attention_avx2
 #include "attention_impl.h"
+#define DS_DEPTHWISE_NAME depthwise_tc_avx2
+#include "depthwise_impl.h"
 
 #pragma GCC pop_options
 #endif

@@ -364,5 +364,9 @@ void attention_avx512(const float* __restrict__ qkv, const float* __restrict__ p
 }  // namespace tiled
 }  // namespace denseshift
 
+#define DS_FMA(a, b, c) __builtin_fmaf(a, b, c)
+#define DS_DEPTHWISE_NAME depthwise_tc_avx512
+#include "depthwise_impl.h"
+
 #pragma GCC pop_options
 #endif

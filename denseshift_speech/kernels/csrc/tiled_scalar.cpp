@@ -115,3 +115,5 @@ void i8_scalar(const Layer& L, const I8Args& a, int64_t t0, int64_t t1) {
 #define DS_FMA(a, b, c) ((a) * (b) + (c))
 #define DS_ATTENTION_NAME attention_scalar
 #include "attention_impl.h"
+#define DS_DEPTHWISE_NAME depthwise_tc_scalar
+#include "depthwise_impl.h"
