@@ -1,55 +1,90 @@
-"""`denseshift-speech bench`: the fused shift kernel against fp32, int8 and dequantize.
+"""`denseshift-speech bench`: packed DenseShift against what a user would run instead.
 
-For every M (rows of activations), weight shape (out x in), bits and thread count it
-times, side by side in one run (best of 5 timed groups after warm-up; medians are in
-the JSON too):
+One run measures, side by side in the same process (1 thread by default; microseconds per
+call, the best of 5 timed groups after warm-up; medians go to the JSON too):
 
-  fp32     torch ``F.linear`` with the float weight
-  int8     torch dynamic int8 ``quantize_dynamic`` Linear (fbgemm/x86 engine)
-  deq      DenseShift dequantize + matmul: codes (one int64 index per weight, unpacking
-           not counted) -> float weight by a table lookup, times alpha, then ``F.linear``
-  add      the fused kernel, integer-add (shift) path
-  fma      the fused kernel, LUT decode + FMA path
-  gemm     the kernel's tile path: ~256 KiB tiles of rows decoded, then BLAS sgemm
+whole encoder
+    SpeechBrain conformer encoders (``TransformerASR.encode``, batch 1, T = 16 and 100
+    frames) of the geometries "demo" and "conformer-small"
+    (:data:`denseshift_speech.benchmarks.baselines.GEOMETRIES`):
 
-plus a whole-model line: a SpeechBrain conformer encoder (TransformerASR, RelPosMHAXL,
-d_model 144, 4 heads) on a 1-second chunk, fp32 vs DenseShift-quantized and packed.
-Prints a table and writes JSON (``--json``).
+    torch-fp32   the fp32 encoder, eager
+    torch-int8   torch dynamic int8 (``quantize_dynamic``, every ``nn.Linear``)
+    ort-fp32     the same encoder exported to ONNX, onnxruntime
+    ort-int8     its onnxruntime ``quantize_dynamic`` twin (int8 MatMuls)
+    ds-int8      the SAME fp32 encoder, ``quantize_(DenseShiftConfig(bits, from_float,
+    ds-exact       keep_first=False, keep_last=False))`` + ``pack_``, on each kernel path:
+    ds-shift       int8 activations (the default), exact float, and the paper's
+                   integer-add (shift) path
+
+    plus the packed file's size (``save_packed``) against the fp32 weights (4 bytes a
+    parameter).
+
+single layers
+    ``y = x @ W.T + b`` for the conformer-small shapes (in->out) 144->432, 144->144,
+    144->1024, 1024->144, 144->288 at M = 1, 16, 100 rows, and 512->2048, 1024->4096 at
+    M = 1, 16: torch-fp32 (``F.linear``), torch-int8, ort-fp32, ort-int8 (one-node ONNX
+    models), and the DenseShift kernels on the tiled layout (``kernels.linear_tiled``,
+    paths ``int8`` and ``exact``) and the file-layout op on the shift path
+    (``denseshift::linear(..., method="add")``).
+
+Ratios are the alternative's time over DenseShift's (``> 1``: DenseShift is faster). The
+run ends with the deploy-speed targets (issue 10), each PASS / MISS with the measured ratio
+(:mod:`denseshift_speech.benchmarks.targets`), and writes everything to ``--json``.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shlex
 import statistics
+import sys
+import tempfile
 import time
-import warnings
 
-SHAPES = [(576, 144), (1024, 256), (2048, 512), (512, 2048), (4096, 1024)]
-QUICK_SHAPES = [(576, 144), (2048, 512)]
+#: whole-encoder geometries and frame counts
+GEOMETRIES = ("demo", "conformer-small")
+FRAMES = (16, 100)
+#: single layers: (in_features, out_features, M values)
+LAYERS = [(144, 432, (1, 16, 100)), (144, 144, (1, 16, 100)), (144, 1024, (1, 16, 100)),
+          (1024, 144, (1, 16, 100)), (144, 288, (1, 16, 100)),
+          (512, 2048, (1, 16)), (1024, 4096, (1, 16))]
+QUICK_LAYERS = [(144, 432, (1, 16)), (512, 2048, (1,))]
+QUICK_LAYERS_PER_ENCODER = 2  # --quick: the demo geometry with this many conformer layers
+#: seconds per measurement (layers; whole encoders get ENCODER_BUDGET_SCALE times more)
+BUDGET, QUICK_BUDGET = 0.7, 0.03  # full run: about 3-4 min on 2 cores
+ENCODER_BUDGET_SCALE = 3
+
+BASELINES = ("torch-fp32", "torch-int8", "ort-fp32", "ort-int8")
+ONNX_BASELINES = ("ort-fp32", "ort-int8")
+PATHS = ("int8", "exact", "shift")
+REF = "ds-int8"  # the packed default path, the denominator of every printed ratio
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "bench", help="benchmark the fused shift kernel (table + JSON)",
+        "bench", help="packed DenseShift vs torch / onnxruntime fp32 and int8 (table + JSON)",
         description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="CI-sized run (well under a minute)")
-    p.add_argument("--json", default="results/bench.json", help="where to write the JSON")
-    p.add_argument("--threads", default=None, help="comma list (default 1,2; quick: 1)")
-    p.add_argument("--bits", default=None, help="comma list (default 2,3,4; quick: 3)")
-    p.add_argument("--m", default=None, help="comma list of M (default 1,8,32; quick: 1,8)")
-    p.add_argument("--shapes", default=None,
-                   help="comma list of OUTxIN weight shapes (default: the issue's five)")
+    p.add_argument("--quick", action="store_true",
+                   help="CI-sized run (well under a minute): demo geometry with 2 layers, "
+                        "2 layer shapes, short timing budget")
+    p.add_argument("--json", default="results/bench.json",
+                   help="where to write the JSON (default %(default)s; '' to skip)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads for torch and onnxruntime (default %(default)s)")
+    p.add_argument("--bits", type=int, default=3, choices=(2, 3, 4),
+                   help="DenseShift bits (default %(default)s)")
+    p.add_argument("--isa", default="auto",
+                   help="DenseShift kernel ISA (auto, avx512, avx2, scalar)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime baselines")
+    p.add_argument("--no-encoder", action="store_true", help="skip the whole-encoder lines")
+    p.add_argument("--no-layers", action="store_true", help="skip the single-layer lines")
     p.add_argument("--min-time", type=float, default=None,
-                   help="seconds per measurement (default 0.15; quick 0.03)")
-    p.add_argument("--isa", default="auto", help="kernel ISA path (auto, avx512, avx2, scalar)")
-    p.add_argument("--no-model", action="store_true", help="skip the whole-model line")
+                   help=f"seconds per layer measurement (default {BUDGET}; quick "
+                        f"{QUICK_BUDGET}); whole encoders get {ENCODER_BUDGET_SCALE}x")
     p.set_defaults(func=run)
     return p
-
-
-def _ints(s, default):
-    return default if s is None else [int(v) for v in str(s).split(",") if v.strip()]
 
 
 def time_us(fn, budget: float, stats: dict | None = None) -> float:
@@ -78,122 +113,239 @@ def time_us(fn, budget: float, stats: dict | None = None) -> float:
     return min(samples) * 1e6
 
 
-def _timed(row, key, fn, budget):
-    st = {}
-    row[key] = time_us(fn, budget, st)
-    row[key.replace("_us", "_median_us")] = st["median"]
+def _time_all(fns: dict, budget: float) -> tuple:
+    """``{name: fn}`` -> ``({name: best us}, {name: median us})``."""
+    best, median = {}, {}
+    for name, fn in fns.items():
+        st = {}
+        best[name] = time_us(fn, budget, st)
+        median[name] = st["median"]
+    return best, median
 
 
-def bench_linear(ms, shapes, bits_list, threads, budget, isa="auto", log=print):
+def _ratios(us: dict) -> dict:
+    """``{"<name>/ds-int8": us[name] / us["ds-int8"]}`` for every other timed name."""
+    ref = us.get(REF)
+    return {f"{k}/{REF}": v / ref for k, v in us.items() if k != REF and ref}
+
+
+def _rel_err(y, ref) -> float:
+    import numpy as np
+
+    y = np.asarray(y.detach() if hasattr(y, "detach") else y, dtype=np.float64)
+    ref = np.asarray(ref.detach() if hasattr(ref, "detach") else ref, dtype=np.float64)
+    return float(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+# ------------------------------------------------------------------ table printing ----------
+
+def _table(title: str, keys: list, rows: list, cols: list, fmt: str, width: int = 10) -> list:
+    """Lines of a fixed-width table: ``keys`` (label, width) then numeric ``cols``."""
+    head = "  ".join(f"{k:<{w}}" for k, w in keys) + "".join(f"{c:>{width + 1}}" for c in cols)
+    lines = [title, head]
+    for label, values in rows:
+        line = "  ".join(f"{str(v):<{w}}" for v, (_, w) in zip(label, keys))
+        for c in cols:
+            v = values.get(c)
+            line += f"{'-' if v is None else format(v, fmt):>{width + 1}}"
+        lines.append(line)
+    return lines
+
+
+def _ratio_cols(rows: list, preferred: list) -> list:
+    present = set().union(*(r["ratios"] for r in rows)) if rows else set()
+    return [c for c in preferred if c in present]
+
+
+# ------------------------------------------------------------------ whole encoder -----------
+
+def _packed_model(fp32, bits: int, isa: str):
+    """The packed DenseShift twin of ``fp32`` (default path; switch with ``set_path_``)."""
+    import copy
+
+    from . import DenseShiftConfig, quantize_
+    from .packed import pack_, set_path_
+
+    m = copy.deepcopy(fp32)  # the fp32 encoder itself stays untouched
+    quantize_(m, DenseShiftConfig(bits=bits, init="from_float", keep_first=False,
+                                  keep_last=False))
+    pack_(m, path=PATHS[0])
+    if isa != "auto":
+        set_path_(m, PATHS[0], isa)
+    return m.eval()
+
+
+def _file_sizes(fp32, packed, workdir: str) -> dict:
+    from .integrations.speechbrain.export import REBUILT_BUFFERS
+    from .packed import save_packed
+
+    path = os.path.join(workdir, "packed.dsp")
+    report = save_packed(packed, path, rebuilt_buffers=REBUILT_BUFFERS)
+    n_params = sum(p.numel() for p in fp32.parameters())
+    size = os.path.getsize(path)
+    return {"params": n_params, "fp32_param_bytes": 4 * n_params, "packed_file_bytes": size,
+            "fp32_over_packed": 4 * n_params / size, "save_packed_report": report}
+
+
+def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=True,
+                   num_layers=None, log=print) -> tuple:
+    """Whole-encoder rows and ``{geometry: sizes}`` (see the module docstring)."""
+    import torch
+
+    from .benchmarks import baselines as B
+    from .packed import set_path_
+
+    rows, sizes = [], {}
+    for geometry in geometries:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="denseshift-bench-") as work:
+            if onnx:
+                bl = B.encoder_baselines(geometry, work, threads=threads, num_layers=num_layers)
+            else:
+                wrapper = B.EncoderWrapper(B.build_encoder(geometry, num_layers=num_layers))
+                q = B.torch_dynamic_int8(wrapper)
+
+                def _torch(mod):
+                    def call(x):
+                        with torch.inference_mode():
+                            return mod(x)
+                    return call
+                bl = {"torch-fp32": _torch(wrapper), "torch-int8": _torch(q), "module": wrapper}
+            fp32 = bl["module"].model
+            packed = _packed_model(fp32, bits, isa)
+            sizes[geometry] = _file_sizes(fp32, packed, work)
+        n_layers = len(fp32.encoder.layers)
+        log(f"# {geometry}: {n_layers} layers, {sizes[geometry]['params'] / 1e6:.2f} M "
+            f"parameters; baselines and {bits}-bit packed model built in "
+            f"{time.perf_counter() - t0:.1f} s")
+
+        for t in frames:
+            x = B.example_input(geometry, t)
+            fns = {k: bl[k] for k in BASELINES if k in bl}
+            with torch.no_grad():
+                ref = fns["torch-fp32"](x)
+                errs = {}
+                us, med = {}, {}
+                for name, fn in fns.items():
+                    errs[name] = _rel_err(fn(x), ref)
+                for path in PATHS:
+                    set_path_(packed, path, None if isa == "auto" else isa)
+                    fn = (lambda: packed.encode(x, None))
+                    errs[f"ds-{path}"] = _rel_err(fn(), ref)
+                    b, m = _time_all({f"ds-{path}": fn}, budget)
+                    us.update(b)
+                    med.update(m)
+                b, m = _time_all({k: (lambda f=f: f(x)) for k, f in fns.items()}, budget)
+                us.update(b)
+                med.update(m)
+                set_path_(packed, PATHS[0], None if isa == "auto" else isa)
+            order = list(BASELINES) + [f"ds-{p}" for p in PATHS]
+            us = {k: us[k] for k in order if k in us}
+            row = {"geometry": geometry, "layers": n_layers, "frames": t, "batch": 1,
+                   "threads": threads, "bits": bits, "us": us,
+                   "median_us": {k: med[k] for k in us}, "ratios": _ratios(us),
+                   "rel_err_vs_torch_fp32": errs}
+            rows.append(row)
+            log(f"{geometry:<16} T={t:<4d} " + "  ".join(
+                f"{k} {v / 1e3:7.2f}" for k, v in us.items()) + "   (ms)")
+    return rows, sizes
+
+
+def encoder_tables(rows, sizes) -> list:
+    names = list(BASELINES) + [f"ds-{p}" for p in PATHS]
+    keys = [("geometry", 16), ("layers", 6), ("T", 4)]
+    lines = _table("## whole encoder, ms per call (batch 1)", keys,
+                   [((r["geometry"], r["layers"], r["frames"]),
+                     {k: v / 1e3 for k, v in r["us"].items()}) for r in rows],
+                   [n for n in names if any(n in r["us"] for r in rows)], ".2f")
+    cols = _ratio_cols(rows, [f"{n}/{REF}" for n in names if n != REF])
+    lines += [""] + _table(f"## whole encoder, speed-up of {REF} (alternative's time / {REF}'s; "
+                           ">1: packed is faster)", keys,
+                           [((r["geometry"], r["layers"], r["frames"]), r["ratios"])
+                            for r in rows], cols, ".2f", width=max(len(c) for c in cols))
+    lines.append("")
+    for g, s in sizes.items():
+        lines.append(f"## size {g}: packed file {s['packed_file_bytes']:,} B vs fp32 weights "
+                     f"{s['fp32_param_bytes']:,} B ({s['params']:,} parameters x 4): "
+                     f"{s['fp32_over_packed']:.2f}x smaller")
+    return lines
+
+
+# ------------------------------------------------------------------ single layers -----------
+
+def bench_layers(layers, bits, threads, budget, isa="auto", onnx=True, log=print) -> list:
+    """Single-layer rows (see the module docstring)."""
     import torch
     import torch.nn.functional as F
-    from torch import nn
 
-    from .kernels import layout as packing
+    from . import kernels
+    from .benchmarks import baselines as B
     from .core import quant
+    from .kernels import layout
 
     rows = []
     gen = torch.Generator().manual_seed(0)
-    for n_out, k in shapes:
-        w = torch.randn(n_out, k, generator=gen) / k ** 0.5
-        lin = nn.Linear(k, n_out).eval()
-        with torch.no_grad():
-            lin.weight.copy_(w)
-        with warnings.catch_warnings():  # torch deprecation notice of quantized tensors
-            warnings.simplefilter("ignore")
-            qlin = torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear},
-                                                          dtype=torch.qint8).eval()
-        packs = {}
-        for bits in bits_list:
-            alpha = quant.low_variance_alpha(w, bits)  # (timing does not depend on the fit)
-            codes = quant.nearest_codes(w, alpha[:, None], bits)
-            packed, alpha = packing.pack_weight(codes, alpha, bits)
-            lut = quant.value_set(bits)
-            packs[bits] = (packed, alpha, codes.contiguous(), lut)
+    shift = torch.ops.denseshift.linear
+    for k, n, ms in layers:
+        w = torch.randn(n, k, generator=gen) / k ** 0.5
+        bias = torch.randn(n, generator=gen) * 0.1
+        if onnx:
+            bl = B.layer_baselines(w, bias, threads)
+        else:
+            bl = {"torch-fp32": B.torch_linear_fp32(w, bias),
+                  "torch-int8": B.torch_linear_int8(w, bias)}
+        alpha = quant.low_variance_alpha(w, bits)  # (timing does not depend on the fit)
+        codes = quant.nearest_codes(w, alpha[:, None], bits)
+        packed, alpha = layout.pack_weight(codes, alpha, bits)
+        tiles, sums = kernels.repack(packed, bits=bits, in_features=k)
+        w_q = quant.decode(codes, bits) * alpha[:, None]
         for m in ms:
             x = torch.randn(m, k, generator=gen)
-            for nt in threads:
-                torch.set_num_threads(nt)
-                with torch.no_grad():
-                    base = {}
-                    _timed(base, "fp32_us", lambda: F.linear(x, lin.weight, lin.bias), budget)
-                    _timed(base, "int8_us", lambda: qlin(x), budget)
-                    for bits in bits_list:
-                        packed, alpha, codes, lut = packs[bits]
-                        bias = lin.bias.detach()
-                        op = torch.ops.denseshift.linear
-                        idx = codes.long()
-                        row = {"M": m, "out": n_out, "in": k, "bits": bits, "threads": nt, **base,
-                               "weight_bytes_fp32": 4 * n_out * k,
-                               "weight_bytes_packed": packed.numel() + 4 * alpha.numel()}
-                        _timed(row, "deq_us", lambda: F.linear(x, lut[idx] * alpha[:, None], bias),
-                               budget)
-                        for method in ("add", "fma", "gemm"):
-                            _timed(row, f"{method}_us",
-                                   lambda: op(x, packed, alpha, bias, bits, k, isa, method), budget)
-                        rows.append(row)
-                        log(_fmt_row(row))
-    return rows
-
-
-def _fmt_row(r):
-    best = min(r["add_us"], r["fma_us"], r["gemm_us"])
-    return (f"M={r['M']:<3d} {r['out']:>4d}x{r['in']:<5d} b={r['bits']} t={r['threads']}  "
-            f"fp32 {r['fp32_us']:9.1f}  int8 {r['int8_us']:9.1f}  deq {r['deq_us']:9.1f}  "
-            f"add {r['add_us']:8.1f}  fma {r['fma_us']:8.1f}  gemm {r['gemm_us']:8.1f}  "
-            f"fp32/add {r['fp32_us'] / r['add_us']:5.2f}  int8/add {r['int8_us'] / r['add_us']:5.2f}  "
-            f"fp32/best {r['fp32_us'] / best:5.2f}  int8/best {r['int8_us'] / best:5.2f}")
-
-
-def build_conformer(num_layers: int = 4):
-    """The small SpeechBrain conformer encoder used for the whole-model line."""
-    from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
-
-    return TransformerASR(input_size=80, tgt_vocab=64, d_model=144, nhead=4,
-                          num_encoder_layers=num_layers, num_decoder_layers=0, d_ffn=576,
-                          encoder_module="conformer", attention_type="RelPosMHAXL",
-                          normalize_before=True, causal=False, kernel_size=31,
-                          dropout=0.0).eval()
-
-
-def bench_model(threads, budget, bits=3, frames=(25, 100), layers=4, log=print):
-    import copy
-
-    import torch
-
-    from . import DenseShiftConfig, quantize_
-    from .packed import pack_
-
-    torch.manual_seed(0)
-    fp32 = build_conformer(layers)
-    packed = {}
-    for method in ("int8", "exact", "shift"):
-        m = copy.deepcopy(fp32)  # (parametrized models cannot be deep-copied)
-        quantize_(m, DenseShiftConfig(bits=bits, init="from_float", keep_first=False,
-                                      keep_last=False))
-        summary = pack_(m, path=method)
-        packed[method] = m
-    rows = []
-    for t in frames:
-        x = torch.randn(1, t, 80)
-        for nt in threads:
-            torch.set_num_threads(nt)
+            fns = {name: (lambda f=f: f(x)) for name, f in bl.items()}
+            for path in ("int8", "exact"):
+                fns[f"ds-{path}"] = (lambda p=path: kernels.linear_tiled(
+                    x, tiles, sums, alpha, bias, bits=bits, in_features=k, path=p, isa=isa))
+            fns["ds-shift"] = lambda: shift(x, packed, alpha, bias, bits, k, isa, "add")
             with torch.no_grad():
-                ref = fp32.encode(x, None)
-                t_fp32 = time_us(lambda: fp32.encode(x, None), budget)
-                res = {}
-                for method, m in packed.items():
-                    res[method] = time_us(lambda: m.encode(x, None), budget)
-            row = {"frames": t, "threads": nt, "bits": bits, "layers": layers,
-                   "fp32_us": t_fp32, **{f"packed_{k}_us": v for k, v in res.items()},
-                   "quantized_packed_bytes": summary.packed_bytes,
-                   "quantized_fp32_bytes": summary.fp32_bytes}
-            del ref
+                ref = F.linear(x, w_q, bias)
+                errs = {name: _rel_err(fn(), ref) for name, fn in fns.items()
+                        if name.startswith("ds-")}
+                us, med = _time_all(fns, budget)
+            row = {"in": k, "out": n, "M": m, "bits": bits, "threads": threads, "us": us,
+                   "median_us": med, "ratios": _ratios(us),
+                   "weight_bytes_fp32": 4 * n * k,
+                   "weight_bytes_packed": packed.numel() + 4 * alpha.numel(),
+                   "ds_rel_err_vs_dequantized": errs}
+            for p in ("int8", "exact"):
+                for base in ("torch-fp32", "torch-int8"):
+                    if base in us:
+                        row["ratios"][f"{base}/ds-{p}"] = us[base] / us[f"ds-{p}"]
             rows.append(row)
-            log(f"conformer {layers}x144 {t} frames t={nt}: fp32 {t_fp32:9.1f} us  " + "  ".join(
-                f"packed-{k} {v:9.1f} us ({t_fp32 / v:.2f}x)" for k, v in res.items()))
+            log(f"{k:>5d}->{n:<5d} M={m:<4d} " + "  ".join(
+                f"{name} {v:8.1f}" for name, v in us.items()) + "   (us)")
     return rows
 
+
+LAYER_RATIOS = ["torch-fp32/ds-int8", "torch-int8/ds-int8", "ort-int8/ds-int8",
+                "torch-fp32/ds-exact", "torch-int8/ds-exact", "ort-fp32/ds-exact",
+                "ds-shift/ds-int8"]
+
+
+def layer_tables(rows) -> list:
+    names = list(BASELINES) + [f"ds-{p}" for p in PATHS]
+    keys = [("in->out", 10), ("M", 4)]
+    label = lambda r: (f"{r['in']}->{r['out']}", r["M"])  # noqa: E731
+    lines = _table("## single layers, us per call", keys, [(label(r), r["us"]) for r in rows],
+                   [n for n in names if any(n in r["us"] for r in rows)], ".1f")
+    cols = _ratio_cols(rows, LAYER_RATIOS)
+    lines += [""] + _table("## single layers, speed-up (alternative's time / DenseShift's; "
+                           ">1: DenseShift is faster)", keys,
+                           [(label(r), r["ratios"]) for r in rows], cols, ".2f",
+                           width=max(len(c) for c in cols))
+    return lines
+
+
+# ------------------------------------------------------------------ the verb ----------------
 
 def machine_info():
     import torch
@@ -222,33 +374,70 @@ def run(args) -> int:
     import torch
 
     from . import kernels
+    from .benchmarks import baselines as B
+    from .benchmarks import targets as T
 
+    t_start = time.perf_counter()
     quick = args.quick
-    threads = _ints(args.threads, [1] if quick else [1, 2])
-    bits_list = _ints(args.bits, [3] if quick else [2, 3, 4])
-    ms = _ints(args.m, [1, 8] if quick else [1, 8, 32])
-    budget = args.min_time if args.min_time is not None else (0.03 if quick else 0.15)
-    shapes = QUICK_SHAPES if quick else SHAPES
-    if args.shapes:
-        shapes = [tuple(int(v) for v in sh.lower().split("x")) for sh in args.shapes.split(",")]
+    budget = args.min_time if args.min_time is not None else (QUICK_BUDGET if quick else BUDGET)
+    geometries = GEOMETRIES[:1] if quick else GEOMETRIES
+    num_layers = QUICK_LAYERS_PER_ENCODER if quick else None
+    layers = QUICK_LAYERS if quick else LAYERS
     info = machine_info()
+    onnx_status = B.available()
+    onnx = onnx_status.ok and not args.no_onnx
     if not kernels.native_available():
         print("warning: native kernel not built; timing the pure-PyTorch reference")
-    print(f"# {info['cpu']} ({info['cores']} cores, load average {info['loadavg']}), torch {info['torch']}, "
-          f"kernel isa {kernels.selected_isa(args.isa)}, int8 engine {info['quantized_engine']}")
-    print("# microseconds per call (best of 5 groups); ratios > 1: the fused kernel is faster")
+    isa = kernels.selected_isa(args.isa)
+    print(f"# {info['cpu']} ({info['cores']} cores, load average {info['loadavg']}), "
+          f"torch {info['torch']}, DenseShift {args.bits}-bit kernel isa {isa}, "
+          f"torch int8 engine {info['quantized_engine']}, {args.threads} thread(s)")
+    if args.no_onnx:
+        print("# onnxruntime baselines skipped (--no-onnx)")
+    elif not onnx_status.ok:
+        print(f"# onnxruntime baselines skipped: onnxruntime is not importable "
+              f"({onnx_status.message}); install it (pip install onnxruntime onnx) to compare")
+    else:
+        print(f"# {onnx_status.message}")
+    print(f"# times: best of 5 groups; ratios: alternative's time / DenseShift's "
+          f"(>1: DenseShift is faster){'; --quick run' if quick else ''}")
     saved_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
     try:
-        rows = bench_linear(ms, shapes, bits_list, threads, budget, args.isa)
-        model_rows = [] if args.no_model else bench_model(threads, budget * 4)
+        enc_rows, sizes = ([], {}) if args.no_encoder else bench_encoders(
+            geometries, FRAMES, args.bits, args.threads, budget * ENCODER_BUDGET_SCALE,
+            args.isa, onnx, num_layers)
+        layer_rows = [] if args.no_layers else bench_layers(
+            layers, args.bits, args.threads, budget, args.isa, onnx)
     finally:
         torch.set_num_threads(saved_threads)
+    records = T.evaluate(enc_rows, layer_rows, sizes)
+    print()
+    if enc_rows:
+        print("\n".join(encoder_tables(enc_rows, sizes)))
+        print()
+    if layer_rows:
+        print("\n".join(layer_tables(layer_rows)))
+        print()
+    print(f"## targets (issue 10; {args.bits}-bit, {args.threads} thread(s), ds-int8 is the "
+          "default path)")
+    print("\n".join(T.format_summary(records)))
+    elapsed = time.perf_counter() - t_start
     info["loadavg_end"] = machine_info()["loadavg"]
-    out = {"machine": info, "isa": kernels.selected_isa(args.isa), "quick": quick,
-           "linear": rows, "model": model_rows}
+    argv = list(sys.argv)
+    if argv and os.path.basename(argv[0]) in ("__main__.py", "denseshift-speech"):
+        argv[0] = "denseshift-speech"  # (python -m denseshift_speech, or the entry point)
+    out = {"command": " ".join(shlex.quote(a) for a in argv),
+           "options": {k: v for k, v in vars(args).items() if k != "func"},
+           "machine": info, "isa": isa, "quick": quick, "bits": args.bits,
+           "threads": args.threads, "budget_s": budget,
+           "onnx": {"used": onnx, "available": onnx_status.ok,
+                    "message": onnx_status.message},
+           "encoder": enc_rows, "sizes": sizes, "layers": layer_rows, "targets": records,
+           "elapsed_s": elapsed}
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
-        print(f"# wrote {args.json}")
+        print(f"# wrote {args.json} ({elapsed:.0f} s)")
     return 0

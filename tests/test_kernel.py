@@ -269,28 +269,6 @@ def test_fake_impl_under_compile_shapes():
         assert tuple(y.shape) == (5, 9)
 
 
-def test_bench_verb_smoke(tmp_path):
-    """The `bench` verb's machinery on a tiny grid (the real run is `denseshift-speech bench`)."""
-    import argparse
-    import json
-
-    from denseshift_speech import bench
-
-    rows = bench.bench_linear([1, 3], [(40, 70)], [3], [1], budget=0.002, log=lambda *_: None)
-    assert len(rows) == 2
-    for key in ("fp32_us", "int8_us", "deq_us", "add_us", "fma_us", "gemm_us"):
-        assert rows[0][key] > 0
-    parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers())
-    out = tmp_path / "b.json"
-    args = parser.parse_args(["bench", "--quick", "--no-model", "--m", "1", "--bits", "2",
-                              "--shapes", "16x100",
-                              "--min-time", "0.001", "--json", str(out)])
-    assert args.func(args) == 0
-    data = json.loads(out.read_text())
-    assert data["machine"]["native_kernel"] and len(data["linear"]) == 1
-
-
 def test_reference_fallback_when_native_missing():
     """Without the compiled module the package warns and registers the reference ops."""
     import subprocess

@@ -1,0 +1,125 @@
+"""`denseshift-speech bench`: the quick run end to end, the JSON it writes, the targets logic,
+and the graceful skip of the onnxruntime baselines."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from denseshift_speech import bench
+from denseshift_speech.benchmarks import baselines as B
+from denseshift_speech.benchmarks import targets as T
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DS = ["ds-int8", "ds-exact", "ds-shift"]
+
+
+def _check_rows(rows, names):
+    assert rows
+    for r in rows:
+        assert set(r["us"]) == set(names), r["us"].keys()
+        for k in names:
+            assert r["us"][k] > 0 and r["median_us"][k] >= r["us"][k]
+        assert r["ratios"]["torch-fp32/ds-int8"] == pytest.approx(
+            r["us"]["torch-fp32"] / r["us"]["ds-int8"])
+
+
+def test_bench_quick_cli(tmp_path):
+    """`python -m denseshift_speech bench --quick --json PATH`: one process, every line."""
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "denseshift_speech", "bench", "--quick",
+                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout
+    for head in ("## whole encoder", "## single layers", "## size demo", "## targets"):
+        assert head in text, text
+    data = json.loads(out.read_text())
+    for key in ("command", "options", "machine", "isa", "quick", "bits", "threads", "onnx",
+                "encoder", "sizes", "layers", "targets", "elapsed_s"):
+        assert key in data, key
+    assert data["quick"] and data["bits"] == 3 and data["threads"] == 1
+    assert data["command"].startswith("denseshift-speech bench --quick")
+    assert data["machine"]["native_kernel"] and data["machine"]["cores"] >= 1
+    onnx = B.available().ok
+    assert data["onnx"]["used"] == onnx
+    baselines = list(bench.BASELINES) if onnx else ["torch-fp32", "torch-int8"]
+    _check_rows(data["encoder"], baselines + DS)
+    assert {(r["geometry"], r["frames"]) for r in data["encoder"]} == {("demo", 16), ("demo", 100)}
+    # the packed encoder computes the same function on every path (3-bit quantized)
+    for r in data["encoder"]:
+        errs = r["rel_err_vs_torch_fp32"]
+        assert abs(errs["ds-int8"] - errs["ds-exact"]) < 0.05 and errs["ds-exact"] < 1
+        assert errs["ds-shift"] == pytest.approx(errs["ds-exact"], abs=1e-4)
+    _check_rows(data["layers"], baselines + DS)
+    assert {(r["in"], r["out"], r["M"]) for r in data["layers"]} == {
+        (k, n, m) for k, n, ms in bench.QUICK_LAYERS for m in ms}
+    for r in data["layers"]:
+        assert r["ds_rel_err_vs_dequantized"]["ds-exact"] < 1e-5
+        assert r["ds_rel_err_vs_dequantized"]["ds-int8"] < 0.03
+    s = data["sizes"]["demo"]
+    assert s["packed_file_bytes"] > 0 and s["fp32_over_packed"] > 4
+    assert [t["name"] for t in data["targets"]] == [t.name for t in T.TARGETS]
+    status = {t["name"]: t["status"] for t in data["targets"]}
+    assert status["encoder-T16-vs-ort-int8"] == "n/a"  # conformer-small is not in --quick
+    assert status["m1-int8-vs-torch-int8"] in ("PASS", "MISS")
+
+
+def _run_inprocess(argv, capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", *argv])
+    assert args.func(args) == 0
+    return capsys.readouterr().out
+
+
+def test_bench_without_onnxruntime(tmp_path, capsys, monkeypatch):
+    """No onnxruntime: a clear message, torch baselines and DenseShift still timed."""
+    monkeypatch.setattr(B, "available",
+                        lambda: B.Availability(False, "ImportError: No module named 'x'"))
+    out = tmp_path / "b.json"
+    text = _run_inprocess(["--quick", "--no-encoder", "--min-time", "0.001", "--json",
+                           str(out)], capsys)
+    assert "onnxruntime is not importable (ImportError: No module named 'x')" in text
+    data = json.loads(out.read_text())
+    assert data["onnx"] == {"used": False, "available": False,
+                            "message": "ImportError: No module named 'x'"}
+    _check_rows(data["layers"], ["torch-fp32", "torch-int8"] + DS)
+    assert data["encoder"] == []
+    text = _run_inprocess(["--quick", "--no-encoder", "--no-onnx", "--min-time", "0.001",
+                           "--json", ""], capsys)
+    assert "skipped (--no-onnx)" in text
+
+
+def test_targets_evaluate():
+    def enc(frames, ort, ds, fp32):
+        return {"geometry": "conformer-small", "frames": frames,
+                "us": {"ort-int8": ort, "ds-int8": ds, "torch-fp32": fp32}}
+
+    def lay(k, n, m, **us):
+        return {"in": k, "out": n, "M": m, "us": {key.replace("_", "-"): v for key, v in us.items()}}
+
+    rec = {r["name"]: r for r in T.evaluate(
+        [enc(16, 6.0, 4.0, 12.0), enc(100, 16.0, 17.0, 50.0),
+         {"geometry": "demo", "frames": 16, "us": {"ort-int8": 1.0, "ds-int8": 9.0}}],
+        [lay(512, 2048, 1, torch_int8=30.0, ds_int8=10.0, torch_fp32=60.0, ds_exact=25.0),
+         lay(1024, 4096, 1, torch_int8=90.0, ds_int8=80.0, torch_fp32=500.0, ds_exact=90.0),
+         lay(144, 432, 7, torch_int8=1.0, ds_int8=9.0)],  # M=7 is no target case
+        {"conformer-small": {"fp32_param_bytes": 100, "packed_file_bytes": 10}})}
+    assert rec["encoder-T16-vs-ort-int8"]["status"] == "PASS"
+    assert rec["encoder-T16-vs-ort-int8"]["min_ratio"] == pytest.approx(1.5)
+    assert rec["encoder-T100-vs-ort-int8"]["status"] == "MISS"
+    r = rec["encoder-vs-torch-fp32"]
+    assert (r["status"], r["passed"], len(r["cases"])) == ("PASS", 2, 2)
+    assert r["min_ratio"] == pytest.approx(50 / 17) and r["min_case"] == "conformer-small T=100"
+    r = rec["m1-int8-vs-torch-int8"]
+    assert (r["status"], r["passed"], r["min_case"]) == ("MISS", 1, "1024->4096 M=1")
+    assert rec["m1-exact-vs-torch-fp32"]["status"] == "MISS"  # 60/25 = 2.4
+    assert rec["m1-exact-vs-torch-int8"]["status"] == "PASS"  # 1.2 and 1.0
+    assert rec["layers-int8-vs-torch-int8"]["status"] == "n/a"
+    assert rec["size-conformer-small"]["status"] == "PASS"
+    lines = T.format_summary(T.evaluate())
+    assert len(lines) == len(T.TARGETS) and all(line.lstrip().startswith("n/a") for line in lines)
