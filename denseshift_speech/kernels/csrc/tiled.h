@@ -104,9 +104,9 @@ using QuantizeRows = decltype(&quantize_rows);
 using AttentionFn = void (*)(const float* qkv, const float* pk, const float* bu, const float* bv,
                              const uint8_t* kpm, int64_t T, int64_t H, int64_t D, float scale, float* out,
                              float* scratch);
-inline int64_t attention_scratch(int64_t T, int64_t D) {
-  const int64_t Tp = (T + 15) / 16 * 16, Dp = (D + 15) / 16 * 16;
-  return D * Tp + D * (T - 1 + Tp) + T * Dp + Tp;
+inline int64_t attention_scratch(int64_t T, int64_t D) {  // enough for every path
+  const int64_t Tp = (T + 15) / 16 * 16, Dp = (D + 15) / 16 * 16, Pp = (2 * T - 1 + 15) / 16 * 16 + 16;
+  return D * Tp + D * (T - 1 + Tp) + D * Pp + 2 * T * Dp + 2 * T * D + T * Tp + T * Pp + Tp;
 }
 void attention_scalar(const float*, const float*, const float*, const float*, const uint8_t*, int64_t, int64_t,
                       int64_t, float, float*, float*);

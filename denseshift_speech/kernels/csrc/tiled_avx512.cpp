@@ -236,128 +236,120 @@ inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-// Scores of NC 16-key chunks at once: NC independent accumulator chains (one chain
-// would stall on the FMA latency).
-template <int NC>
-inline void score_chunks(const float* quv, int64_t D, const float* kt, int64_t Tp, const float* pt, int64_t Pw,
-                         int64_t off, int64_t j0, float* s) {
-  __m512 acc[NC];
-  for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
-  for (int64_t d = 0; d < D; ++d) {
-    const __m512 u = _mm512_set1_ps(quv[d]), v = _mm512_set1_ps(quv[D + d]);
-    const float* kr = kt + d * Tp + j0;
-    const float* pr = pt + d * Pw + off + j0;
-    for (int c = 0; c < NC; ++c) {
-      acc[c] = _mm512_fmadd_ps(v, _mm512_loadu_ps(pr + 16 * c), acc[c]);
-      acc[c] = _mm512_fmadd_ps(u, _mm512_loadu_ps(kr + 16 * c), acc[c]);
+// C (M x N) = A (M x K, row stride lda) * B (K x N, row stride ldb), row-major, N a
+// multiple of 16: 4 rows x NC 16-column chunks of accumulators per block, so each B load
+// feeds 4 FMAs and each A broadcast NC of them (FMA-bound, no latency chains).
+template <int MR, int NC>
+inline void gemm_block(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t K,
+                       int64_t i0, int64_t j0) {
+  __m512 acc[MR][NC];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 b[NC];
+    for (int c = 0; c < NC; ++c) b[c] = _mm512_loadu_ps(B + k * ldb + j0 + 16 * c);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 a = _mm512_set1_ps(A[(i0 + r) * lda + k]);
+      for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_fmadd_ps(a, b[c], acc[r][c]);
     }
   }
-  for (int c = 0; c < NC; ++c) _mm512_storeu_ps(s + j0 + 16 * c, acc[c]);
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NC; ++c) _mm512_storeu_ps(C + (i0 + r) * ldc + j0 + 16 * c, acc[r][c]);
 }
 
-// Output of NC 16-wide chunks of the head dimension, keys split over two chains each.
-template <int NC>
-inline void output_chunks(const float* s, int64_t T, const float* vt, int64_t Dp, int64_t d0, int64_t D, float* o) {
-  __m512 a[NC], b[NC];
-  for (int c = 0; c < NC; ++c) a[c] = b[c] = _mm512_setzero_ps();
-  int64_t j = 0;
-  for (; j + 2 <= T; j += 2) {
-    const __m512 p0 = _mm512_set1_ps(s[j]), p1 = _mm512_set1_ps(s[j + 1]);
-    const float* v0 = vt + j * Dp + d0;
-    for (int c = 0; c < NC; ++c) {
-      a[c] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * c), a[c]);
-      b[c] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v0 + Dp + 16 * c), b[c]);
-    }
+template <int MR>
+inline void gemm_rows(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t K,
+                      int64_t N, int64_t i0) {
+  int64_t j0 = 0;
+  for (; j0 + 64 <= N; j0 += 64) gemm_block<MR, 4>(A, lda, B, ldb, C, ldc, K, i0, j0);
+  switch ((N - j0) / 16) {
+    case 3: return gemm_block<MR, 3>(A, lda, B, ldb, C, ldc, K, i0, j0);
+    case 2: return gemm_block<MR, 2>(A, lda, B, ldb, C, ldc, K, i0, j0);
+    case 1: return gemm_block<MR, 1>(A, lda, B, ldb, C, ldc, K, i0, j0);
+    default: return;
   }
-  if (j < T) {
-    const __m512 p0 = _mm512_set1_ps(s[j]);
-    for (int c = 0; c < NC; ++c) a[c] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(vt + j * Dp + d0 + 16 * c), a[c]);
-  }
-  for (int c = 0; c < NC; ++c) {
-    const int64_t n = D - d0 - 16 * c;
-    if (n <= 0) break;
-    const __mmask16 k = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u);
-    _mm512_mask_storeu_ps(o + d0 + 16 * c, k, _mm512_add_ps(a[c], b[c]));
+}
+
+inline void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M,
+                 int64_t K, int64_t N) {
+  int64_t i = 0;
+  for (; i + 4 <= M; i += 4) gemm_rows<4>(A, lda, B, ldb, C, ldc, K, N, i);
+  switch (M - i) {
+    case 3: return gemm_rows<3>(A, lda, B, ldb, C, ldc, K, N, i);
+    case 2: return gemm_rows<2>(A, lda, B, ldb, C, ldc, K, N, i);
+    case 1: return gemm_rows<1>(A, lda, B, ldb, C, ldc, K, N, i);
+    default: return;
   }
 }
 
 }  // namespace
 
-// The loops of attention_impl.h with the score and output accumulators held in zmm
-// registers (the compiler keeps re-loading them from memory otherwise).
+// attention_impl.h's math as three small GEMMs per head (content scores, positional
+// scores over all 2T-1 offsets, probabilities x values) around a rel-shift + softmax pass.
 void attention_avx512(const float* __restrict__ qkv, const float* __restrict__ pk, const float* bu, const float* bv,
                       const uint8_t* kpm, int64_t T, int64_t H, int64_t D, float scale, float* __restrict__ out,
                       float* __restrict__ scratch) {
-  constexpr int64_t V = 16;
   const int64_t P = 2 * T - 1, row = 3 * D * H;
-  const int64_t Tp = (T + V - 1) / V * V, Dp = (D + V - 1) / V * V, Pw = T - 1 + Tp;
-  float* kt = scratch;
-  float* pt = kt + D * Tp;
-  float* vt = pt + D * Pw;
-  float* s = vt + T * Dp;
-  std::vector<float> quv(size_t(2 * D));
+  const int64_t Tp = (T + 15) / 16 * 16, Pp = (P + 15) / 16 * 16, Dp = (D + 15) / 16 * 16;
+  float* kt = scratch;        // (D, Tp)  keys, transposed
+  float* pt = kt + D * Tp;    // (D, Pp)  positional keys, transposed
+  float* vt = pt + D * Pp;    // (T, Dp)  values
+  float* qu = vt + T * Dp;    // (T, D)   (q + bias_u) * scale
+  float* qv = qu + T * D;     // (T, D)   (q + bias_v) * scale
+  float* sc = qv + T * D;     // (T, Tp)  content scores, then probabilities
+  float* bd = sc + T * Tp;    // (T, Pp)  positional scores
+  float* o = bd + T * Pp;     // (T, Dp)  output of one head
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
   for (int64_t h = 0; h < H; ++h) {
-    std::memset(scratch, 0, sizeof(float) * size_t(D * Tp + D * Pw + T * Dp));
-    for (int64_t j = 0; j < T; ++j)
+    std::memset(kt, 0, sizeof(float) * size_t(D * Tp + D * Pp + T * Dp));
+    std::memset(sc, 0, sizeof(float) * size_t(T * Tp));
+    for (int64_t j = 0; j < T; ++j) {
+      const float* r = qkv + j * row + h * 3 * D;
       for (int64_t d = 0; d < D; ++d) {
-        kt[d * Tp + j] = qkv[j * row + h * 3 * D + D + d];
-        vt[j * Dp + d] = qkv[j * row + h * 3 * D + 2 * D + d];
-      }
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t d = 0; d < D; ++d) pt[d * Pw + p] = pk[(p * H + h) * D + d];
-    for (int64_t i = 0; i < T; ++i) {
-      const float* q = qkv + i * row + h * 3 * D;
-      for (int64_t d = 0; d < D; ++d) {
-        quv[size_t(d)] = (q[d] + bu[h * D + d]) * scale;
-        quv[size_t(D + d)] = (q[d] + bv[h * D + d]) * scale;
-      }
-      const int64_t off = T - 1 - i;
-      for (int64_t j0 = 0; j0 < Tp; j0 += 8 * V) {
-        switch ((Tp - j0) / V < 8 ? (Tp - j0) / V : 8) {
-          case 1: score_chunks<1>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
-          case 2: score_chunks<2>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
-          case 3: score_chunks<3>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
-          case 4: score_chunks<4>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
-          case 5: score_chunks<5>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
-          case 6: score_chunks<6>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
-          case 7: score_chunks<7>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
-          default: score_chunks<8>(quv.data(), D, kt, Tp, pt, Pw, off, j0, s); break;
-        }
-      }
-      if (kpm)
-        for (int64_t j = 0; j < T; ++j) s[j] = kpm[j] ? -INFINITY : s[j];
-      __m512 vm = _mm512_set1_ps(-INFINITY);
-      for (int64_t j0 = 0; j0 < T; j0 += V) {
-        const __mmask16 k = T - j0 >= V ? __mmask16(0xffff) : __mmask16((1u << (T - j0)) - 1u);
-        vm = _mm512_mask_max_ps(vm, k, vm, _mm512_loadu_ps(s + j0));
-      }
-      const float m = _mm512_reduce_max_ps(vm);
-      float* o = out + i * H * D + h * D;
-      if (m == -INFINITY) {
-        for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
-        continue;
-      }
-      __m512 vs = _mm512_setzero_ps();
-      const __m512 mv = _mm512_set1_ps(m);
-      for (int64_t j0 = 0; j0 < T; j0 += V) {
-        const __mmask16 k = T - j0 >= V ? __mmask16(0xffff) : __mmask16((1u << (T - j0)) - 1u);
-        __m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j0), mv)));
-        _mm512_storeu_ps(s + j0, e);
-      }
-      if (kpm)
-        for (int64_t j = 0; j < T; ++j) s[j] = kpm[j] ? 0.0f : s[j];
-      for (int64_t j0 = 0; j0 < T; j0 += V) vs = _mm512_add_ps(vs, _mm512_loadu_ps(s + j0));
-      const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vs));
-      for (int64_t j0 = 0; j0 < T; j0 += V) _mm512_storeu_ps(s + j0, _mm512_mul_ps(_mm512_loadu_ps(s + j0), inv));
-      for (int64_t d0 = 0; d0 < Dp; d0 += 4 * V) {
-        switch ((Dp - d0) / V < 4 ? (Dp - d0) / V : 4) {
-          case 1: output_chunks<1>(s, T, vt, Dp, d0, D, o); break;
-          case 2: output_chunks<2>(s, T, vt, Dp, d0, D, o); break;
-          case 3: output_chunks<3>(s, T, vt, Dp, d0, D, o); break;
-          default: output_chunks<4>(s, T, vt, Dp, d0, D, o); break;
-        }
+        qu[j * D + d] = (r[d] + bu[h * D + d]) * scale;
+        qv[j * D + d] = (r[d] + bv[h * D + d]) * scale;
+        kt[d * Tp + j] = r[D + d];
+        vt[j * Dp + d] = r[2 * D + d];
       }
     }
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t d = 0; d < D; ++d) pt[d * Pp + p] = pk[(p * H + h) * D + d];
+    gemm(qu, D, kt, Tp, sc, Tp, T, D, Tp);
+    gemm(qv, D, pt, Pp, bd, Pp, T, D, Pp);
+    for (int64_t i = 0; i < T; ++i) {
+      float* s = sc + i * Tp;
+      const float* b = bd + i * Pp + (T - 1 - i);  // rel_shift
+      __m512 vm = ninf;
+      for (int64_t j0 = 0; j0 < T; j0 += 16) {
+        const __mmask16 k = T - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (T - j0)) - 1u);
+        __m512 v = _mm512_add_ps(_mm512_loadu_ps(s + j0), _mm512_maskz_loadu_ps(k, b + j0));
+        if (kpm) {
+          const __m128i mk = _mm_maskz_loadu_epi8(k, kpm + j0);
+          v = _mm512_mask_mov_ps(v, _mm_test_epi8_mask(mk, mk), ninf);
+        }
+        v = _mm512_mask_mov_ps(ninf, k, v);
+        _mm512_storeu_ps(s + j0, v);
+        vm = _mm512_max_ps(vm, v);
+      }
+      const float m = _mm512_reduce_max_ps(vm);
+      if (m == -INFINITY) {  // every key padded: zeros, as RelPosMHAXL's masked_fill
+        for (int64_t j0 = 0; j0 < Tp; j0 += 16) _mm512_storeu_ps(s + j0, _mm512_setzero_ps());
+        continue;
+      }
+      const __m512 mv = _mm512_set1_ps(m);
+      __m512 vs = _mm512_setzero_ps();
+      for (int64_t j0 = 0; j0 < Tp; j0 += 16) {
+        const __m512 x = _mm512_loadu_ps(s + j0);
+        const __mmask16 live = _mm512_cmp_ps_mask(x, ninf, _CMP_NEQ_OQ);  // masked / padding -> 0
+        const __m512 e = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(x, mv)));
+        _mm512_storeu_ps(s + j0, e);
+        vs = _mm512_add_ps(vs, e);
+      }
+      const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vs));
+      for (int64_t j0 = 0; j0 < Tp; j0 += 16) _mm512_storeu_ps(s + j0, _mm512_mul_ps(_mm512_loadu_ps(s + j0), inv));
+    }
+    gemm(sc, Tp, vt, Dp, o, Dp, T, T, Dp);
+    for (int64_t i = 0; i < T; ++i) std::memcpy(out + i * H * D + h * D, o + i * Dp, sizeof(float) * size_t(D));
   }
 }
 
