@@ -29,11 +29,13 @@ inline void store_f32(const Layer& L, float* y, int64_t n0, __m512 acc) {
   _mm512_mask_storeu_ps(y + n0, k, v);
 }
 
-template <int MT, int NT>
+// AC accumulators per output (k split by parity when AC = 2): few rows of activations
+// leave too few independent FMA chains to hide the FMA latency otherwise.
+template <int MT, int NT, int AC = 1>
 void f32_block(const Layer& L, const F32Args& a, int64_t m0, int64_t t, __m512 lut) {
-  __m512 acc[MT][NT];
+  __m512 acc[MT][NT], acc2[MT][NT];
   for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
+    for (int j = 0; j < NT; ++j) acc[i][j] = acc2[i][j] = _mm512_setzero_ps();
   const int64_t tb = tile_bytes(L.Kq), ngroups = L.Kq / kGroupK;
   const uint8_t* w = L.tiles + t * tb;
   const float* x = a.x + m0 * a.ldx;
@@ -47,12 +49,16 @@ void f32_block(const Layer& L, const F32Args& a, int64_t m0, int64_t t, __m512 l
       for (int j = 0; j < NT; ++j) wv[j] = _mm512_permutexvar_ps(_mm512_srli_epi32(v[j], sh), lut);
       for (int i = 0; i < MT; ++i) {
         const __m512 xb = _mm512_set1_ps(x[i * a.ldx + g * kGroupK + kk]);
-        for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
+        for (int j = 0; j < NT; ++j) {
+          if (AC == 2 && (kk & 1)) acc2[i][j] = _mm512_fmadd_ps(xb, wv[j], acc2[i][j]);
+          else acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
+        }
       }
     }
   }
   for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < NT; ++j) store_f32(L, a.y + (m0 + i) * a.ldy, (t + j) * kLanes, acc[i][j]);
+    for (int j = 0; j < NT; ++j)
+      store_f32(L, a.y + (m0 + i) * a.ldy, (t + j) * kLanes, AC == 2 ? _mm512_add_ps(acc[i][j], acc2[i][j]) : acc[i][j]);
 }
 
 template <int NT>
@@ -88,11 +94,13 @@ inline __m512i bcast_quad(const uint8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
-template <int MT, int NT, bool SPLIT>
+// AC = 2: the two halves of each group feed separate accumulators (more independent
+// dot-product chains for short row blocks), summed at the end.
+template <int MT, int NT, bool SPLIT, int AC = 1>
 void i8_block(const Layer& L, const I8Args& a, int64_t m0, int64_t t, __m512i lut_lo, __m512i lut_hi) {
-  __m512i acc[MT][NT];
+  __m512i acc[MT][NT], acc2[MT][NT];
   for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (int j = 0; j < NT; ++j) acc[i][j] = acc2[i][j] = _mm512_setzero_si512();
   const int64_t tb = tile_bytes(L.Kq), ngroups = L.Kq / kGroupK;
   const uint8_t* w = L.tiles + t * tb;
   const uint8_t* xq = a.xq + m0 * L.Kq;
@@ -114,17 +122,19 @@ void i8_block(const Layer& L, const I8Args& a, int64_t m0, int64_t t, __m512i lu
       const __m512i x0 = bcast_quad(xq + i * L.Kq + g * kGroupK);
       const __m512i x1 = bcast_quad(xq + i * L.Kq + g * kGroupK + kQuad);
       for (int j = 0; j < NT; ++j) {
+        __m512i& second = AC == 2 ? acc2[i][j] : acc[i][j];
         acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], x0, w0[j]);
-        acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], x1, w1[j]);
+        second = _mm512_dpbusd_epi32(second, x1, w1[j]);
         if constexpr (SPLIT) {
           acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], x0, h0[j]);
-          acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], x1, h1[j]);
+          second = _mm512_dpbusd_epi32(second, x1, h1[j]);
         }
       }
     }
   }
   for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < NT; ++j) store_i8(L, a, m0 + i, (t + j) * kLanes, acc[i][j]);
+    for (int j = 0; j < NT; ++j)
+      store_i8(L, a, m0 + i, (t + j) * kLanes, AC == 2 ? _mm512_add_epi32(acc[i][j], acc2[i][j]) : acc[i][j]);
 }
 
 template <int NT, bool SPLIT>
@@ -153,6 +163,18 @@ void i8_run(const Layer& L, const I8Args& a, int64_t t0, int64_t t1) {
   const Tables T = tables_for(L.bits);
   const __m512i lo = lut_bytes(T.lo), hi = lut_bytes(T.hi);
   int64_t t = t0;
+  if (a.M <= 0) return;
+  if (a.M <= 2) {  // streaming sizes: 4 tiles x 2 accumulator chains per row
+    for (; t + 4 <= t1; t += 4) {
+      if (a.M == 1) i8_block<1, 4, SPLIT, 2>(L, a, 0, t, lo, hi);
+      else i8_block<2, 4, SPLIT, 2>(L, a, 0, t, lo, hi);
+    }
+    for (; t < t1; ++t) {
+      if (a.M == 1) i8_block<1, 1, SPLIT, 2>(L, a, 0, t, lo, hi);
+      else i8_block<2, 1, SPLIT, 2>(L, a, 0, t, lo, hi);
+    }
+    return;
+  }
   for (; t + 2 <= t1; t += 2) i8_rows<2, SPLIT>(L, a, t, lo, hi);
   if (t < t1) i8_rows<1, SPLIT>(L, a, t, lo, hi);
 }
@@ -163,8 +185,6 @@ void i8_run(const Layer& L, const I8Args& a, int64_t t0, int64_t t1) {
 void quantize_rows_avx512(const float* x, int64_t M, int64_t K, int64_t ldx, int64_t Kq, uint8_t* xq,
                           float* xscale, uint8_t* finite) {
   const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
-  const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
-  const __m512i bias = _mm512_set1_epi32(128);
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * ldx;
     uint8_t* qr = xq + m * Kq;
@@ -185,13 +205,16 @@ void quantize_rows_avx512(const float* x, int64_t M, int64_t K, int64_t ldx, int
       continue;
     }
     const __m512 inv = _mm512_set1_ps(127.0f / amax);
+    const __m128i flip = _mm_set1_epi8(char(0x80));
     for (k = 0; k < K; k += 16) {
-      const __mmask16 km = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1u);
-      __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(km, xr + k), inv),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      q = _mm512_min_ps(_mm512_max_ps(q, nlim), lim);
-      const __m512i u = _mm512_add_epi32(_mm512_cvtps_epi32(q), bias);
-      _mm_mask_storeu_epi8(qr + k, km, _mm512_cvtepi32_epi8(u));
+      // |x * inv| <= 127 (+ rounding): cvtps (round to nearest even, as nearbyint) fits;
+      // the saturating pack only guards; xor 0x80 adds 128 to the int8 value
+      const __m512 v = K - k >= 16 ? _mm512_loadu_ps(xr + k)
+                                   : _mm512_maskz_loadu_ps(__mmask16((1u << (K - k)) - 1u), xr + k);
+      const __m512i q = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), _mm512_set1_epi32(-127));
+      const __m128i u = _mm_xor_si128(_mm512_cvtsepi32_epi8(q), flip);
+      if (K - k >= 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(qr + k), u);
+      else _mm_mask_storeu_epi8(qr + k, __mmask16((1u << (K - k)) - 1u), u);
     }
     for (k = K; k < Kq; ++k) qr[k] = 128;
     xscale[m] = amax / 127.0f;
@@ -202,6 +225,18 @@ void f32_avx512(const Layer& L, const F32Args& a, int64_t t0, int64_t t1) {
   const Tables T = tables_for(L.bits);
   const __m512 lut = _mm512_loadu_ps(T.f32);
   int64_t t = t0;
+  if (a.M <= 0) return;
+  if (a.M <= 2) {  // streaming sizes: 4 tiles x 2 accumulator chains per row
+    for (; t + 4 <= t1; t += 4) {
+      if (a.M == 1) f32_block<1, 4, 2>(L, a, 0, t, lut);
+      else f32_block<2, 4, 2>(L, a, 0, t, lut);
+    }
+    for (; t < t1; ++t) {
+      if (a.M == 1) f32_block<1, 1, 2>(L, a, 0, t, lut);
+      else f32_block<2, 1, 2>(L, a, 0, t, lut);
+    }
+    return;
+  }
   for (; t + 2 <= t1; t += 2) f32_rows<2>(L, a, t, lut);
   if (t < t1) f32_rows<1>(L, a, t, lut);
 }
