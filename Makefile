@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-NATIVE := $(wildcard denseshift_speech/kernels/csrc/*.cpp denseshift_speech/kernels/csrc/*.h)
+NATIVE := $(shell find denseshift_speech/kernels/csrc -name "*.cpp" -o -name "*.h")
 
 .PHONY: install test demo results bench clean system-deps
 

@@ -9,11 +9,35 @@ build is skipped with a warning and the package uses the pure-PyTorch reference
 """
 import glob
 import os
+import platform
 import sys
 
 from setuptools import setup
 
 ext_modules, cmdclass = [], {}
+CSRC = os.path.join("denseshift_speech", "kernels", "csrc")
+
+
+def target_arch() -> str:
+    """Kernel folder for the machine the extension is built for (csrc/arch/<folder>)."""
+    machine = (os.environ.get("DENSESHIFT_TARGET_ARCH") or platform.machine()).lower()
+    if machine in ("x86_64", "amd64", "i686", "x86"):
+        return "x86"
+    if machine in ("aarch64", "arm64"):
+        return "arm"
+    return ""  # scalar reference only
+
+
+def native_sources(here: str) -> list:
+    """core/ (layouts, scalar reference, feature detection), torch/ (op glue) and the
+    SIMD files of the target architecture; csrc/tests/ (the standalone driver) is not
+    part of the extension."""
+    pick = ["core", "torch"] + ([os.path.join("arch", target_arch())] if target_arch() else [])
+    out = []
+    for sub in pick:
+        out += sorted(glob.glob(os.path.join(CSRC, sub, "*.cpp")))
+    return out
+
 try:
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 except Exception as err:  # torch missing: pure-Python install
@@ -21,9 +45,7 @@ except Exception as err:  # torch missing: pure-Python install
           file=sys.stderr)
 else:
     here = os.path.dirname(os.path.abspath(__file__))
-    # csrc/*.cpp: kernels, feature detection, torch glue (csrc/tests/ holds the standalone
-    # driver, not part of the extension)
-    sources = sorted(glob.glob(os.path.join("denseshift_speech", "kernels", "csrc", "*.cpp")))
+    sources = native_sources(here)
 
     class OptionalBuildExtension(BuildExtension):
         """Build the kernel if possible; never fail the install because of it."""
@@ -42,7 +64,7 @@ else:
                 print(f"warning: native DenseShift kernel not installed ({err})", file=sys.stderr)
 
     ext_modules = [CppExtension(
-        "denseshift_speech._C", sources,
+        "denseshift_speech._C", sources, include_dirs=[os.path.join(here, CSRC, "core")],
         extra_compile_args=["-O3", "-g0", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-Wno-maybe-uninitialized",
                             "-Wno-uninitialized"],
         extra_link_args=["-fopenmp"],

@@ -257,10 +257,10 @@ def test_standalone_driver_native(tmp_path):
     reference (int8 bit-equal, exact and attention within fp32 tolerance)."""
     exe = tmp_path / "driver"
     srcs = [os.path.join(CSRC, "tests", "driver.cpp")] + [
-        os.path.join(CSRC, f) for f in ("tiled_scalar.cpp", "tiled_avx2.cpp", "tiled_avx512.cpp",
-                                         "cpu_features.cpp")]
+        os.path.join(CSRC, f) for f in ("core/tiled_scalar.cpp", "core/cpu_features.cpp",
+                                         "arch/x86/tiled_avx2.cpp", "arch/x86/tiled_avx512.cpp")]
     subprocess.run(["g++", "-O2", "-std=c++17", "-ffp-contract=off", "-fno-math-errno", "-fopenmp",
-                    "-w", "-o", str(exe), *srcs], check=True)
+                    "-w", "-I", os.path.join(CSRC, "core"), "-o", str(exe), *srcs], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:]
     assert out.stdout.strip().splitlines()[-1].endswith(" 0 failed")

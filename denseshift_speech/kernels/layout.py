@@ -5,7 +5,7 @@ weight is ``alpha[row] * s * 2**e``.  A weight of shape ``(N, *rest)`` is packed
 ``N`` rows of ``K = prod(rest)`` codes (a conv kernel ``(out, in/groups, k)`` flattens
 like ``weight.reshape(N, -1)``).
 
-Layout of one row (what the kernel reads, see ``kernels/csrc/common.h``):
+Layout of one row (what the kernel reads, see ``kernels/csrc/core/common.h``):
 
 * The row is padded to ``Kp = ceil(K / 64) * 64`` codes with code 0 (``+1``; the kernel
   pads the activations with ``+0.0``, which makes the padded products exactly zero).
@@ -134,7 +134,7 @@ def decode_packed(packed: torch.Tensor, alpha: torch.Tensor, bits: int, shape) -
 
 
 # ---------------------------------------------------------------------------
-# Tiled run-time layout (what the tiled kernels read; kernels/csrc/tiled.h).
+# Tiled run-time layout (what the tiled kernels read; kernels/csrc/core/tiled.h).
 # Each packed layer is repacked once at load time (``torch.ops.denseshift.repack``);
 # files keep the compact layout above.  Rows form tiles of TILE_LANES output channels
 # (N padded to a multiple), K is padded to a multiple of TILE_GROUP_K with code 0, and

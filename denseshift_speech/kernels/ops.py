@@ -21,7 +21,7 @@ SCHEMAS = {
                      "Tensor? bias, int bits, int in_features, str path='int8', "
                      "str isa='auto') -> Tensor"),
     # One SpeechBrain conformer encoder layer (or the blocks named in `stages`), see
-    # kernels/csrc/ops_fused.cpp and packed/fused.py for the argument layout.
+    # kernels/csrc/torch/ops_fused.cpp and packed/fused.py for the argument layout.
     "conformer_layer": ("conformer_layer(Tensor x, Tensor? pos_embs, Tensor? key_padding_mask, "
                         "Tensor?[] slots, int[] slot_ints, Tensor[] params, float[] eps, "
                         "int[] conf, str stages, str path='int8', str isa='auto') -> Tensor"),

@@ -91,7 +91,7 @@ def _slot_linear(slots, slot_ints, s, x, path, isa):
 
 def conformer_layer(x, pos_embs, key_padding_mask, slots, slot_ints, params, eps, conf, stages,
                     path="int8", isa="auto"):
-    """One SpeechBrain conformer layer (RelPosMHAXL), as kernels/csrc/ops_fused.cpp."""
+    """One SpeechBrain conformer layer (RelPosMHAXL), as kernels/csrc/torch/ops_fused.cpp."""
     heads, kernel, padding, dilation = conf
     lin = lambda s, v: _slot_linear(slots, slot_ints, s, v, path, isa)  # noqa: E731
     norm = lambda n, v: F.layer_norm(v, v.shape[-1:], params[2 * n], params[2 * n + 1], eps[n])  # noqa: E731

@@ -4,7 +4,7 @@
 A packed conformer layer run module by module issues about 300 framework calls
 (layer norms, views, transposes, the attention's dozen small matmuls, one kernel call
 per linear), which cost more than the arithmetic at streaming sizes.  The fused op does
-the same math in C++ (kernels/csrc/ops_fused.cpp) with the linears on the packed
+the same math in C++ (kernels/csrc/torch/ops_fused.cpp) with the linears on the packed
 kernels.  What is fused, per layer: both feed-forward blocks, the RelPosMHAXL attention
 (its in-projection, decoded to a dense float weight by ``pack_``, runs from its packed
 codes here), and the convolution module.
@@ -121,7 +121,7 @@ class LayerSpec:
         f1, f2 = layer.ffn_module1[1].ffn, layer.ffn_module2[1].ffn
         inproj = _DensePacked(att, "in_proj_weight") if "in_proj_weight" in getattr(att, "_ds_dense", {}) else None
         self.layer = layer
-        # slot order: kernels/csrc/ops_fused.cpp
+        # slot order: kernels/csrc/torch/ops_fused.cpp
         self.linears = [f1[0], f1[3], inproj, att.linear_pos, att.out_proj, conv.bottleneck[0],
                         conv.after_conv[2], f2[0], f2[3]]
         self.norms = [_layer_norm(m) for m in (layer.ffn_module1[0], layer.norm1, conv.layer_norm,

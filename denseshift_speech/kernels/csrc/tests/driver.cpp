@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "../common.h"
-#include "../cpu_features.h"
-#include "../tiled.h"
+#include "common.h"
+#include "cpu_features.h"
+#include "tiled.h"
 
 using namespace denseshift;
 using namespace denseshift::tiled;
