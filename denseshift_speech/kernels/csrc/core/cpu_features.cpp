@@ -58,10 +58,10 @@ std::vector<PathInfo> available_paths() {
   // AVX-512 without VNNI (Skylake-X) runs the AVX2 int8 kernel.
   if (c.avx512 && c.avx2 && c.fma)
     out.push_back({"avx512", tiled::f32_avx512, c.avx512vnni ? tiled::i8_avx512vnni : tiled::i8_avx2,
-                   tiled::quantize_rows_avx512, tiled::attention_avx512, tiled::depthwise_tc_avx512});
-  if (c.avx2 && c.fma) out.push_back({"avx2", tiled::f32_avx2, tiled::i8_avx2, tiled::quantize_rows, tiled::attention_avx2, tiled::depthwise_tc_avx2});
+                   tiled::quantize_rows_avx512, tiled::attention_avx512, tiled::depthwise_tc_avx512, tiled::silu_avx512});
+  if (c.avx2 && c.fma) out.push_back({"avx2", tiled::f32_avx2, tiled::i8_avx2, tiled::quantize_rows, tiled::attention_avx2, tiled::depthwise_tc_avx2, tiled::silu_avx2});
 #endif
-  out.push_back({"scalar", tiled::f32_scalar, tiled::i8_scalar, tiled::quantize_rows, tiled::attention_scalar, tiled::depthwise_tc_scalar});
+  out.push_back({"scalar", tiled::f32_scalar, tiled::i8_scalar, tiled::quantize_rows, tiled::attention_scalar, tiled::depthwise_tc_scalar, tiled::silu_scalar});
   return out;
 }
 

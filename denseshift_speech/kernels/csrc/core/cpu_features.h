@@ -23,6 +23,7 @@ struct PathInfo {
   tiled::QuantizeRows quantize;  // per-row int8 quantization of activations
   tiled::AttentionFn attention;  // relative-position attention of one sequence
   tiled::DepthwiseFn depthwise;  // depthwise conv over time, channels-last
+  tiled::SiluFn silu;            // in-place silu of the fused layers
 };
 // Paths this CPU can run, best first (scalar last).
 std::vector<PathInfo> available_paths();

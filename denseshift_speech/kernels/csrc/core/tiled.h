@@ -119,6 +119,11 @@ void depthwise_tc_avx2(const float*, int64_t, int64_t, int64_t, const float*, co
                        int64_t, int64_t, float*);
 void depthwise_tc_avx512(const float*, int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t,
                          int64_t, int64_t, float*);
+// In-place silu (pointwise_impl.h): x / (1 + exp(-x)), exp as in attention_impl.h.
+using SiluFn = void (*)(float* x, int64_t n);
+void silu_scalar(float*, int64_t);
+void silu_avx2(float*, int64_t);
+void silu_avx512(float*, int64_t);
 void f32_scalar(const Layer&, const F32Args&, int64_t, int64_t);
 void i8_scalar(const Layer&, const I8Args&, int64_t, int64_t);
 #if defined(__x86_64__) || defined(_M_X64)

@@ -176,6 +176,48 @@ void attention_case(std::mt19937& rng, int64_t T, int64_t H, int64_t D, bool mas
     check(err <= 1e-5 * (mag + 1.0), name);
   }
 }
+void pointwise_cases(std::mt19937& rng) {
+  std::normal_distribution<float> nd;
+  // silu on wide-range values, including the clamp region of exp
+  std::vector<float> x(1003);
+  for (auto& v : x) v = nd(rng) * 30.0f;
+  x[0] = 0.0f;
+  x[1] = -100.0f;
+  x[2] = 100.0f;
+  std::vector<float> ref = x;
+  silu_scalar(ref.data(), int64_t(ref.size()));
+  bool ok_ref = true;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = double(x[i]) / (1.0 + std::exp(-double(x[i])));
+    // float range reduction: relative error grows with |x| (about 5e-6 near -80); exp clamps at 88
+    const bool ok1 = std::fabs(ref[i] - want) <= (std::fabs(x[i]) < 10.0f ? 1e-6 : 1e-5) * std::fabs(want) + 1e-35;
+    if (!ok1) std::printf("silu(%g) = %g, want %g\n", x[i], ref[i], want);
+    ok_ref = ok_ref && ok1;
+  }
+  check(ok_ref, "silu scalar vs double precision");
+  // depthwise conv over time, channels-last
+  const int64_t B = 2, T = 19, C = 37, K = 7, pad = 3, dil = 1, Tout = T + 2 * pad - dil * (K - 1);
+  std::vector<float> in(static_cast<size_t>(B * T * C)), w(static_cast<size_t>(K * C));
+  std::vector<float> bias(static_cast<size_t>(C)), dref(static_cast<size_t>(B * Tout * C)), dgot(dref.size());
+  for (auto* v : {&in, &w, &bias})
+    for (auto& e : *v) e = nd(rng);
+  depthwise_tc_scalar(in.data(), B, T, C, w.data(), bias.data(), K, pad, dil, Tout, dref.data());
+  for (const PathInfo& p : available_paths()) {
+    if (p.silu != silu_scalar) {
+      std::vector<float> got = x;
+      p.silu(got.data(), int64_t(got.size()));
+      bool ok = true;
+      for (size_t i = 0; i < x.size(); ++i) ok = ok && std::fabs(got[i] - ref[i]) <= 4e-6 * std::fabs(ref[i]) + 1e-30;
+      check(ok, std::string("silu ") + p.name);
+    }
+    if (p.depthwise != depthwise_tc_scalar) {
+      p.depthwise(in.data(), B, T, C, w.data(), bias.data(), K, pad, dil, Tout, dgot.data());
+      bool ok = true;
+      for (size_t i = 0; i < dref.size(); ++i) ok = ok && std::fabs(dgot[i] - dref[i]) <= 1e-5 * (1.0 + std::fabs(dref[i]));
+      check(ok, std::string("depthwise ") + p.name);
+    }
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -211,6 +253,7 @@ int main(int argc, char** argv) {
       attention_case(rng, T, 4, D, false);
       attention_case(rng, T, 2, D, T > 1);
     }
+  pointwise_cases(rng);
   std::printf("%d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;
 }

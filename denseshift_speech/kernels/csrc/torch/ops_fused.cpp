@@ -54,9 +54,12 @@ struct Layer {
   at::Tensor norm(int n, const at::Tensor& x) const {
     return at::layer_norm(x, {x.size(-1)}, params[2 * n], params[2 * n + 1], eps[n]);
   }
+  void silu_(at::Tensor& h) const {  // h: a fresh contiguous kernel output
+    resolve_path(std::string(isa)).silu(h.data_ptr<float>(), h.numel());
+  }
   at::Tensor ffn(int first, int norm_index, const at::Tensor& x) const {
-    at::Tensor h = linear(first, norm(norm_index, x));
-    at::silu_(h);
+    at::Tensor h = linear(first, norm(norm_index, x)).contiguous();
+    silu_(h);
     return linear(first + 1, h);
   }
 
@@ -94,8 +97,8 @@ struct Layer {
                                              K, padding, dilation, Tout, out.data_ptr<float>());
     at::Tensor h = out;
     if (Tout != T) h = h.narrow(1, 0, T);  // causal: chomp the right end
-    h = norm(kNormConvAfter, h);
-    at::silu_(h);
+    h = norm(kNormConvAfter, h).contiguous();
+    silu_(h);
     h = linear(kConvOut, h);
     if (kpm.has_value()) h.masked_fill_(kpm->unsqueeze(-1), 0.0);
     return h;
