@@ -40,8 +40,19 @@ def tiny_args(arch, corpus, out, *extra, epochs=1):
 def test_smoke_training_writes_results_and_denseshift_checkpoint(hparams, tiny_librispeech, tmp_path):
     arch = hparams.split("_")[0]
     out = tmp_path / "run"
-    run_recipe("recipes/librispeech/train.py", hparams, *tiny_args(arch, tiny_librispeech, out))
+    extra = ["--eval_packed_paths=[int8,exact]"] if hparams == "conformer_ds.yaml" else []
+    run_recipe("recipes/librispeech/train.py", hparams, *tiny_args(arch, tiny_librispeech, out, *extra))
     results = json.loads((out / "results.json").read_text())
+    if extra:  # the packed model re-tested on each kernel path
+        assert set(results["packed_paths"]) == {"int8", "exact"}
+        for path, by_split in results["packed_paths"].items():
+            assert set(by_split) == {"test-clean", "test-other"}, path
+            assert all(0 <= r["WER"] <= 200 for r in by_split.values())
+        assert (out / "wer_test-clean.packed-int8.txt").exists()
+        from denseshift_speech.packed import read_packed_metadata
+        paths = {rec.get("path") for rec in read_packed_metadata(out / "model.dsp")["layers"]
+                 if rec["kind"] != "dense"}
+        assert paths == {"int8"}  # exported on the default path
     assert results["task"] == "asr" and results["arch"] == arch
     assert set(results["wer"]) == {"test-clean", "test-other"}
     assert all(0 <= v <= 200 for v in results["wer"].values())

@@ -223,9 +223,12 @@ def main():
     for split, dataset in tests.items():
         asr.split = split
         asr.evaluate(dataset, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
+    packed_paths = recipe.evaluate_packed_paths(asr, tests, hparams, summary)
     if if_main_process():
         metrics = {key.lower(): {s: r[key] for s, r in asr.test_results.items()}
                    for key in ("WER", "CER", "WER_greedy")}
+        if packed_paths:
+            metrics["packed_paths"] = packed_paths
         metrics["decoding"] = "attention_ctc" if attention else hparams["decoding"]
         metrics.update(epochs=trained_epochs, best_epoch=hparams["epoch_counter"].current)
         recipe.finish(hparams, "asr", metrics, summary, clock, tokenizer)

@@ -62,7 +62,8 @@ def plan(out: str, full: bool) -> tuple:
     trainings = [(kws_run("kws_fp.yaml", out, "kws_fp"), None, 1),
                  (kws_run("kws_ds.yaml", out, "kws_ds3"), None, 1),
                  (asr_run("conformer_fp.yaml", out, "conformer_fp"), None, wide),
-                 (asr_run("conformer_ds.yaml", out, "conformer_ds3", *fine_tune(conformer_fp)),
+                 (asr_run("conformer_ds.yaml", out, "conformer_ds3", *fine_tune(conformer_fp),
+                          "--eval_packed_paths=[int8,exact]"),
                   "conformer_fp", wide)]
     if full:
         trainings += [(asr_run("crdnn_fp.yaml", out, "crdnn_fp"), None, 1),

@@ -207,6 +207,41 @@ def finish(hparams: dict, task: str, metrics: dict, summary, clock: "WallClock",
     return results
 
 
+def evaluate_packed_paths(brain, tests: dict, hparams: dict, summary) -> dict:
+    """Test each kernel path of ``hparams['eval_packed_paths']`` on the packed model.
+
+    Packs ``hparams['model']`` in place (call after the regular test: it holds the best
+    checkpoint) and re-runs ``brain.evaluate`` on every test split per path, with the
+    checkpointer detached so nothing is reloaded.  Returns ``{path: {split: {WER, CER,
+    WER_greedy}}}``; the model is left on the default path, ready for export.  Skipped
+    (empty result) for full-precision models and off the CPU (the kernels are CPU code).
+    """
+    from ...packed import DEFAULT_PATH, check_path, pack_, set_path_
+    paths = [check_path(str(p)) for p in (hparams.get("eval_packed_paths") or [])]
+    if not paths or summary is None:
+        return {}
+    if str(brain.device) != "cpu":
+        logger.warning("eval_packed_paths: skipped, the packed kernels run on the CPU only "
+                       "(device is %s)", brain.device)
+        return {}
+    model = module_container(hparams["modules"])
+    pack_(model)
+    checkpointer, brain.checkpointer = brain.checkpointer, None
+    saved, results = brain.test_results, {}
+    try:
+        for path in paths:
+            set_path_(model, path)
+            brain.test_results = {}
+            for split, dataset in tests.items():
+                brain.split = f"{split}.packed-{path}"  # wer_<split>.packed-<path>.txt
+                brain.evaluate(dataset, test_loader_kwargs=hparams["test_dataloader_opts"])
+            results[path] = {name.split(".packed-")[0]: r for name, r in brain.test_results.items()}
+    finally:
+        brain.checkpointer, brain.test_results = checkpointer, saved
+        set_path_(model, DEFAULT_PATH)
+    return results
+
+
 def end_distributed():
     """Wait for the main process to finish writing, then close the process group: a rank
     leaving while gloo's threads still run dies with 'terminate called...' (exit -6)."""
