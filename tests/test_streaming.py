@@ -363,3 +363,17 @@ def test_recipe_wrapper_defaults_to_test_clean(tmp_path):
         os.path.join(folder, "test-clean.csv"), "--limit", "2"]
     assert mod.wrap([folder, "--wav", "a.flac"]) == [
         "stream", os.path.join(folder, "model.dsp"), "--wav", "a.flac"]
+
+
+def test_kernel_path_is_read_from_the_file_and_can_be_chosen(tiny, wav):
+    from denseshift_speech.packed import PackedConv1d, PackedLinear
+    from denseshift_speech.streaming.model import ModelFileError
+
+    def paths(model):
+        return {m.path for m in model.packed_modules() if isinstance(m, (PackedLinear, PackedConv1d))}
+
+    assert paths(load_model(tiny["packed"])) == {"int8"}  # the default it was exported with
+    exact = load_model(tiny["packed"], kernel_path="exact")
+    assert paths(exact) == {"exact"}
+    with pytest.raises(ModelFileError, match="kernel path must be one of int8, exact, shift"):
+        load_model(tiny["packed"], kernel_path="fastest")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 def _run(args) -> int:
     from ..integrations.speechbrain.export import export_run
-    return export_run(args.run_dir, args.out, args.checkpoint) and 0
+    return export_run(args.run_dir, args.out, args.checkpoint, kernel_path=args.kernel_path) and 0
 
 
 def add_parser(subparsers):
@@ -19,5 +19,7 @@ def add_parser(subparsers):
     p.add_argument("run_dir", help="a recipe output folder (holds save/ and the resolved hparams)")
     p.add_argument("--checkpoint", help="a CKPT+... folder (default: the best in RUN_DIR/save)")
     p.add_argument("--out", help="output file (default: RUN_DIR/model.dsp)")
+    p.add_argument("--kernel-path", choices=["int8", "exact", "shift"], default=None,
+                   help="packed kernel path recorded in the file (default: int8)")
     p.set_defaults(func=_run)
     return p

@@ -38,6 +38,8 @@ def add_parser(subparsers):
     p.add_argument("--left-context", type=int, default=DEFAULT_LEFT_CONTEXT,
                    help=f"chunks of attention left context (default {DEFAULT_LEFT_CONTEXT})")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--kernel-path", choices=["int8", "exact", "shift"], default=None,
+                   help="packed kernel path (default: the one recorded in the model file)")
     p.add_argument("--realtime", action="store_true",
                    help="pace file input in real time (default: as fast as possible)")
     p.add_argument("--fp32", action="store_true",
@@ -91,7 +93,7 @@ def run(args) -> int:
     from ..streaming.audio import AudioError
     from ..streaming.model import ModelFileError, load_model
     try:
-        model = load_model(args.model, fp32=args.fp32)
+        model = load_model(args.model, fp32=args.fp32, kernel_path=args.kernel_path)
     except ModelFileError as err:
         raise UserError(str(err)) from None
     try:

@@ -133,7 +133,7 @@ def decode_to_float_(container: nn.Module) -> int:
     return replaced
 
 
-def load_model(path, fp32: bool = False) -> StreamingModel:
+def load_model(path, fp32: bool = False, kernel_path: str | None = None) -> StreamingModel:
     """Build the model stored in ``path`` (a packed or full-precision ``model.dsp``).
 
     ``fp32=True`` decodes the packed weights into dense fp32 layers (same values, fp32
@@ -173,6 +173,12 @@ def load_model(path, fp32: bool = False) -> StreamingModel:
         info = load_packed(container, path)
     except PackedFileError as err:
         raise ModelFileError(str(err)) from None
+    if kernel_path is not None:  # else the path the file was packed with
+        from ..packed import check_path, set_path_
+        try:
+            set_path_(container, check_path(kernel_path))
+        except ValueError as err:
+            raise ModelFileError(str(err)) from None
     container.eval()
     norm = hp["normalize"]
     stats = json.loads(meta.get("normalizers", "{}"))

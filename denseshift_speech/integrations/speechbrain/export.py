@@ -36,7 +36,7 @@ def normalizer_stats(container: torch.nn.Module) -> dict:
 
 
 def export_packed(hparams: dict, summary, task: str, tokenizer=None, path: str | None = None,
-                  metadata: dict | None = None) -> str:
+                  metadata: dict | None = None, kernel_path: str | None = None) -> str:
     """Pack the trained modules in place and write the packed model file.
 
     The file (default <output_folder>/model.dsp) is self-contained: the resolved hparams
@@ -44,10 +44,12 @@ def export_packed(hparams: dict, summary, task: str, tokenizer=None, path: str |
     ``metadata`` (str -> str) travel inside it, so ``denseshift-speech stream`` needs
     nothing else.  Call after the last evaluation (the modules become inference-only).
     """
-    from ...packed import pack_, save_packed
+    from ...packed import pack_, save_packed, set_path_
     container = module_container(hparams["modules"]).cpu()  # the packed kernels are CPU code
     if summary is not None:
         pack_(container)
+    if kernel_path is not None:
+        set_path_(container, kernel_path)
     with open(os.path.join(hparams["output_folder"], RESOLVED_HPARAMS)) as f:
         meta = {"task": task, "arch": hparams["arch"], "hparams_yaml": f.read(),
                 "normalizers": json.dumps(normalizer_stats(container)), **(metadata or {})}
@@ -81,8 +83,10 @@ def best_checkpoint(save_folder: str, checkpoint: str | None = None) -> str:
     return min(ckpts, key=rank)
 
 
-def export_run(run_dir: str, out: str | None = None, checkpoint: str | None = None) -> dict:
-    """Export ``run_dir`` (a recipe's output folder); return the size report."""
+def export_run(run_dir: str, out: str | None = None, checkpoint: str | None = None,
+               kernel_path: str | None = None) -> dict:
+    """Export ``run_dir`` (a recipe's output folder); return the size report.  ``kernel_path``
+    (int8, exact, shift) is the kernel path recorded in the file (default: int8)."""
     from hyperpyyaml import load_hyperpyyaml
 
     from ...packed import format_sizes, read_packed_metadata
@@ -112,7 +116,7 @@ def export_run(run_dir: str, out: str | None = None, checkpoint: str | None = No
     if "vocab_size" in hparams and os.path.isdir(os.path.join(hparams["save_folder"], "tokenizer")):
         tokenizer = train_tokenizer(hparams)  # loads the trained one
     task = "asr" if "ctc_lin" in hparams["modules"] else "kws"
-    path = export_packed(hparams, summary, task, tokenizer, path=out)
+    path = export_packed(hparams, summary, task, tokenizer, path=out, kernel_path=kernel_path)
     sizes = read_packed_metadata(path)["sizes"]
     print(f"{ckpt} -> {path}: {format_sizes(sizes)}")
     return sizes
