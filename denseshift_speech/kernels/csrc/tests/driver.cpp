@@ -2,6 +2,16 @@
 // run against the scalar reference, on random and edge inputs.  Integer (int8) paths
 // must agree bit for bit; exact-float paths within fp32 summation tolerance, with the
 // same NaN/inf positions.  Prints one line per path and "N passed, N failed".
+//
+//   driver [BEST] [--digest]
+//     BEST      fail unless the best path of this CPU is BEST (tests assert which path ran)
+//     --digest  instead of the checks: run every path's quantizer + int8 kernel (and the
+//               scalar exact kernel) on a fixed, platform-independent set of inputs and
+//               print FNV-1a digests of their output bytes; the last line, "digest HEX",
+//               must be the same on every CPU and architecture (x86 vs aarch64).
+// A kernel shared by several paths (the ARM paths share all but the int8 kernel) is
+// checked once, under the first path's name.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -160,8 +170,10 @@ void attention_case(std::mt19937& rng, int64_t T, int64_t H, int64_t D, bool mas
   const float scale = 1.0f / std::sqrt(float(C));
   attention_scalar(qkv.data(), pk.data(), bu.data(), bv.data(), masked ? kpm.data() : nullptr, T, H, D, scale,
                    ref.data(), scr.data());
+  std::vector<AttentionFn> seen;
   for (const PathInfo& p : available_paths()) {
-    if (p.attention == attention_scalar) continue;
+    if (p.attention == attention_scalar || std::find(seen.begin(), seen.end(), p.attention) != seen.end()) continue;
+    seen.push_back(p.attention);
     std::fill(got.begin(), got.end(), 777.0f);
     p.attention(qkv.data(), pk.data(), bu.data(), bv.data(), masked ? kpm.data() : nullptr, T, H, D, scale,
                 got.data(), scr.data());
@@ -202,15 +214,19 @@ void pointwise_cases(std::mt19937& rng) {
   for (auto* v : {&in, &w, &bias})
     for (auto& e : *v) e = nd(rng);
   depthwise_tc_scalar(in.data(), B, T, C, w.data(), bias.data(), K, pad, dil, Tout, dref.data());
+  std::vector<SiluFn> seen_silu;
+  std::vector<DepthwiseFn> seen_dw;
   for (const PathInfo& p : available_paths()) {
-    if (p.silu != silu_scalar) {
+    if (p.silu != silu_scalar && std::find(seen_silu.begin(), seen_silu.end(), p.silu) == seen_silu.end()) {
+      seen_silu.push_back(p.silu);
       std::vector<float> got = x;
       p.silu(got.data(), int64_t(got.size()));
       bool ok = true;
       for (size_t i = 0; i < x.size(); ++i) ok = ok && std::fabs(got[i] - ref[i]) <= 4e-6 * std::fabs(ref[i]) + 1e-30;
       check(ok, std::string("silu ") + p.name);
     }
-    if (p.depthwise != depthwise_tc_scalar) {
+    if (p.depthwise != depthwise_tc_scalar && std::find(seen_dw.begin(), seen_dw.end(), p.depthwise) == seen_dw.end()) {
+      seen_dw.push_back(p.depthwise);
       p.depthwise(in.data(), B, T, C, w.data(), bias.data(), K, pad, dil, Tout, dgot.data());
       bool ok = true;
       for (size_t i = 0; i < dref.size(); ++i) ok = ok && std::fabs(dgot[i] - dref[i]) <= 1e-5 * (1.0 + std::fabs(dref[i]));
@@ -218,16 +234,142 @@ void pointwise_cases(std::mt19937& rng) {
     }
   }
 }
+
+// ------------------------------------------------------------------------- --digest --
+// Inputs from integer arithmetic only (splitmix64, exact int -> float conversions and
+// power-of-two scales), so every platform builds the same bytes.
+struct Digest {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64
+  void add(const void* p, size_t n) {
+    const uint8_t* b = static_cast<const uint8_t*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  }
+};
+struct SplitMix {
+  uint64_t s;
+  uint64_t next() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  int64_t in(int64_t lo, int64_t hi) { return lo + int64_t(next() % uint64_t(hi - lo + 1)); }
+};
+
+struct DigestCase {
+  std::vector<uint8_t> tiles;
+  std::vector<int32_t> sums;
+  std::vector<float> alpha, bias, x;
+  int64_t M, N, K, Kq, ldx;
+  int bits;
+  bool has_bias;
+};
+
+std::vector<DigestCase> digest_cases() {
+  struct Shape { int64_t M, N, K; };
+  const Shape shapes[] = {{1, 16, 64}, {2, 17, 65}, {3, 33, 144}, {4, 64, 8}, {5, 48, 300},
+                          {8, 64, 1024}, {17, 15, 9}, {33, 100, 640}};
+  std::vector<DigestCase> out;
+  SplitMix r{20240611};
+  for (int bits = 2; bits <= 4; ++bits)
+    for (const Shape& sh : shapes) {
+      DigestCase c;
+      c.M = sh.M, c.N = sh.N, c.K = sh.K, c.bits = bits, c.Kq = padded_k(sh.K), c.ldx = c.Kq + 1;
+      c.has_bias = (sh.N % 2) == 0 || bits == 3;
+      std::mt19937 rng(uint32_t(r.next()));  // mt19937 is fully specified by the standard
+      const int64_t rb = (c.K + kBlock - 1) / kBlock * 8 * bits;
+      std::vector<uint8_t> packed = random_packed(rng, c.N, c.K, bits);
+      c.tiles.resize(size_t(tiled_bytes(c.N, c.K)));
+      c.sums.resize(size_t(padded_rows(c.N)));
+      repack(packed.data(), rb, c.N, c.K, bits, c.tiles.data(), c.sums.data());
+      for (int64_t n = 0; n < c.N; ++n) {
+        c.alpha.push_back(std::ldexp(float(r.in(-4096, 4096)), -12) + (n % 5 == 4 ? -0.5f : 0.5f));
+        c.bias.push_back(std::ldexp(float(r.in(-65536, 65536)), -14));
+      }
+      c.x.assign(size_t(c.M * c.ldx), 0.0f);
+      for (int64_t m = 0; m < c.M; ++m) {
+        float* xr = c.x.data() + m * c.ldx;
+        const int kind = int(m % 6);
+        const int e = kind == 1 ? -30 : kind == 2 ? 40 : int(r.in(-24, -12));
+        for (int64_t k = 0; k < c.K; ++k) {
+          if (kind == 3) xr[k] = 0.0f;                                        // all-zero row
+          else if (kind == 4) xr[k] = float(r.in(-127, 126)) + 0.5f;          // rounding ties
+          else if (kind == 5) xr[k] = (k % 3 == 0) ? float(r.in(-3, 3)) : 0.0f;  // sparse, small ints
+          else xr[k] = std::ldexp(float(r.in(-(1 << 20), 1 << 20)), e);
+        }
+        if (kind == 4 && c.K > 1) xr[c.K / 2] = 127.0f;  // amax 127: 127/amax = 1, ties stay ties
+      }
+      out.push_back(std::move(c));
+    }
+  return out;
+}
+
+int run_digest() {
+  const std::vector<DigestCase> cases = digest_cases();
+  std::vector<std::pair<std::string, uint64_t>> got;
+  std::vector<std::pair<QuantizeRows, I8Kernel>> seen;
+  for (const PathInfo& p : available_paths()) {
+    if (std::find(seen.begin(), seen.end(), std::make_pair(p.quantize, p.i8)) != seen.end()) continue;
+    seen.push_back({p.quantize, p.i8});
+    Digest d;
+    for (const DigestCase& c : cases) {
+      std::vector<uint8_t> xq(size_t(c.M * c.Kq)), fin(size_t(c.M));
+      std::vector<float> xs(size_t(c.M)), y(size_t(c.M * c.N), 0.0f);
+      p.quantize(c.x.data(), c.M, c.K, c.ldx, c.Kq, xq.data(), xs.data(), fin.data());
+      Layer L{c.tiles.data(), c.sums.data(), c.alpha.data(), c.has_bias ? c.bias.data() : nullptr,
+              c.N, c.K, c.Kq, c.bits};
+      I8Args ia{xq.data(), xs.data(), c.M, y.data(), c.N};
+      const int64_t T = padded_rows(c.N) / kLanes;
+      p.i8(L, ia, 0, T / 2);  // two tile ranges, as two threads would
+      p.i8(L, ia, T / 2, T);
+      d.add(xq.data(), xq.size());
+      d.add(xs.data(), 4 * xs.size());
+      d.add(fin.data(), fin.size());
+      d.add(y.data(), 4 * y.size());
+    }
+    got.push_back({p.name, d.h});
+    std::printf("digest %s %016llx\n", p.name, (unsigned long long)d.h);
+  }
+  Digest ds;  // the exact scalar reference: sequential IEEE sums, also platform independent
+  for (const DigestCase& c : cases) {
+    std::vector<float> y(size_t(c.M * c.N), 0.0f);
+    Layer L{c.tiles.data(), c.sums.data(), c.alpha.data(), c.has_bias ? c.bias.data() : nullptr,
+            c.N, c.K, c.Kq, c.bits};
+    F32Args fa{c.x.data(), c.M, c.ldx, y.data(), c.N};
+    f32_scalar(L, fa, 0, padded_rows(c.N) / kLanes);
+    ds.add(y.data(), 4 * y.size());
+  }
+  std::printf("digest-f32-scalar %016llx\n", (unsigned long long)ds.h);
+  for (auto& [nm, h] : got)
+    if (h != got.front().second) {
+      std::printf("FAIL digest of %s differs from %s\n", nm.c_str(), got.front().first.c_str());
+      return 1;
+    }
+  std::printf("digest %016llx\n", (unsigned long long)got.front().second);
+  return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string want = argc > 1 ? argv[1] : "";
+  std::string want;
+  bool digest = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--digest") digest = true;
+    else want = argv[i];
+  }
+  if (digest) return run_digest();
   std::vector<std::pair<std::string, F32Kernel>> f32s;
   std::vector<std::pair<std::string, I8Kernel>> i8s;
+  auto has = [](const auto& v, auto fn) {
+    for (auto& e : v)
+      if (e.second == fn) return true;
+    return false;
+  };
   for (const PathInfo& p : available_paths()) {
-    if (p.f32 && p.f32 != f32_scalar) f32s.push_back({p.name, p.f32});
-    if (p.i8 && p.i8 != i8_scalar) i8s.push_back({p.name, p.i8});
-    if (p.quantize && p.quantize != quantize_rows) g_quantizers.push_back({p.name, p.quantize});
+    if (p.f32 && p.f32 != f32_scalar && !has(f32s, p.f32)) f32s.push_back({p.name, p.f32});
+    if (p.i8 && p.i8 != i8_scalar && !has(i8s, p.i8)) i8s.push_back({p.name, p.i8});
+    if (p.quantize && p.quantize != quantize_rows && !has(g_quantizers, p.quantize))
+      g_quantizers.push_back({p.name, p.quantize});
   }
   std::printf("cpu features: %s\n", describe_cpu().c_str());
   std::printf("best path: %s\n", available_paths().front().name);
