@@ -66,14 +66,20 @@ std::vector<PathInfo> available_paths() {
   if (c.avx2 && c.fma) out.push_back({"avx2", tiled::f32_avx2, tiled::i8_avx2, tiled::quantize_rows, tiled::attention_avx2, tiled::depthwise_tc_avx2, tiled::silu_avx2});
 #endif
 #if defined(__aarch64__)
+#if defined(DS_DECLARE_POINTWISE)  // per-ISA glu / layer_norm / axpy (pointwise_impl.h)
+#define DS_NEON_POSTOPS , tiled::glu_neon, tiled::layer_norm_neon, tiled::axpy_neon
+#else
+#define DS_NEON_POSTOPS
+#endif
   // Every path shares the ARMv8.0 exact-float kernel and quantizer; they differ in the
   // int8 kernel.  i8mm implies dotprod architecturally (ARMv8.6), checked anyway.
   if (c.neon && c.dotprod && c.i8mm)
-    out.push_back({"neon-i8mm", tiled::f32_neon, tiled::i8_neon_i8mm, tiled::quantize_rows_neon, tiled::attention_neon, tiled::depthwise_tc_neon, tiled::silu_neon});
+    out.push_back({"neon-i8mm", tiled::f32_neon, tiled::i8_neon_i8mm, tiled::quantize_rows_neon, tiled::attention_neon, tiled::depthwise_tc_neon, tiled::silu_neon DS_NEON_POSTOPS});
   if (c.neon && c.dotprod)
-    out.push_back({"neon-dotprod", tiled::f32_neon, tiled::i8_neon_dotprod, tiled::quantize_rows_neon, tiled::attention_neon, tiled::depthwise_tc_neon, tiled::silu_neon});
+    out.push_back({"neon-dotprod", tiled::f32_neon, tiled::i8_neon_dotprod, tiled::quantize_rows_neon, tiled::attention_neon, tiled::depthwise_tc_neon, tiled::silu_neon DS_NEON_POSTOPS});
   if (c.neon)
-    out.push_back({"neon", tiled::f32_neon, tiled::i8_neon, tiled::quantize_rows_neon, tiled::attention_neon, tiled::depthwise_tc_neon, tiled::silu_neon});
+    out.push_back({"neon", tiled::f32_neon, tiled::i8_neon, tiled::quantize_rows_neon, tiled::attention_neon, tiled::depthwise_tc_neon, tiled::silu_neon DS_NEON_POSTOPS});
+#undef DS_NEON_POSTOPS
 #endif
   out.push_back({"scalar", tiled::f32_scalar, tiled::i8_scalar, tiled::quantize_rows, tiled::attention_scalar, tiled::depthwise_tc_scalar, tiled::silu_scalar});
   return out;

@@ -439,13 +439,14 @@ void i8_neon_i8mm(const Layer& L, const I8Args& a, int64_t t0, int64_t t1) {
 }  // namespace tiled
 }  // namespace denseshift
 
-// Attention, depthwise conv and silu: the shared loop bodies, vectorized by the compiler
+// Attention, depthwise conv and the pointwise post-ops: the shared loop bodies, vectorized by the compiler
 // for baseline ARMv8.0 NEON, with fused multiply-adds.
 #define DS_FMA(a, b, c) __builtin_fmaf(a, b, c)
 #define DS_ATTENTION_NAME attention_neon
 #include "attention_impl.h"
 #define DS_DEPTHWISE_NAME depthwise_tc_neon
 #include "depthwise_impl.h"
-#define DS_SILU_NAME silu_neon
+#define DS_SILU_NAME silu_neon      // pointwise_impl.h naming one function
+#define DS_POINTWISE_SUFFIX _neon  // or naming its whole set by suffix
 #include "pointwise_impl.h"
 #endif

@@ -23,7 +23,13 @@ void attention_neon(const float*, const float*, const float*, const float*, cons
                     int64_t, float, float*, float*);
 void depthwise_tc_neon(const float*, int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t,
                        int64_t, int64_t, float*);
+// Post-ops of the fused layers (pointwise_impl.h): silu, and glu / layer_norm / axpy
+// where tiled.h declares the per-suffix set.
+#ifdef DS_DECLARE_POINTWISE
+DS_DECLARE_POINTWISE(_neon)
+#else
 void silu_neon(float*, int64_t);
+#endif
 
 }  // namespace tiled
 }  // namespace denseshift
