@@ -12,10 +12,15 @@ NATIVE := $(shell find denseshift_speech/kernels/csrc -name "*.cpp" -o -name "*.
 install: $(STAMP)
 
 # espeak-ng synthesizes the embedded corpora (Debian package; root on these machines).
+# g++-aarch64-linux-gnu + qemu-user: tests/test_arm.py cross-builds the kernel driver
+# for aarch64 and runs it under QEMU (it fails, not skips, without them on x86).
 system-deps:
 	@command -v espeak-ng >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng; }
+	@{ command -v aarch64-linux-gnu-g++ && command -v qemu-aarch64; } >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq g++-aarch64-linux-gnu qemu-user; }
 
 # torch first (the native kernel compiles against it), then the package in editable
 # mode without build isolation so the build uses that torch instead of downloading one.
