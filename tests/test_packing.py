@@ -296,3 +296,191 @@ def test_rebuilt_buffers_are_left_out_and_rebuilt(packed_conformer, tmp_path):
     load_packed(fresh, lean)
     with torch.no_grad():
         assert torch.equal(fresh.encode(x, None), y)
+
+
+# ---- format version 2: dense code streams in the file, block layout in memory ----------
+
+def _naive_stream(codes, bits):
+    """The dense stream written out bit by bit: code i at stream bits [i*b, (i+1)*b)."""
+    stream = [(int(v) >> j) & 1 for v in codes.reshape(-1) for j in range(bits)]
+    stream += [0] * (-len(stream) % 8)
+    return [sum(stream[8 * i + j] << j for j in range(8)) for i in range(len(stream) // 8)]
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
+def test_dense_stream_roundtrip(bits):
+    gen = torch.Generator().manual_seed(10 + bits)
+    for n, k in [(1, 1), (3, 7), (17, 65), (2, 64), (5, 31)]:
+        codes = torch.randint(0, 2 ** bits, (n, k), dtype=torch.uint8, generator=gen)
+        stream = packing.pack_dense(codes, bits)
+        assert stream.dtype == torch.uint8 and stream.dim() == 1
+        assert stream.numel() == -(-n * k * bits // 8) == packing.dense_bytes(n * k, bits)
+        assert stream.tolist() == _naive_stream(codes, bits), (n, k)
+        assert torch.equal(packing.unpack_dense(stream, bits, n, k), codes), (n, k)
+        # the block layout rebuilt at load time is exactly pack_codes'
+        assert torch.equal(packing.pack_codes_u8(codes, bits), packing.pack_codes(codes, bits))
+    conv = torch.randint(0, 2 ** bits, (6, 3, 5), dtype=torch.uint8, generator=gen)  # row-major
+    assert torch.equal(packing.pack_dense(conv, bits), packing.pack_dense(conv.reshape(6, 15), bits))
+    assert torch.equal(packing.pack_codes_u8(conv, bits), packing.pack_codes(conv, bits))
+
+
+def test_dense_stream_three_bit_order_and_errors():
+    # code i at stream bits 3i..3i+2, lowest bit first; stream bit j = byte j // 8, bit j % 8
+    codes = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 0]], dtype=torch.uint8)
+    assert packing.pack_dense(codes, 3).tolist() == [
+        1 | 2 << 3 | (3 << 6) & 0xFF,            # codes 0, 1 and the low 2 bits of code 2
+        3 >> 2 | 4 << 1 | 5 << 4 | (6 << 7) & 0xFF,  # high bit of 2, codes 3, 4, low bit of 5
+        6 >> 1 | 7 << 2 | 0 << 5]                # high 2 bits of code 5, codes 6, 7
+    assert packing.pack_dense(torch.zeros(0, 4, dtype=torch.uint8), 3).numel() == 0
+    stream = packing.pack_dense(torch.full((3, 7), 5, dtype=torch.uint8), 3)  # 63 bits: 8 bytes
+    with pytest.raises(ValueError, match="has 7 bytes, expected 8 for 3x7 codes of 3 bits"):
+        packing.unpack_dense(stream[:7], 3, 3, 7)
+    with pytest.raises(ValueError, match="has 8 bytes, expected 9 for 3x8 codes"):
+        packing.unpack_dense(stream, 3, 3, 8)
+    with pytest.raises(ValueError, match="1-D torch.uint8"):
+        packing.unpack_dense(stream.to(torch.int16), 3, 3, 7)
+    with pytest.raises(ValueError, match="1-D torch.uint8"):
+        packing.unpack_dense(stream.reshape(2, 4), 3, 3, 7)
+    bad = stream.clone()
+    bad[-1] |= 0x80  # the one padding bit after 63 bits of codes
+    with pytest.raises(ValueError, match="non-zero padding bits"):
+        packing.unpack_dense(bad, 3, 3, 7)
+    with pytest.raises(ValueError, match="out of range"):
+        packing.pack_dense(torch.tensor([8], dtype=torch.uint8), 3)
+    with pytest.raises(TypeError, match="uint8"):
+        packing.pack_dense(torch.tensor([1]), 3)
+    with pytest.raises(ValueError, match="bits"):
+        packing.pack_dense(codes, 9)
+
+
+def test_dense_stream_is_fast():
+    """Files hold millions of weights: both directions are vectorized (10M codes well under 1 s)."""
+    import time
+
+    codes = torch.randint(0, 8, (10_000, 1_000), dtype=torch.uint8)
+    t0 = time.perf_counter()
+    stream = packing.pack_dense(codes, 3)
+    back = packing.unpack_dense(stream, 3, 10_000, 1_000)
+    elapsed = time.perf_counter() - t0
+    assert torch.equal(back, codes)
+    assert elapsed < 3.0, elapsed  # about 0.3 s on one core; generous for loaded CI machines
+
+
+def _tensor_ranges(path):
+    """{tensor name: (start, end)} byte ranges of a safetensors file's data."""
+    import json
+
+    raw = open(path, "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    return {k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
+            for k, v in header.items() if k != "__metadata__"}
+
+
+def test_v2_file_stores_dense_streams_and_roundtrips(packed_conformer, tmp_path):
+    from safetensors import safe_open
+
+    model, x, _, y, path, sizes = packed_conformer
+    assert fileformat.FORMAT_VERSION == 2 and read_packed_metadata(path)["format_version"] == 2
+    layers = read_packed_metadata(path)["layers"]
+    assert {rec["kind"] for rec in layers} == {"linear", "conv1d", "dense"}
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        assert not any(k.endswith(".packed") for k in keys)
+        code_bytes = 0
+        for rec in layers:
+            n, k = rec["shape"][0], 1
+            for s in rec["shape"][1:]:
+                k *= s
+            stream = f.get_tensor(f"q.{rec['name']}.codes")
+            assert stream.dtype == torch.uint8 and stream.numel() == -(-n * k * rec["bits"] // 8)
+            code_bytes += stream.numel()
+    alpha_bytes = sum(4 * rec["shape"][0] for rec in layers)
+    assert sizes["quantized_packed_bytes"] == code_bytes + alpha_bytes
+    fresh = conformer()
+    load_packed(fresh, path)
+    with torch.no_grad():
+        assert torch.equal(fresh.encode(x, None), y)
+    a, b = model.state_dict(), fresh.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # block layout rebuilt
+    # a v2 file written from a model loaded from a v2 file is the same file
+    again = save_packed(fresh, tmp_path / "again.dsp", metadata={"recipe": "test", "note": "ü"},
+                        blobs={"hparams.yaml": "d_model: 144\n", "tokenizer.model": bytes(range(256)),
+                               "empty": b""}, config=DenseShiftConfig(bits=3))
+    assert again["file_bytes"] == sizes["file_bytes"]
+
+
+def test_tampered_code_stream_and_version_3_are_refused(packed_conformer, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _, _, _, _, path, _ = packed_conformer
+    ranges = _tensor_ranges(path)
+    name = next(k for k in sorted(ranges) if k.endswith(".codes"))
+    start, end = ranges[name]
+    mid = (start + end) // 2
+    bad = _rewrite(path, tmp_path / "tampered.dsp",
+                   lambda d: d[:mid] + bytes([d[mid] ^ 0x04]) + d[mid + 1:])
+    with pytest.raises(PackedFileError, match="integrity check failed") as err:
+        load_packed(conformer(), bad)
+    assert str(bad) in str(err.value)
+    # a file that claims version 3 (otherwise intact) is refused before anything else
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta["format_version"] = "3"
+    v3 = tmp_path / "v3.dsp"
+    save_file(tensors, str(v3), metadata=meta)
+    for read in (lambda p: load_packed(conformer(), p), read_packed_metadata):
+        with pytest.raises(PackedFileError, match="format version '3' is not supported") as err:
+            read(v3)
+        assert str(v3) in str(err.value)
+
+
+def _v1_fixture():
+    import importlib.util
+
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "make_v1_fixture.py")
+    spec = importlib.util.spec_from_file_location("make_v1_fixture", here)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_version1_fixture_still_loads(tmp_path):
+    """tests/data/v1_linear_conv.dsp was written by the version-1 code (block layout in the
+    file); it loads as before and reproduces the output recorded when it was made."""
+    import json
+
+    fx = _v1_fixture()
+    meta = read_packed_metadata(fx.FIXTURE)
+    assert meta["format_version"] == 1
+    assert [rec["bits"] for rec in meta["layers"]] == list(fx.BITS)
+    expected = json.load(open(fx.EXPECTED))
+    want = torch.tensor(expected["output"]).reshape(expected["shape"])
+    x = fx.fixed_input()
+    model = fx.architecture()
+    info = load_packed(model, fx.FIXTURE)
+    assert info.metadata == {"fixture": "v1_linear_conv"}
+    assert [type(m) for m in model] == [PackedLinear, nn.ReLU, PackedLinear, PackedConv1d]
+    assert model[3].mode == "unfold" and {m.path for m in (model[0], model[2], model[3])} == {"exact"}
+    with torch.no_grad():
+        y = model(x)
+        # pure-PyTorch reference from the decoded weights
+        ws = [packing.decode_packed(m.packed, m.alpha, m.bits, m.weight_shape)
+              for m in (model[0], model[2], model[3])]
+        h = torch.relu(nn.functional.linear(x, ws[0], model[0].bias))
+        h = nn.functional.linear(h, ws[1], model[2].bias)
+        ref = nn.functional.conv1d(h, ws[2], model[3].bias, padding=1)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ref, want, rtol=1e-5, atol=1e-6)
+    # re-saved, it becomes a version-2 file with the same weights and output
+    sizes = save_packed(model, tmp_path / "v2.dsp")
+    assert read_packed_metadata(tmp_path / "v2.dsp")["format_version"] == 2
+    assert sizes["file_bytes"] < os.path.getsize(fx.FIXTURE)
+    again = fx.architecture()
+    load_packed(again, tmp_path / "v2.dsp")
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():
+        assert torch.equal(again(x), y)

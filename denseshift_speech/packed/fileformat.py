@@ -1,15 +1,25 @@
 """The packed model file: ``save_packed`` / ``load_packed`` / ``read_packed_metadata``.
 
 File format (``save_packed`` / ``load_packed``): a safetensors file (no pickle).  Header
-metadata (strings): ``format`` = ``denseshift-packed``, ``format_version`` = ``1``,
+metadata (strings): ``format`` = ``denseshift-packed``, ``format_version`` = ``2``,
 ``config`` (JSON: the DenseShift config that produced it), ``layers`` (JSON: one
 record per quantized weight: name, module, param, kind, bits, shape, conv geometry),
 ``user`` (JSON: free-form string metadata), ``blobs`` (JSON: names), ``sizes`` (JSON),
 and ``sha256``, a digest over every other header field and every tensor (name, dtype,
-shape, bytes).  Tensors: ``q.<name>.packed`` (uint8) and ``q.<name>.alpha`` (float32)
+shape, bytes).  Tensors: ``q.<name>.codes`` (uint8) and ``q.<name>.alpha`` (float32)
 for each quantized weight, ``f.<state-dict key>`` for everything else the model holds
 (norms, biases, excluded layers; stored as they are, fp32), ``blob.<name>`` (uint8) for
 named byte blobs (e.g. the hparams YAML text, the SentencePiece model).
+
+``q.<name>.codes`` is the dense code stream of :func:`~denseshift_speech.kernels.layout.
+pack_dense`: the weight's ``N x K`` codes (``K`` = product of the other dimensions of the
+recorded shape), row-major, ``bits`` bits each, little-endian bit order, no per-row
+padding, ``ceil(N*K*bits/8)`` bytes.  ``load_packed`` unpacks it and rebuilds the
+in-memory block layout (:func:`~denseshift_speech.kernels.layout.pack_codes`, rows padded
+to 64 codes) that the modules hold.
+
+Version 1 (still read): the same, except that each quantized weight was stored as
+``q.<name>.packed``, the block layout itself (uint8, shape ``(N, row_bytes)``).
 """
 from __future__ import annotations
 
@@ -22,12 +32,15 @@ import torch
 from torch import nn
 
 from ..core.nn import iter_denseshift
+from ..kernels import layout
 from .fused import fuse_
 from .modules import DEFAULT_PATH, PATHS, PackedConv1d, PackedLinear
 from .pack import PackedEntry, _conv1d_geometry, _densify, _packed_items, _split
 
 FORMAT = "denseshift-packed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions load_packed reads (1: block layout in the file, 2: dense code streams)
+READABLE_VERSIONS = (1, 2)
 
 
 class PackedFileError(ValueError):
@@ -88,11 +101,13 @@ def save_packed(model: nn.Module, path, metadata: dict | None = None, blobs: dic
     tensors, layers, skip = {}, [], set()
     q_bytes = q_fp32 = 0
     for entry, packed, alpha, module, keys in _packed_items(model):
-        tensors[f"q.{entry.name}.packed"] = packed.detach().cpu().contiguous().clone()
+        n, k = _rows_cols(entry.shape)
+        codes = layout.unpack_codes(packed.detach().cpu().contiguous(), entry.bits, k)
+        tensors[f"q.{entry.name}.codes"] = layout.pack_dense(codes, entry.bits)
         tensors[f"q.{entry.name}.alpha"] = alpha.detach().cpu().float().contiguous().clone()
         layers.append(_layer_record(entry, module))
         skip.update(keys)
-        q_bytes += entry.packed_bytes
+        q_bytes += tensors[f"q.{entry.name}.codes"].numel() + 4 * alpha.numel()
         q_fp32 += entry.fp32_bytes
     omitted = _rebuilt_keys(model, rebuilt_buffers)
     f_bytes = 0
@@ -137,6 +152,15 @@ def save_packed(model: nn.Module, path, metadata: dict | None = None, blobs: dic
     return sizes
 
 
+def _rows_cols(shape):
+    """(N, K) of a weight of shape (N, *rest): rows and codes per row."""
+    shape = tuple(int(s) for s in shape)
+    k = 1
+    for s in shape[1:]:
+        k *= s
+    return shape[0], k
+
+
 def _rebuilt_keys(model: nn.Module, patterns) -> set:
     """State-dict keys of buffers (never parameters) matching ``patterns``."""
     import fnmatch
@@ -172,9 +196,11 @@ def _read(path, load_tensors=True):
     if meta.get("format") != FORMAT:
         raise PackedFileError(f"{path}: not a DenseShift packed model file "
                               f"(format={meta.get('format')!r}, expected {FORMAT!r})")
-    if meta.get("format_version") != str(FORMAT_VERSION):
+    if meta.get("format_version") not in [str(v) for v in READABLE_VERSIONS]:
         raise PackedFileError(f"{path}: format version {meta.get('format_version')!r} is not "
-                              f"supported (this denseshift-speech reads version {FORMAT_VERSION})")
+                              f"supported (this denseshift-speech reads versions "
+                              f"{', '.join(map(str, READABLE_VERSIONS))}; it writes version "
+                              f"{FORMAT_VERSION})")
     if load_tensors and _digest(meta, tensors) != meta.get("sha256"):
         raise PackedFileError(f"{path}: integrity check failed (sha256 mismatch): the file is "
                               "corrupt or was modified")
@@ -227,15 +253,17 @@ def load_packed(model: nn.Module, path) -> PackedInfo:
     """
     meta, parsed, tensors = _read(path)
     path = os.fspath(path)
+    version = int(meta["format_version"])
     model.eval()
     for rec in parsed["layers"]:
         try:
-            packed = tensors[f"q.{rec['name']}.packed"]
+            stored = tensors[f"q.{rec['name']}.{'packed' if version == 1 else 'codes'}"]
             alpha = tensors[f"q.{rec['name']}.alpha"]
             mod_name, pname, kind, bits = rec["module"], rec["param"], rec["kind"], int(rec["bits"])
             shape = tuple(int(s) for s in rec["shape"])
         except KeyError as err:
             raise PackedFileError(f"{path}: corrupt layer table (missing {err})") from None
+        packed = stored if version == 1 else _block_layout(path, rec["name"], stored, bits, shape)
         try:
             module = model.get_submodule(mod_name) if mod_name else model
         except AttributeError:
@@ -308,6 +336,16 @@ def load_packed(model: nn.Module, path) -> PackedInfo:
     blobs = {n: tensors[f"blob.{n}"].numpy().tobytes() for n in parsed["blobs"]}
     fuse_(model)
     return PackedInfo(parsed["user"], blobs, parsed["config"], parsed["layers"], parsed["sizes"])
+
+
+def _block_layout(path, name, stream, bits, shape):
+    """The in-memory block layout (``layout.pack_codes``) of a version-2 code stream."""
+    try:
+        n, k = _rows_cols(shape)
+        codes = layout.unpack_dense(stream, bits, n, k)
+        return layout.pack_codes_u8(codes, bits)  # the bytes of layout.pack_codes, faster
+    except (ValueError, TypeError, IndexError) as err:
+        raise PackedFileError(f"{path}: corrupt tensors for {name!r} ({err})") from None
 
 
 def _describe(module):
