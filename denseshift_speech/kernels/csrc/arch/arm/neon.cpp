@@ -3,10 +3,12 @@
 // One 64-byte group of a tile is four 16-byte registers; register q holds lanes
 // 4q..4q+3 (output channels), 4 bytes each, byte j = code(k = 8g+j) | code(8g+4+j) << 4.
 //
-//   exact path (f32_neon, ARMv8.0): the codes of a register index two 16-entry byte
-//     tables (tbl) holding bytes 2 and 3 of the float +-2^e (its low two bytes are zero);
-//     one tbl2 per k then moves byte j of every lane into the float's top half, and
-//     fmla-by-lane multiplies 4 output channels by one activation.
+//   exact path (f32_neon, ARMv8.0): a register is transposed (tbl) to k-major order, its
+//     nibbles index two 16-entry byte tables (tbl) holding bytes 2 and 3 of the float
+//     +-2^e (the low two bytes are zero), a zip pairs them into 16-bit top halves and
+//     shll #16 makes 4 floats per instruction; fmla-by-lane multiplies 4 output channels
+//     by one activation.  (A tbl2 per k would be one op less, but GCC 12 spills the
+//     register pairs tbl2 needs to the stack.)
 //   int8 path: tbl maps nibbles to int8 weights (4-bit: lo + hi parts, tiled.h), q is fed
 //     signed (xq ^ 0x80), so the int32 accumulator is sum_k q*w directly:
 //       dotprod: sdot by lane, 4 k per instruction (compiled for armv8.2-a+dotprod);
@@ -70,13 +72,13 @@ inline void store_i8_row(const I8Args& a, int64_t m, int64_t n0, const Epi& e, c
 // ------------------------------------------------------------------ exact float path --
 
 struct F32Luts {
-  uint8x16_t b2, b3;  // byte 2 / byte 3 of the float value of each code
-  uint8x16_t idx[4];  // tbl2 index for k = j: lane l <- {0, 0, b2[4l+j], b3[4l+j]}
+  uint8x16_t b2, b3;  // byte 2 / byte 3 of the float value of each code (bytes 0, 1 are 0)
+  uint8x16_t tr;      // tbl index transposing a register: byte 4j+l <- byte 4l+j
 };
 
 inline bool make_f32_luts(int bits, F32Luts& t) {
   const Tables T = tables_for(bits);
-  uint8_t b2[16], b3[16], idx[4][16];
+  uint8_t b2[16], b3[16], tr[16];
   for (int c = 0; c < 16; ++c) {
     uint32_t u;
     std::memcpy(&u, &T.f32[c], 4);
@@ -85,17 +87,23 @@ inline bool make_f32_luts(int bits, F32Luts& t) {
     b3[c] = uint8_t(u >> 24);
   }
   for (int j = 0; j < 4; ++j)
-    for (int l = 0; l < 4; ++l) {
-      idx[j][4 * l + 0] = 0xff;  // out of range: tbl writes 0
-      idx[j][4 * l + 1] = 0xff;
-      idx[j][4 * l + 2] = uint8_t(4 * l + j);
-      idx[j][4 * l + 3] = uint8_t(16 + 4 * l + j);
-    }
+    for (int l = 0; l < 4; ++l) tr[4 * j + l] = uint8_t(4 * l + j);
   t.b2 = vld1q_u8(b2);
   t.b3 = vld1q_u8(b3);
-  for (int j = 0; j < 4; ++j) t.idx[j] = vld1q_u8(idx[j]);
+  t.tr = vld1q_u8(tr);
   return true;
 }
+
+// Codes (byte 4j+l = code of lane l at k = j) -> the top halves of their floats as
+// 16-bit values, k = j0 and j0+1 in one register each: zip of the two byte tables.
+inline void decode_f32(uint8x16_t c, const F32Luts& lut, uint16x8_t& h01, uint16x8_t& h23) {
+  const uint8x16_t a2 = vqtbl1q_u8(lut.b2, c), a3 = vqtbl1q_u8(lut.b3, c);
+  h01 = vreinterpretq_u16_u8(vzip1q_u8(a2, a3));
+  h23 = vreinterpretq_u16_u8(vzip2q_u8(a2, a3));
+}
+// Four lanes' weights at one k: the 16-bit top half shifted into place (shll #16).
+inline float32x4_t f32_lo(uint16x8_t h) { return vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16)); }
+inline float32x4_t f32_hi(uint16x8_t h) { return vreinterpretq_f32_u32(vshll_high_n_u16(h, 16)); }
 
 template <int MT>
 void f32_block(const Layer& L, const F32Args& a, int64_t m0, int64_t t, const F32Luts& lut, const Epi& e) {
@@ -113,22 +121,21 @@ void f32_block(const Layer& L, const F32Args& a, int64_t m0, int64_t t, const F3
       x1[i] = vld1q_f32(x + i * a.ldx + g * kGroupK + kQuad);
     }
     for (int q = 0; q < 4; ++q) {
-      const uint8x16_t v = vld1q_u8(w + g * kGroupBytes + 16 * q);
-      const uint8x16_t cl = vandq_u8(v, nib), ch = vshrq_n_u8(v, 4);
-      const uint8x16x2_t tl = {{vqtbl1q_u8(lut.b2, cl), vqtbl1q_u8(lut.b3, cl)}};
-      const uint8x16x2_t th = {{vqtbl1q_u8(lut.b2, ch), vqtbl1q_u8(lut.b3, ch)}};
-#define DS_F32_STEP(J)                                                                 \
-  {                                                                                    \
-    const float32x4_t wl = vreinterpretq_f32_u8(vqtbl2q_u8(tl, lut.idx[J]));          \
-    const float32x4_t wh = vreinterpretq_f32_u8(vqtbl2q_u8(th, lut.idx[J]));          \
-    for (int i = 0; i < MT; ++i) acc[i][q] = vfmaq_laneq_f32(acc[i][q], wl, x0[i], J); \
-    for (int i = 0; i < MT; ++i) acc[i][q] = vfmaq_laneq_f32(acc[i][q], wh, x1[i], J); \
-  }
-      DS_F32_STEP(0)
-      DS_F32_STEP(1)
-      DS_F32_STEP(2)
-      DS_F32_STEP(3)
-#undef DS_F32_STEP
+      const uint8x16_t v = vqtbl1q_u8(vld1q_u8(w + g * kGroupBytes + 16 * q), lut.tr);
+      uint16x8_t h01, h23;
+#define DS_F32_FMA(W, X, J) \
+  for (int i = 0; i < MT; ++i) acc[i][q] = vfmaq_laneq_f32(acc[i][q], W, X[i], J);
+      decode_f32(vandq_u8(v, nib), lut, h01, h23);  // k = 8g + j
+      DS_F32_FMA(f32_lo(h01), x0, 0)
+      DS_F32_FMA(f32_hi(h01), x0, 1)
+      DS_F32_FMA(f32_lo(h23), x0, 2)
+      DS_F32_FMA(f32_hi(h23), x0, 3)
+      decode_f32(vshrq_n_u8(v, 4), lut, h01, h23);  // k = 8g + 4 + j
+      DS_F32_FMA(f32_lo(h01), x1, 0)
+      DS_F32_FMA(f32_hi(h01), x1, 1)
+      DS_F32_FMA(f32_lo(h23), x1, 2)
+      DS_F32_FMA(f32_hi(h23), x1, 3)
+#undef DS_F32_FMA
     }
   }
   for (int i = 0; i < MT; ++i) {
