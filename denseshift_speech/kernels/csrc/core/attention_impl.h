@@ -18,28 +18,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "exp_impl.h"
+
 namespace denseshift {
 namespace tiled {
 
-namespace {
-inline float ds_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float t = x * 1.44269504088896341f;
-  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (|t| < 2^22), no libm call
-  const float f = t - n;
-  float p = 1.540353039338161e-4f;
-  p = p * f + 1.339887440266574e-3f;
-  p = p * f + 9.618437357674640e-3f;
-  p = p * f + 5.550332471162809e-2f;
-  p = p * f + 2.402264791363012e-1f;
-  p = p * f + 6.931472028550421e-1f;
-  p = p * f + 1.0f;
-  const int32_t e = (int32_t(n) + 127) << 23;
-  float s;
-  std::memcpy(&s, &e, 4);
-  return p * s;
-}
-}  // namespace
 
 void DS_ATTENTION_NAME(const float* __restrict__ qkv, const float* __restrict__ pk, const float* bu, const float* bv,
                        const uint8_t* kpm, int64_t T, int64_t H, int64_t D, float scale, float* __restrict__ out,

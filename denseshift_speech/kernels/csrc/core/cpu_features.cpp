@@ -62,8 +62,9 @@ std::vector<PathInfo> available_paths() {
   // AVX-512 without VNNI (Skylake-X) runs the AVX2 int8 kernel.
   if (c.avx512 && c.avx2 && c.fma)
     out.push_back({"avx512", tiled::f32_avx512, c.avx512vnni ? tiled::i8_avx512vnni : tiled::i8_avx2,
-                   tiled::quantize_rows_avx512, tiled::attention_avx512, tiled::depthwise_tc_avx512, tiled::silu_avx512});
-  if (c.avx2 && c.fma) out.push_back({"avx2", tiled::f32_avx2, tiled::i8_avx2, tiled::quantize_rows, tiled::attention_avx2, tiled::depthwise_tc_avx2, tiled::silu_avx2});
+                   tiled::quantize_rows_avx512, tiled::attention_avx512, tiled::depthwise_tc_avx512, tiled::silu_avx512,
+                   tiled::glu_avx512, tiled::layer_norm_avx512, tiled::axpy_avx512});
+  if (c.avx2 && c.fma) out.push_back({"avx2", tiled::f32_avx2, tiled::i8_avx2, tiled::quantize_rows, tiled::attention_avx2, tiled::depthwise_tc_avx2, tiled::silu_avx2, tiled::glu_avx2, tiled::layer_norm_avx2, tiled::axpy_avx2});
 #endif
 #if defined(__aarch64__)
 #if defined(DS_DECLARE_POINTWISE)  // per-ISA glu / layer_norm / axpy (pointwise_impl.h)
@@ -81,7 +82,7 @@ std::vector<PathInfo> available_paths() {
     out.push_back({"neon", tiled::f32_neon, tiled::i8_neon, tiled::quantize_rows_neon, tiled::attention_neon, tiled::depthwise_tc_neon, tiled::silu_neon DS_NEON_POSTOPS});
 #undef DS_NEON_POSTOPS
 #endif
-  out.push_back({"scalar", tiled::f32_scalar, tiled::i8_scalar, tiled::quantize_rows, tiled::attention_scalar, tiled::depthwise_tc_scalar, tiled::silu_scalar});
+  out.push_back({"scalar", tiled::f32_scalar, tiled::i8_scalar, tiled::quantize_rows, tiled::attention_scalar, tiled::depthwise_tc_scalar, tiled::silu_scalar, tiled::glu_scalar, tiled::layer_norm_scalar, tiled::axpy_scalar});
   return out;
 }
 

@@ -24,6 +24,10 @@ struct PathInfo {
   tiled::AttentionFn attention;  // relative-position attention of one sequence
   tiled::DepthwiseFn depthwise;  // depthwise conv over time, channels-last
   tiled::SiluFn silu;            // in-place silu of the fused layers
+  // Row-wise post-ops of the fused layers; nullptr: the scalar ones (tiled_scalar.cpp).
+  tiled::GluFn glu = nullptr;
+  tiled::LayerNormFn layer_norm = nullptr;
+  tiled::AxpyFn axpy = nullptr;
 };
 // Paths this CPU can run, best first (scalar last).
 std::vector<PathInfo> available_paths();

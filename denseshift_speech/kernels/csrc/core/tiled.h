@@ -119,11 +119,20 @@ void depthwise_tc_avx2(const float*, int64_t, int64_t, int64_t, const float*, co
                        int64_t, int64_t, float*);
 void depthwise_tc_avx512(const float*, int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t,
                          int64_t, int64_t, float*);
-// In-place silu (pointwise_impl.h): x / (1 + exp(-x)), exp as in attention_impl.h.
+// Post-ops of the fused layers (pointwise_impl.h), one set per ISA (suffix _scalar, ...).
 using SiluFn = void (*)(float* x, int64_t n);
-void silu_scalar(float*, int64_t);
-void silu_avx2(float*, int64_t);
-void silu_avx512(float*, int64_t);
+using GluFn = void (*)(const float* x, int64_t rows, int64_t C, float* out);
+using LayerNormFn = void (*)(const float* x, int64_t rows, int64_t C, const float* w, const float* b, float eps,
+                             float* out);
+using AxpyFn = void (*)(float* y, const float* x, float a, int64_t n);
+#define DS_DECLARE_POINTWISE(suffix)                                                                   \
+  void silu##suffix(float*, int64_t);                                                                  \
+  void glu##suffix(const float*, int64_t, int64_t, float*);                                            \
+  void layer_norm##suffix(const float*, int64_t, int64_t, const float*, const float*, float, float*);  \
+  void axpy##suffix(float*, const float*, float, int64_t);
+DS_DECLARE_POINTWISE(_scalar)
+DS_DECLARE_POINTWISE(_avx2)
+DS_DECLARE_POINTWISE(_avx512)
 void f32_scalar(const Layer&, const F32Args&, int64_t, int64_t);
 void i8_scalar(const Layer&, const I8Args&, int64_t, int64_t);
 #if defined(__x86_64__) || defined(_M_X64)

@@ -117,5 +117,5 @@ void i8_scalar(const Layer& L, const I8Args& a, int64_t t0, int64_t t1) {
 #include "attention_impl.h"
 #define DS_DEPTHWISE_NAME depthwise_tc_scalar
 #include "depthwise_impl.h"
-#define DS_SILU_NAME silu_scalar
+#define DS_POINTWISE_SUFFIX _scalar
 #include "pointwise_impl.h"

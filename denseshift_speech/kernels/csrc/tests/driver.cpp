@@ -225,6 +225,29 @@ void pointwise_cases(std::mt19937& rng) {
       for (size_t i = 0; i < x.size(); ++i) ok = ok && std::fabs(got[i] - ref[i]) <= 4e-6 * std::fabs(ref[i]) + 1e-30;
       check(ok, std::string("silu ") + p.name);
     }
+    if (p.glu && p.layer_norm && p.axpy && p.glu != glu_scalar) {  // row-wise post-ops
+      const int64_t R = 5, Cn = 37;
+      std::vector<float> src(static_cast<size_t>(R * 2 * Cn)), lw(static_cast<size_t>(Cn)), lb(lw.size());
+      for (auto* v : {&src, &lw, &lb})
+        for (auto& e : *v) e = nd(rng) * 3.0f;
+      std::vector<float> r1(static_cast<size_t>(R * 2 * Cn)), r2(r1.size());
+      glu_scalar(src.data(), R, Cn, r1.data());
+      p.glu(src.data(), R, Cn, r2.data());
+      bool ok = true;
+      for (int64_t i = 0; i < R * Cn; ++i) ok = ok && std::fabs(r1[size_t(i)] - r2[size_t(i)]) <= 2e-6 * (1.0 + std::fabs(r1[size_t(i)]));
+      check(ok, std::string("glu ") + p.name);
+      layer_norm_scalar(src.data(), 2 * R, Cn, lw.data(), lb.data(), 1e-5f, r1.data());
+      p.layer_norm(src.data(), 2 * R, Cn, lw.data(), lb.data(), 1e-5f, r2.data());
+      ok = true;
+      for (size_t i = 0; i < r1.size(); ++i) ok = ok && std::fabs(r1[i] - r2[i]) <= 1e-5 * (1.0 + std::fabs(r1[i]));
+      check(ok, std::string("layer_norm ") + p.name);
+      std::vector<float> y1(src.begin(), src.begin() + Cn), y2 = y1;
+      axpy_scalar(y1.data(), lb.data(), 0.5f, Cn);
+      p.axpy(y2.data(), lb.data(), 0.5f, Cn);
+      ok = true;
+      for (int64_t i = 0; i < Cn; ++i) ok = ok && std::fabs(y1[size_t(i)] - y2[size_t(i)]) <= 1e-6 * (1.0 + std::fabs(y1[size_t(i)]));
+      check(ok, std::string("axpy ") + p.name);
+    }
     if (p.depthwise != depthwise_tc_scalar && std::find(seen_dw.begin(), seen_dw.end(), p.depthwise) == seen_dw.end()) {
       seen_dw.push_back(p.depthwise);
       p.depthwise(in.data(), B, T, C, w.data(), bias.data(), K, pad, dil, Tout, dgot.data());

@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 namespace denseshift {
 
@@ -51,11 +52,33 @@ struct Layer {
     return linear_tiled_cpu(x, slot(s, 0), slot(s, 1), slot(s, 2), bias, slot_ints[2 * s], slot_ints[2 * s + 1],
                             path, isa);
   }
-  at::Tensor norm(int n, const at::Tensor& x) const {
-    return at::layer_norm(x, {x.size(-1)}, params[2 * n], params[2 * n + 1], eps[n]);
+  // Row-wise post-ops in the kernel core (one framework call each would cost more than
+  // the arithmetic at streaming sizes); the scalar ones where a path has none.
+  const PathInfo& P() const { return resolve_path(std::string(isa)); }
+  at::Tensor norm(int n, const at::Tensor& x_in) const {
+    const at::Tensor x = x_in.contiguous(), w = params[2 * n].contiguous(), b = params[2 * n + 1].contiguous();
+    at::Tensor out = at::empty_like(x);
+    const int64_t C = x.size(-1);
+    (P().layer_norm ? P().layer_norm : tiled::layer_norm_scalar)(x.data_ptr<float>(), x.numel() / C, C,
+                                                                w.data_ptr<float>(), b.data_ptr<float>(),
+                                                                float(eps[n]), out.data_ptr<float>());
+    return out;
   }
   void silu_(at::Tensor& h) const {  // h: a fresh contiguous kernel output
-    resolve_path(std::string(isa)).silu(h.data_ptr<float>(), h.numel());
+    P().silu(h.data_ptr<float>(), h.numel());
+  }
+  static void axpy_(const PathInfo& p, at::Tensor& y, const at::Tensor& x_in, float a) {  // y: contiguous
+    const at::Tensor x = x_in.contiguous();
+    (p.axpy ? p.axpy : tiled::axpy_scalar)(y.data_ptr<float>(), x.data_ptr<float>(), a, y.numel());
+  }
+  at::Tensor glu(const at::Tensor& h_in) const {
+    const at::Tensor h = h_in.contiguous();
+    const int64_t C = h.size(-1) / 2;
+    std::vector<int64_t> shape(h.sizes().begin(), h.sizes().end());
+    shape.back() = C;
+    at::Tensor out = at::empty(shape, h.options());
+    (P().glu ? P().glu : tiled::glu_scalar)(h.data_ptr<float>(), h.numel() / (2 * C), C, out.data_ptr<float>());
+    return out;
   }
   at::Tensor ffn(int first, int norm_index, const at::Tensor& x) const {
     at::Tensor h = linear(first, norm(norm_index, x)).contiguous();
@@ -88,7 +111,7 @@ struct Layer {
   // ConvolutionModule on (B, T, C): pointwise -> GLU -> depthwise -> LN -> swish -> linear.
   at::Tensor conv(const at::Tensor& x, const c10::optional<at::Tensor>& kpm) const {
     const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
-    const at::Tensor g = at::glu(linear(kPointwise, norm(kNormConv, x)), -1).contiguous();
+    const at::Tensor g = glu(linear(kPointwise, norm(kNormConv, x)));
     const at::Tensor w = params[2 * kNorms + 2].contiguous(), bias = params[2 * kNorms + 3].contiguous();
     const int64_t K = kernel;
     const int64_t Tout = T + 2 * padding - dilation * (K - 1);
@@ -121,14 +144,18 @@ at::Tensor conformer_layer_cpu(const at::Tensor& x_in, const c10::optional<at::T
   Layer L{slots, slot_ints, params, eps, conf[0], conf[1], conf[2], conf[3], path, isa};
   TORCH_CHECK(L.heads >= 1 && x_in.size(2) % L.heads == 0, "denseshift::conformer_layer: d_model ", x_in.size(2),
               " is not divisible by ", L.heads, " heads");
-  at::Tensor x = x_in.contiguous();
-  if (stages.find("ffn1") != std::string::npos) x = x + 0.5 * L.ffn(kFfn1In, kNormFfn1, x);
+  at::Tensor x = x_in.contiguous().clone();  // updated in place below, never the caller's
+  const PathInfo& P = L.P();
+  if (stages.find("ffn1") != std::string::npos) Layer::axpy_(P, x, L.ffn(kFfn1In, kNormFfn1, x), 0.5f);
   if (stages.find("attention") != std::string::npos) {
     TORCH_CHECK(pos_embs.has_value(), "denseshift::conformer_layer: RelPosMHAXL needs pos_embs");
-    x = x + L.attention(L.norm(kNorm1, x), *pos_embs, key_padding_mask);
+    Layer::axpy_(P, x, L.attention(L.norm(kNorm1, x), *pos_embs, key_padding_mask), 1.0f);
   }
-  if (stages.find("conv") != std::string::npos) x = x + L.conv(x, key_padding_mask);
-  if (stages.find("ffn2") != std::string::npos) x = L.norm(kNorm2, x + 0.5 * L.ffn(kFfn2In, kNormFfn2, x));
+  if (stages.find("conv") != std::string::npos) Layer::axpy_(P, x, L.conv(x, key_padding_mask), 1.0f);
+  if (stages.find("ffn2") != std::string::npos) {
+    Layer::axpy_(P, x, L.ffn(kFfn2In, kNormFfn2, x), 0.5f);
+    x = L.norm(kNorm2, x);
+  }
   return x;
 }
 

@@ -198,7 +198,7 @@ void i8_avx2(const Layer& L, const I8Args& a, int64_t t0, int64_t t1) {
 #include "attention_impl.h"
 #define DS_DEPTHWISE_NAME depthwise_tc_avx2
 #include "depthwise_impl.h"
-#define DS_SILU_NAME silu_avx2
+#define DS_POINTWISE_SUFFIX _avx2
 #include "pointwise_impl.h"
 
 #pragma GCC pop_options

@@ -395,19 +395,8 @@ void attention_avx512(const float* __restrict__ qkv, const float* __restrict__ p
 #define DS_DEPTHWISE_NAME depthwise_tc_avx512
 #include "depthwise_impl.h"
 
-namespace denseshift {
-namespace tiled {
-void silu_avx512(float* x, int64_t n) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 k = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1u);
-    const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
-    const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
-    _mm512_mask_storeu_ps(x + i, k, _mm512_div_ps(v, _mm512_add_ps(one, e)));
-  }
-}
-}  // namespace tiled
-}  // namespace denseshift
+#define DS_POINTWISE_SUFFIX _avx512
+#include "pointwise_impl.h"
 
 #pragma GCC pop_options
 #endif
