@@ -256,11 +256,28 @@ def test_standalone_driver_native(tmp_path):
     """The torch-free kernel core, built on its own: every SIMD path against the scalar
     reference (int8 bit-equal, exact and attention within fp32 tolerance)."""
     exe = tmp_path / "driver"
-    srcs = [os.path.join(CSRC, "tests", "driver.cpp")] + [
-        os.path.join(CSRC, f) for f in ("core/tiled_scalar.cpp", "core/cpu_features.cpp",
-                                         "arch/x86/tiled_avx2.cpp", "arch/x86/tiled_avx512.cpp")]
+    import glob
+    import platform
+    arch = "arm" if platform.machine().lower() in ("aarch64", "arm64") else "x86"
+    srcs = [os.path.join(CSRC, "tests", "driver.cpp"), os.path.join(CSRC, "core", "tiled_scalar.cpp"),
+            os.path.join(CSRC, "core", "cpu_features.cpp")] + \
+        sorted(glob.glob(os.path.join(CSRC, "arch", arch, "tiled_*.cpp")) +
+               glob.glob(os.path.join(CSRC, "arch", arch, "neon*.cpp")))
     subprocess.run(["g++", "-O2", "-std=c++17", "-ffp-contract=off", "-fno-math-errno", "-fopenmp",
                     "-w", "-I", os.path.join(CSRC, "core"), "-o", str(exe), *srcs], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:]
     assert out.stdout.strip().splitlines()[-1].endswith(" 0 failed")
+
+
+@needs_native
+def test_positional_encoding_is_cached_and_equal(packed_small):
+    from speechbrain.nnet.attention import RelPosEncXL
+    pe = packed_small.positional_encoding
+    assert type(pe).__name__ == "CachedRelPosEncXL"
+    fresh = RelPosEncXL(48)
+    for t in (5, 9, 5, 30):
+        x = torch.zeros(1, t, 48)
+        with torch.no_grad():
+            assert torch.equal(pe(x), fresh(x))
+    assert len(pe._ds_pe_cache) == 3
