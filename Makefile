@@ -25,12 +25,13 @@ system-deps:
 # torch first (the native kernel compiles against it), then the package in editable
 # mode without build isolation so the build uses that torch instead of downloading one.
 # kenlm (beam-search LM) is an sdist built with cmake: it goes in the first step, with
-# build isolation, so its cmake comes from the index.
-$(STAMP): setup.cfg setup.py pyproject.toml $(NATIVE) | system-deps
+# build isolation, so its cmake comes from the index.  Versions: the exact pins of
+# constraints.txt (setup.cfg itself only asks for compatible ranges).
+$(STAMP): setup.cfg setup.py pyproject.toml constraints.txt $(NATIVE) | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchaudio==2.11.0 setuptools wheel ninja kenlm
-	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt torch torchaudio setuptools wheel ninja kenlm
+	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e '.[test]'
 	touch $(STAMP)
 
 test: $(STAMP)
