@@ -147,9 +147,26 @@ def save_packed(model: nn.Module, path, metadata: dict | None = None, blobs: dic
     path = os.fspath(path)
     tmp = path + ".tmp"
     save_file(tensors, tmp, metadata=meta)
+    os.chmod(tmp, 0o666 & ~current_umask())  # safetensors creates its file 0600
     os.replace(tmp, path)
     sizes["file_bytes"] = os.path.getsize(path)
     return sizes
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), so that a
+    file written through a private temporary file (safetensors makes its files 0600) can be
+    given the mode ``open()`` would have given it: ``0o666 & ~current_umask()``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
 
 
 def _rows_cols(shape):
