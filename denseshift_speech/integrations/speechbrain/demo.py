@@ -6,12 +6,19 @@ fine-tuned from its fp32 twin's weights for a few epochs, the keyword spotter fr
 paper's low-variance init), write the report, then stream a few held-out test utterances
 through the packed model.  Each recipe synthesizes its embedded corpus when missing.
 Trainings share the machine's 2 cores (see :func:`plan`), each logging to
-<out>/logs/<name>.log.  `--full` adds CRDNN, the 2- and 4-bit conformers and keyword
+<out>/logs/<name>.log; the terminal shows a live line per running training (epoch, loss,
+validation WER or accuracy, time left; see :mod:`.progress`), or one line per finished
+epoch when stdout is not a terminal.  `--full` adds CRDNN, the 2- and 4-bit conformers and keyword
 spotters, and a 3-bit conformer trained from scratch (the paper's initialization).
 
     python -m denseshift_speech.integrations.speechbrain.demo --out results/demo           # about 20 minutes
     python -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full    # + CRDNN, 2/3/4-bit sweep
                                                                   # (reuses finished demo runs)
+
+It runs the recipes of a checkout (``recipes/`` and ``hparams/``; ``--out`` is relative to
+it): the current directory when it has them (an installed wheel, run from a checkout),
+else the checkout this package was imported from (editable install), else ``--root``.
+``--dry-run`` shows the checkout and the commands without running them.
 """
 from __future__ import annotations
 
@@ -22,9 +29,33 @@ import subprocess
 import sys
 import time
 
-# the repository root (recipes/ and hparams/ live there): denseshift_speech/integrations/speechbrain/
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir))
+from . import progress
+
+# what the demo runs from a checkout
+NEEDS = ("recipes/librispeech/train.py", "recipes/speech_commands/train.py", "hparams")
+# the checkout this module sits in when installed in editable mode
+# (denseshift_speech/integrations/speechbrain/ -> the repository root)
+PACKAGE_CHECKOUT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
+                                                os.pardir))
 PY = sys.executable
+
+
+def is_checkout(path: str) -> bool:
+    return all(os.path.exists(os.path.join(path, need)) for need in NEEDS)
+
+
+def find_root(cwd: str | None = None) -> str | None:
+    """The checkout whose recipes/ and hparams/ the demo runs: ``cwd`` (default: the
+    current directory) when it has them, else the checkout of an editable install, else
+    ``None``."""
+    for cand in (os.path.abspath(cwd or os.getcwd()), PACKAGE_CHECKOUT):
+        if is_checkout(cand):
+            return cand
+    return None
+
+
+# where the trainings run (main() sets it from --root / find_root())
+ROOT = find_root() or PACKAGE_CHECKOUT
 
 
 def asr_run(hparams: str, out: str, name: str, *extra: str) -> list:
@@ -80,12 +111,20 @@ def plan(out: str, full: bool) -> tuple:
     return trainings, then
 
 
-def run_pool(trainings: list, cores: int, log_dir: str) -> None:
+def run_pool(trainings: list, cores: int, log_dir: str, board: progress.Board | None = None) -> None:
     """Run ``trainings`` ((command, prerequisite name or None, threads)) on ``cores``
     threads in all, each logging to <log_dir>/<name>.log.  Ready trainings start in
     order (one that needs more threads than are free holds back those behind it); a
     training is ready once its prerequisite has finished.  The first failure stops the
-    rest and shows its log."""
+    rest and shows its log.  ``board`` (default: one on stdout) shows their progress."""
+    board = board or progress.Board()
+    try:
+        _run_pool(trainings, cores, log_dir, board)
+    finally:
+        board.close()
+
+
+def _run_pool(trainings, cores, log_dir, board):
     queue, running, done = list(trainings), [], set()
     while queue or running:
         free = cores - sum(job[4] for job in running)
@@ -96,34 +135,50 @@ def run_pool(trainings: list, cores: int, log_dir: str) -> None:
                 break
             queue.remove(job)
             free -= threads
-            running.append(_start(cmd, threads, log_dir))
+            running.append(_start(cmd, threads, log_dir, board))
         if not running:
             sys.exit(f"demo plan error: {[_name(j[0]) for j in queue]} wait on runs never started")
         time.sleep(0.5)
+        board.poll()
         for job in [j for j in running if j[1].poll() is not None]:
             cmd, proc, log, t, _ = job
             running.remove(job)
             log.close()
+            board.finish(_name(cmd), ok=proc.returncode == 0)
             if proc.returncode != 0:
                 for other in running:
                     other[1].kill()
+                board.close()
                 sys.exit(f"demo step failed: {' '.join(cmd)}\n{open(log.name).read()[-3000:]}")
             done.add(_name(cmd))
-            print(f"   done: {_name(cmd)} ({time.time() - t:.0f} s)", flush=True)
+            board.message(f"   done: {_name(cmd)} ({time.time() - t:.0f} s)")
 
 
-def _start(cmd: list, threads: int, log_dir: str) -> tuple:
-    print(f"$ OMP_NUM_THREADS={threads} " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+def _start(cmd: list, threads: int, log_dir: str, board: progress.Board) -> tuple:
+    board.message(f"$ OMP_NUM_THREADS={threads} " + " ".join(shlex.quote(c) for c in cmd))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    log = open(os.path.join(log_dir, f"{_name(cmd)}.log"), "w")
+    log_path = os.path.join(log_dir, f"{_name(cmd)}.log")
+    log = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    folder = _output_folder(cmd)
+    board.add(_name(cmd), log_path, cmd, folder and os.path.join(ROOT, folder))
     return cmd, proc, log, time.time(), threads
 
 
 def run(cmd: list) -> None:
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    if subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1")).returncode:
+    # PYTHONSAFEPATH (3.11+): `-m denseshift_speech` runs the installed package even from
+    # a checkout of its sources (those have no compiled kernel when installed as a wheel)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONSAFEPATH="1")
+    if subprocess.run(cmd, cwd=ROOT, env=env).returncode:
         sys.exit(f"demo step failed: {' '.join(cmd)}")
+
+
+def _output_folder(cmd: list) -> str | None:
+    for arg in cmd:
+        if arg.startswith("--output_folder="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _name(cmd: list) -> str:
@@ -139,10 +194,30 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="also CRDNN and the 2/3/4-bit sweep")
     parser.add_argument("--cores", type=int, default=2,
                         help="threads for all trainings together (default: this machine's 2)")
+    parser.add_argument("--root", help="the checkout with recipes/ and hparams/ (default: the "
+                        "current directory if it has them, else this package's checkout)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show the checkout and the commands, run nothing")
     args = parser.parse_args(argv)
+    global ROOT
+    root = os.path.abspath(args.root) if args.root else find_root()
+    if root is None or not is_checkout(root):
+        sys.exit("demo: needs a checkout of denseshift-speech, the directory with "
+                 f"{', '.join(NEEDS)} (not installed with the package): run it from there, "
+                 f"or pass --root PATH ({'looked in ' + root if root else 'not in the current directory'}"
+                 f"{'' if root else ' nor in ' + PACKAGE_CHECKOUT})")
+    ROOT = root
+    trainings, then = plan(args.out, args.full)
+    if args.dry_run:
+        print(f"root: {ROOT}")
+        for cmd, after, threads in trainings:
+            print(f"$ OMP_NUM_THREADS={threads} " + " ".join(shlex.quote(c) for c in cmd)
+                  + (f"   # after {after}" if after else ""))
+        for cmd in then:
+            print("$ " + " ".join(shlex.quote(c) for c in cmd))
+        return 0
     os.makedirs(os.path.join(ROOT, args.out, "logs"), exist_ok=True)
     start = time.time()
-    trainings, then = plan(args.out, args.full)
     run_pool(trainings, args.cores, os.path.join(ROOT, args.out, "logs"))
     for cmd in then:
         run(cmd)
