@@ -31,9 +31,10 @@ def make(n, k, bits, gen):
 def test_layout_constants_agree_between_cpp_and_python():
     c = kernels._C
     assert c.BLOCK == layout.BLOCK
-    assert (c.TILE_LANES, c.TILE_GROUP_K, c.TILE_GROUP_BYTES, c.TILE_QUAD, c.TILE_MAX_BITS, c.INT8_MAX_K) == \
+    assert (c.TILE_LANES, c.TILE_GROUP_K, c.TILE_GROUP_BYTES, c.TILE_QUAD, c.TILE_MAX_BITS, c.INT8_MAX_K,
+            c.TILE_HEADER_BYTES) == \
         (layout.TILE_LANES, layout.TILE_GROUP_K, layout.TILE_GROUP_BYTES, layout.TILE_QUAD,
-         layout.TILE_MAX_BITS, layout.INT8_MAX_K)
+         layout.TILE_MAX_BITS, layout.INT8_MAX_K, layout.TILE_HEADER_BYTES)
 
 
 @needs_native
@@ -144,6 +145,14 @@ def test_argument_checks_name_what_is_wrong():
         op(x, tiles, sums, alpha, bias, 3, 32, "fast", "auto")
     with pytest.raises(RuntimeError, match="isa 'neon' is not available"):
         op(x, tiles, sums, alpha, bias, 3, 32, "int8", "neon")
+    # in_features that disagrees with the rows but pads to the same size (30 vs 32 codes)
+    with pytest.raises(RuntimeError, match="repacked for 16 rows of 32 codes at 3 bits, but the call says "
+                                           "16 rows \\(alpha\\) of in_features=30"):
+        op(torch.randn(2, 30), tiles, sums, alpha, bias, 3, 30, "int8", "auto")
+    with pytest.raises(RuntimeError, match="at 3 bits, but the call says .* at 2 bits"):
+        op(x, tiles, sums, alpha, bias, 2, 32, "int8", "auto")
+    with pytest.raises(RuntimeError, match="tile header"):
+        op(x, torch.zeros_like(tiles), sums, alpha, bias, 3, 32, "int8", "auto")
     with pytest.raises(RuntimeError, match="packed rows have 12 bytes, expected 24"):
         torch.ops.denseshift.repack(packed[:, :12], 3, 32)
 

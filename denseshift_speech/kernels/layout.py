@@ -147,6 +147,10 @@ TILE_GROUP_BYTES = 64
 TILE_QUAD = 4
 TILE_MAX_BITS = 4
 INT8_MAX_K = 1 << 16
+# The tensors the ops pass around start with a 64-byte header: b"DSTL", u32 version 1,
+# i64 N, i64 K, i32 bits, zeros; so a call with another shape or width is refused.
+TILE_HEADER_BYTES = 64
+TILE_HEADER_VERSION = 1
 
 
 def tiled_rows(n: int) -> int:
@@ -195,18 +199,40 @@ def tile_codes(codes: torch.Tensor):
     return tiles.to(torch.uint8), full
 
 
+def tiled_header(n: int, k: int, bits: int) -> torch.Tensor:
+    """The 64-byte header of a repacked layer (what it was repacked for)."""
+    import struct
+    raw = struct.pack("<4sIqqi", b"DSTL", TILE_HEADER_VERSION, int(n), int(k), int(bits))
+    return torch.frombuffer(bytearray(raw.ljust(TILE_HEADER_BYTES, b"\0")), dtype=torch.uint8)
+
+
+def read_tiled_header(tiles: torch.Tensor):
+    """(n, k, bits) from a repacked layer's header; ValueError when there is none."""
+    import struct
+    if tiles.dtype != torch.uint8 or tiles.dim() != 1 or tiles.numel() < TILE_HEADER_BYTES:
+        raise ValueError(f"tiles must be a 1-D uint8 tensor with a {TILE_HEADER_BYTES}-byte header")
+    magic, version, n, k, bits = struct.unpack_from("<4sIqqi", bytes(tiles[:32].tolist()))
+    if magic != b"DSTL" or version != TILE_HEADER_VERSION:
+        raise ValueError("tiles do not start with a version-1 tile header (not made by repack?)")
+    return n, k, bits
+
+
 def repack(packed: torch.Tensor, bits: int, k: int):
-    """Reference of ``denseshift::repack``: packed file rows -> (tiles, int32 row sums)."""
+    """Reference of ``denseshift::repack``: packed file rows -> (header + tiles, row sums)."""
     if check_bits(bits) > TILE_MAX_BITS:
         raise ValueError(f"the tiled layout holds at most {TILE_MAX_BITS}-bit codes, got {bits}")
     tiles, full = tile_codes(unpack_codes(packed, bits, k))
     lo, hi = int8_parts(bits)
     sums = (lo + hi)[full].sum(1).to(torch.int32)
-    return tiles, sums
+    return torch.cat([tiled_header(packed.shape[0], k, bits), tiles]), sums
 
 
 def untile_codes(tiles: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """Inverse of :func:`tile_codes`: uint8 codes (n, k) from the tiled bytes."""
+    """Inverse of :func:`repack`'s layout: uint8 codes (n, k) from header + tiled bytes."""
+    hn, hk, _ = read_tiled_header(tiles)
+    if (hn, hk) != (n, k):
+        raise ValueError(f"the tiles were repacked for {hn} rows of {hk} codes, not {n} x {k}")
+    tiles = tiles[TILE_HEADER_BYTES:]
     if tiles.dtype != torch.uint8 or tiles.dim() != 1 or tiles.numel() != tiled_bytes(n, k):
         raise ValueError(f"tiles must be 1-D uint8 of {tiled_bytes(n, k)} bytes for {n}x{k} codes, "
                          f"got {tiles.dtype} {tuple(tiles.shape)}")

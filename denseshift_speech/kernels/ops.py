@@ -47,9 +47,9 @@ def _dw_fake(x, packed, alpha, bias, bits, kernel_size, padding, dilation, isa="
 
 @torch.library.register_fake("denseshift::repack")
 def _repack_fake(packed, bits, in_features):
-    from .layout import tiled_bytes, tiled_rows
+    from .layout import TILE_HEADER_BYTES, tiled_bytes, tiled_rows
     n = packed.shape[0]
-    return (packed.new_empty((tiled_bytes(n, in_features),)),
+    return (packed.new_empty((TILE_HEADER_BYTES + tiled_bytes(n, in_features),)),
             packed.new_empty((tiled_rows(n),), dtype=torch.int32))
 
 

@@ -43,6 +43,14 @@ static_assert(kGroupK == 2 * kQuad, "low nibbles: first quad, high nibbles: seco
 static_assert(kLanes * kQuad == kGroupBytes, "one group half is one 64-byte VNNI operand");
 static_assert((1 << kMaxBits) == 16, "a code indexes a 16-entry table (vpshufb / vpermps)");
 
+// The tensors the torch ops pass around start with a 64-byte header naming what the tiles
+// were repacked for, so a layer called with another shape or bit width is refused (the
+// padding alone cannot tell K = 60 from K = 64): "DSTL", u32 version 1, i64 N, i64 K,
+// i32 bits, zeros.  The kernels themselves get the groups after it.
+constexpr int kTileHeaderBytes = 64;
+constexpr uint32_t kTileHeaderVersion = 1;
+static_assert(kTileHeaderBytes % kGroupBytes == 0, "groups stay 64-byte aligned after the header");
+
 inline int64_t padded_rows(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 inline int64_t padded_k(int64_t k) { return (k + kGroupK - 1) / kGroupK * kGroupK; }
 inline int64_t tile_bytes(int64_t kq) { return kq / kGroupK * kGroupBytes; }

@@ -365,5 +365,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("TILE_GROUP_BYTES") = denseshift::tiled::kGroupBytes;
   m.attr("TILE_QUAD") = denseshift::tiled::kQuad;
   m.attr("TILE_MAX_BITS") = denseshift::tiled::kMaxBits;
+  m.attr("TILE_HEADER_BYTES") = denseshift::tiled::kTileHeaderBytes;
   m.attr("INT8_MAX_K") = denseshift::tiled::kMaxInt8K;
 }

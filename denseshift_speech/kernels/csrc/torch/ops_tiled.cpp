@@ -32,6 +32,14 @@ const PathInfo& resolve_path(const std::string& req_in) {
 
 namespace {
 
+void write_header(uint8_t* h, int64_t N, int64_t K, int32_t bits) {
+  std::memcpy(h, "DSTL", 4);
+  std::memcpy(h + 4, &tiled::kTileHeaderVersion, 4);
+  std::memcpy(h + 8, &N, 8);
+  std::memcpy(h + 16, &K, 8);
+  std::memcpy(h + 24, &bits, 4);
+}
+
 std::tuple<at::Tensor, at::Tensor> repack_cpu(const at::Tensor& packed, int64_t bits, int64_t in_features) {
   TORCH_CHECK(bits >= 2 && bits <= tiled::kMaxBits, "denseshift::repack: bits must be 2, 3 or 4, got ", bits);
   TORCH_CHECK(packed.device().is_cpu() && packed.scalar_type() == at::kByte && packed.dim() == 2,
@@ -43,9 +51,10 @@ std::tuple<at::Tensor, at::Tensor> repack_cpu(const at::Tensor& packed, int64_t 
               " for in_features=", in_features, " at ", bits, " bits");
   const int64_t N = packed.size(0);
   at::Tensor pk = packed.contiguous();
-  at::Tensor tiles = at::empty({tiled::tiled_bytes(N, in_features)}, packed.options());
+  at::Tensor tiles = at::zeros({tiled::kTileHeaderBytes + tiled::tiled_bytes(N, in_features)}, packed.options());
+  write_header(tiles.data_ptr<uint8_t>(), N, in_features, int(bits));
   at::Tensor sums = at::empty({tiled::padded_rows(N)}, packed.options().dtype(at::kInt));
-  tiled::repack(pk.data_ptr<uint8_t>(), rb, N, in_features, int(bits), tiles.data_ptr<uint8_t>(),
+  tiled::repack(pk.data_ptr<uint8_t>(), rb, N, in_features, int(bits), tiles.data_ptr<uint8_t>() + tiled::kTileHeaderBytes,
                 sums.data_ptr<int32_t>());
   return {tiles, sums};
 }
@@ -60,10 +69,25 @@ void check_tiled(const at::Tensor& x, const at::Tensor& tiles, const at::Tensor&
   TORCH_CHECK(alpha.device().is_cpu() && alpha.scalar_type() == at::kFloat && alpha.dim() == 1,
               "denseshift::linear_tiled: alpha must be a 1-D float32 CPU tensor");
   const int64_t N = alpha.size(0);
+  const int64_t want = tiled::kTileHeaderBytes + tiled::tiled_bytes(N, K);
   TORCH_CHECK(tiles.device().is_cpu() && tiles.scalar_type() == at::kByte && tiles.dim() == 1 &&
-                  tiles.size(0) == tiled::tiled_bytes(N, K),
-              "denseshift::linear_tiled: tiles must be 1-D uint8 of ", tiled::tiled_bytes(N, K), " bytes for ", N,
+                  tiles.size(0) == want && tiles.is_contiguous(),
+              "denseshift::linear_tiled: tiles must be 1-D uint8 of ", want, " bytes for ", N,
               " rows of ", K, " codes (denseshift::repack output), got ", tiles.scalar_type(), " ", tiles.sizes());
+  const uint8_t* h = tiles.data_ptr<uint8_t>();
+  uint32_t version;
+  int64_t hn, hk;
+  int32_t hb;
+  std::memcpy(&version, h + 4, 4);
+  std::memcpy(&hn, h + 8, 8);
+  std::memcpy(&hk, h + 16, 8);
+  std::memcpy(&hb, h + 24, 4);
+  TORCH_CHECK(std::memcmp(h, "DSTL", 4) == 0 && version == tiled::kTileHeaderVersion,
+              "denseshift::linear_tiled: tiles do not start with a version-", tiled::kTileHeaderVersion,
+              " tile header (not made by denseshift::repack?)");
+  TORCH_CHECK(hn == N && hk == K && hb == bits, "denseshift::linear_tiled: the tiles were repacked for ", hn, " rows of ",
+              hk, " codes at ", hb, " bits, but the call says ", N, " rows (alpha) of in_features=", K, " at ", bits,
+              " bits");
   TORCH_CHECK(row_sums.device().is_cpu() && row_sums.scalar_type() == at::kInt && row_sums.dim() == 1 &&
                   row_sums.size(0) == tiled::padded_rows(N),
               "denseshift::linear_tiled: row_sums must be 1-D int32 of ", tiled::padded_rows(N), " entries");
@@ -93,7 +117,7 @@ at::Tensor linear_tiled_cpu(const at::Tensor& x, const at::Tensor& tiles, const 
   if (M == 0 || N == 0) return out.reshape(out_shape);
   at::Tensor alpha_c = alpha.contiguous(), sums_c = row_sums.contiguous(), tiles_c = tiles.contiguous();
   at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
-  tiled::Layer L{tiles_c.data_ptr<uint8_t>(), sums_c.data_ptr<int32_t>(), alpha_c.data_ptr<float>(),
+  tiled::Layer L{tiles_c.data_ptr<uint8_t>() + tiled::kTileHeaderBytes, sums_c.data_ptr<int32_t>(), alpha_c.data_ptr<float>(),
                  bias.has_value() ? bias_c.data_ptr<float>() : nullptr, N, K, Kq, int(bits)};
   const int64_t T = tiled::padded_rows(N) / tiled::kLanes;
   float* y = out.data_ptr<float>();
