@@ -16,6 +16,9 @@ whole encoder
     ds-exact       keep_first=False, keep_last=False))`` + ``pack_``, on each kernel path:
     ds-shift       int8 activations (the default), exact float, and the paper's
                    integer-add (shift) path
+    ds-onnx      onnxruntime running the DenseShift ONNX export of that packed encoder
+                 (``packed.onnx_export``: the exact int8 weights in MatMulInteger with
+                 per-channel scales, uint8 activations per tensor; depthwise convs fp32)
 
     plus the packed file's size (``save_packed``) against the fp32 weights (4 bytes a
     parameter).
@@ -59,6 +62,7 @@ ENCODER_BUDGET_SCALE = 3
 BASELINES = ("torch-fp32", "torch-int8", "ort-fp32", "ort-int8")
 ONNX_BASELINES = ("ort-fp32", "ort-int8")
 PATHS = ("int8", "exact", "shift")
+DS_ONNX = "ds-onnx"  # onnxruntime on the DenseShift int8 ONNX export (whole encoder only)
 REF = "ds-int8"  # the packed default path, the denominator of every printed ratio
 
 
@@ -214,6 +218,12 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
             fp32 = bl["module"].model
             packed = _packed_model(fp32, bits, isa)
             sizes[geometry] = _file_sizes(fp32, packed, work)
+            if onnx:
+                from .packed.onnx_export import export_onnx
+                ds_path = os.path.join(work, "ds.onnx")
+                export_onnx(B.EncoderWrapper(packed), B.example_input(geometry, 16), ds_path)
+                bl[DS_ONNX] = B.OrtModel(ds_path, threads)
+                sizes[geometry]["ds_onnx_file_bytes"] = os.path.getsize(ds_path)
         n_layers = len(fp32.encoder.layers)
         log(f"# {geometry}: {n_layers} layers, {sizes[geometry]['params'] / 1e6:.2f} M "
             f"parameters; baselines and {bits}-bit packed model built in "
@@ -221,7 +231,7 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
 
         for t in frames:
             x = B.example_input(geometry, t)
-            fns = {k: bl[k] for k in BASELINES if k in bl}
+            fns = {k: bl[k] for k in (*BASELINES, DS_ONNX) if k in bl}
             with torch.no_grad():
                 ref = fns["torch-fp32"](x)
                 errs = {}
@@ -239,7 +249,7 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
                 us.update(b)
                 med.update(m)
                 set_path_(packed, PATHS[0], None if isa == "auto" else isa)
-            order = list(BASELINES) + [f"ds-{p}" for p in PATHS]
+            order = list(BASELINES) + [f"ds-{p}" for p in PATHS] + [DS_ONNX]
             us = {k: us[k] for k in order if k in us}
             row = {"geometry": geometry, "layers": n_layers, "frames": t, "batch": 1,
                    "threads": threads, "bits": bits, "us": us,
@@ -252,7 +262,7 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
 
 
 def encoder_tables(rows, sizes) -> list:
-    names = list(BASELINES) + [f"ds-{p}" for p in PATHS]
+    names = list(BASELINES) + [f"ds-{p}" for p in PATHS] + [DS_ONNX]
     keys = [("geometry", 16), ("layers", 6), ("T", 4)]
     lines = _table("## whole encoder, ms per call (batch 1)", keys,
                    [((r["geometry"], r["layers"], r["frames"]),

@@ -47,13 +47,15 @@ def test_bench_quick_cli(tmp_path):
     onnx = B.available().ok
     assert data["onnx"]["used"] == onnx
     baselines = list(bench.BASELINES) if onnx else ["torch-fp32", "torch-int8"]
-    _check_rows(data["encoder"], baselines + DS)
+    _check_rows(data["encoder"], baselines + DS + ([bench.DS_ONNX] if onnx else []))
     assert {(r["geometry"], r["frames"]) for r in data["encoder"]} == {("demo", 16), ("demo", 100)}
     # the packed encoder computes the same function on every path (3-bit quantized)
     for r in data["encoder"]:
         errs = r["rel_err_vs_torch_fp32"]
         assert abs(errs["ds-int8"] - errs["ds-exact"]) < 0.05 and errs["ds-exact"] < 1
         assert errs["ds-shift"] == pytest.approx(errs["ds-exact"], abs=1e-4)
+        if onnx:  # onnxruntime on the DenseShift int8 export: the same quantized function
+            assert abs(errs[bench.DS_ONNX] - errs["ds-exact"]) < 0.05
     _check_rows(data["layers"], baselines + DS)
     assert {(r["in"], r["out"], r["M"]) for r in data["layers"]} == {
         (k, n, m) for k, n, ms in bench.QUICK_LAYERS for m in ms}
