@@ -210,6 +210,7 @@ def main(argv=None) -> int:
     trainings, then = plan(args.out, args.full)
     if args.dry_run:
         print(f"root: {ROOT}")
+        print(f"package: {os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}")
         for cmd, after, threads in trainings:
             print(f"$ OMP_NUM_THREADS={threads} " + " ".join(shlex.quote(c) for c in cmd)
                   + (f"   # after {after}" if after else ""))
