@@ -165,8 +165,9 @@ def _dynamic_quantize_linear(x):
     return np.clip(np.rint(x / s) + zp, 0, 255), s, zp
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4])
-def test_int8_pattern_is_exact_for_one_layer(bits, tmp_path):
+@pytest.mark.parametrize("bits,split_sum", [(2, "int32"), (3, "int32"), (4, "int32"),
+                                            (4, "float")])
+def test_int8_pattern_is_exact_for_one_layer(bits, split_sum, tmp_path):
     torch.manual_seed(bits)
     lin = torch.nn.Linear(80, 24)
     model = torch.nn.Sequential(lin)
@@ -174,7 +175,7 @@ def test_int8_pattern_is_exact_for_one_layer(bits, tmp_path):
                                       keep_last=False))
     pack_(model)
     path = tmp_path / "lin.onnx"
-    report = export_onnx(model, torch.randn(1, 5, 80), path)
+    report = export_onnx(model, torch.randn(1, 5, 80), path, split_sum=split_sum)
     assert len(report.int8) + len(report.split) == 1
     w = quantized_weights(model)[0]
     x = torch.randn(1, 7, 80).numpy()
