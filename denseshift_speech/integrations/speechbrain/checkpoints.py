@@ -28,3 +28,25 @@ class AtomicCheckpointer(Checkpointer):
         if ckpt is not None:  # the main process wrote the marker
             os.replace(ckpt.path / PARTIAL, ckpt.path / METAFNAME)
         return ckpt
+
+
+# Keys SpeechBrain writes into every CKPT.yaml besides the recipe's own metric.
+_BOOKKEEPING = ("unixtime", "end-of-epoch")
+
+
+def evaluated_checkpoint(folder: str):
+    """The checkpoint a recipe tests: the one with the lowest value of the metric its
+    checkpoints are ranked by (``WER``, ``ErrorRate``: the numeric key the recipe put in
+    CKPT.yaml), chosen by SpeechBrain's own ``find_checkpoint(min_key=...)`` exactly as
+    ``Brain.evaluate(min_key=...)`` does.  ``folder``: a run's output folder or its
+    ``save/``.  None when there is no checkpoint."""
+    for f in (os.path.join(folder, "save"), folder):
+        if not (os.path.isdir(f) and any(d.startswith("CKPT+") for d in os.listdir(f))):
+            continue
+        ckpts = Checkpointer(f).list_checkpoints()
+        keys = sorted({k for c in ckpts for k, v in c.meta.items()
+                       if k not in _BOOKKEEPING and isinstance(v, (int, float))})
+        if not keys:
+            return Checkpointer(f).find_checkpoint()  # the most recent
+        return Checkpointer(f).find_checkpoint(min_key=keys[0])
+    return None

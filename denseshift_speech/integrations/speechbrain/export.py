@@ -10,7 +10,6 @@ ErrorRate for keyword spotting) and writes the file.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 
@@ -64,23 +63,16 @@ def export_packed(hparams: dict, summary, task: str, tokenizer=None, path: str |
 
 
 def best_checkpoint(save_folder: str, checkpoint: str | None = None) -> str:
-    """The CKPT+... folder to export: the given one, else the best-ranked in save_folder."""
-    import yaml
+    """The CKPT+... folder to export: the given one, else the one the recipe tested."""
+    from .checkpoints import evaluated_checkpoint
     if checkpoint:
         if not os.path.isfile(os.path.join(checkpoint, "model.ckpt")):
             raise UserError(f"{checkpoint}: not a recipe checkpoint (no model.ckpt inside)")
         return checkpoint
-    ckpts = sorted(glob.glob(os.path.join(save_folder, "CKPT+*")))
-    if not ckpts:
+    found = evaluated_checkpoint(save_folder)
+    if found is None:
         raise UserError(f"no checkpoint (CKPT+*) in {save_folder}")
-
-    def rank(path):
-        with open(os.path.join(path, "CKPT.yaml")) as f:
-            meta = yaml.safe_load(f) or {}
-        metric = [v for k, v in meta.items() if k not in ("unixtime", "end-of-epoch")
-                  and isinstance(v, (int, float))]
-        return (metric[0] if metric else float("inf"), -meta.get("unixtime", 0))
-    return min(ckpts, key=rank)
+    return str(found.path)
 
 
 def export_run(run_dir: str, out: str | None = None, checkpoint: str | None = None,

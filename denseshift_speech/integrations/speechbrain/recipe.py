@@ -92,12 +92,9 @@ def load_float_checkpoint(model: torch.nn.Module, path: str):
 
 def _best_checkpoint(run_dir: str) -> str:
     """The CKPT+ folder under ``run_dir`` (or ``run_dir``/save) the recipe would test."""
-    from speechbrain.utils.checkpoints import Checkpointer
-    for folder in (os.path.join(run_dir, "save"), run_dir):
-        if os.path.isdir(folder) and any(d.startswith("CKPT+") for d in os.listdir(folder)):
-            found = Checkpointer(folder).find_checkpoint(min_key="WER")
-            return str(found.path) if found is not None else run_dir
-    return run_dir
+    from .checkpoints import evaluated_checkpoint
+    found = evaluated_checkpoint(run_dir)
+    return str(found.path) if found is not None else run_dir
 
 
 class EpochDiagnostics:
