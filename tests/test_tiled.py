@@ -290,3 +290,21 @@ def test_positional_encoding_is_cached_and_equal(packed_small):
         with torch.no_grad():
             assert torch.equal(pe(x), fresh(x))
     assert len(pe._ds_pe_cache) == 3
+
+
+@needs_native
+def test_float_twin_of_a_fused_model_computes_in_float(packed_small):
+    from denseshift_speech.packed import PackedConv1d, PackedLinear, decode_to_float_
+    from denseshift_speech.packed.fused import FusedConformerLayer
+    model = copy.deepcopy(packed_small)
+    set_path_(model, "int8")
+    x = torch.randn(1, 19, 20)
+    with torch.no_grad():
+        y8 = model.encode(x, None)
+        set_path_(model, "exact")
+        exact = model.encode(x, None)
+        assert decode_to_float_(model) > 0
+        twin = model.encode(x, None)
+    assert not any(isinstance(m, (PackedLinear, PackedConv1d, FusedConformerLayer)) for m in model.modules())
+    torch.testing.assert_close(twin, exact, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(twin, y8, rtol=1e-5, atol=1e-5)

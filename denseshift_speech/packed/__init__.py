@@ -13,9 +13,10 @@ from .fileformat import (FORMAT, FORMAT_VERSION, PackedFileError, PackedInfo, fo
                          load_packed, read_packed_blobs, read_packed_metadata, save_packed)
 from .fused import fuse_, fusable, unfuse_
 from .modules import DEFAULT_PATH, PATHS, PackedConv1d, PackedLinear, check_path
-from .pack import PackedEntry, PackSummary, pack_, packed_summary, set_path_, unparametrize_
+from .pack import (PackedEntry, PackSummary, decode_to_float_, pack_, packed_summary, set_path_,
+                   unparametrize_)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "PackedFileError", "PackedInfo", "format_sizes",
            "load_packed", "read_packed_blobs", "read_packed_metadata", "save_packed",
            "fuse_", "fusable", "unfuse_", "DEFAULT_PATH", "PATHS", "check_path", "PackedConv1d", "PackedLinear", "set_path_",
-           "PackedEntry", "PackSummary", "pack_", "packed_summary", "unparametrize_"]
+           "PackedEntry", "PackSummary", "decode_to_float_", "pack_", "packed_summary", "unparametrize_"]

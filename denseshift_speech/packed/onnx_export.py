@@ -58,9 +58,7 @@ from torch import nn
 
 from ..kernels import layout
 from ..kernels.codes import decode
-from .fused import unfuse_
-from .modules import PackedConv1d, PackedLinear
-from .pack import _packed_items
+from .pack import _packed_items, decode_to_float_
 
 #: the int8 pattern handles codes of at most this many bits (4-bit: +-128 split lo + hi)
 INT8_MAX_BITS = 4
@@ -107,24 +105,7 @@ def float_twin(model: nn.Module) -> nn.Module:
     """A copy of packed ``model`` computing in fp32 with the exact quantized weights:
     fused layers unfused, packed modules replaced by ``nn.Linear`` / ``nn.Conv1d``."""
     twin = copy.deepcopy(model).cpu().eval()
-    unfuse_(twin)
-    for name, module in list(twin.named_modules()):
-        if isinstance(module, PackedLinear):
-            new = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
-        elif isinstance(module, PackedConv1d):
-            new = nn.Conv1d(module.in_channels, module.out_channels, module.kernel_size,
-                            stride=module.stride, padding=module.padding,
-                            dilation=module.dilation, groups=module.groups,
-                            bias=module.bias is not None)
-        else:
-            continue
-        with torch.no_grad():
-            new.weight.copy_(module.dequantized_weight().reshape(new.weight.shape))
-            if module.bias is not None:
-                new.bias.copy_(module.bias)
-        parent_name, _, child = name.rpartition(".")
-        parent = twin.get_submodule(parent_name) if parent_name else twin
-        setattr(parent, child, new.eval())
+    decode_to_float_(twin)
     for p in twin.parameters():
         p.requires_grad_(False)
     return twin

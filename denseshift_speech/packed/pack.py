@@ -26,7 +26,6 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .. import kernels
 from ..core.nn import codes_and_scale, iter_denseshift, parametrization
 from ..kernels import layout as packing
 from .fused import fuse_
@@ -210,3 +209,31 @@ def _packed_items(model: nn.Module):
 
 def packed_summary(model: nn.Module) -> PackSummary:
     return PackSummary([item[0] for item in _packed_items(model)])
+
+
+def decode_to_float_(model: nn.Module) -> int:
+    """Replace every packed module of ``model`` by a dense fp32 ``nn.Linear`` /
+    ``nn.Conv1d`` holding the exact quantized weight (``alpha * s * 2**e``), after giving
+    fused conformer layers their stock forward back: the full-precision-compute twin of
+    the same model.  Returns how many modules were replaced."""
+    from .fused import unfuse_
+    unfuse_(model)
+    replaced = 0
+    for name, module in list(model.named_modules()):
+        if isinstance(module, PackedLinear):
+            new = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+        elif isinstance(module, PackedConv1d):
+            new = nn.Conv1d(module.in_channels, module.out_channels, module.kernel_size,
+                            stride=module.stride, padding=module.padding, dilation=module.dilation,
+                            groups=module.groups, bias=module.bias is not None)
+        else:
+            continue
+        with torch.no_grad():
+            new.weight.copy_(module.dequantized_weight().reshape(new.weight.shape))
+            if module.bias is not None:
+                new.bias.copy_(module.bias)
+        parent_name, child = _split(name)
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, new.eval())
+        replaced += 1
+    return replaced

@@ -13,7 +13,6 @@ import io
 import json
 import os
 
-import torch
 from torch import nn
 
 from .. import kernels
@@ -108,29 +107,9 @@ def _has_tag(value) -> bool:
 
 
 def decode_to_float_(container: nn.Module) -> int:
-    """Replace every packed module by a dense fp32 ``nn.Linear``/``nn.Conv1d`` holding the
-    exact quantized weight (``alpha * s * 2**e``): the full-precision-compute twin of the
-    same model.  Returns how many modules were replaced."""
-    from ..packed import PackedConv1d, PackedLinear
-    replaced = 0
-    for name, module in list(container.named_modules()):
-        if isinstance(module, PackedLinear):
-            new = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
-        elif isinstance(module, PackedConv1d):
-            new = nn.Conv1d(module.in_channels, module.out_channels, module.kernel_size,
-                            stride=module.stride, padding=module.padding, dilation=module.dilation,
-                            groups=module.groups, bias=module.bias is not None)
-        else:
-            continue
-        with torch.no_grad():
-            new.weight.copy_(module.dequantized_weight().reshape(new.weight.shape))
-            if module.bias is not None:
-                new.bias.copy_(module.bias)
-        parent_name, _, child = name.rpartition(".")
-        parent = container.get_submodule(parent_name) if parent_name else container
-        setattr(parent, child, new.eval())
-        replaced += 1
-    return replaced
+    """The fp32-compute twin, in place (see :func:`denseshift_speech.packed.decode_to_float_`)."""
+    from ..packed import decode_to_float_ as decode
+    return decode(container)
 
 
 def load_model(path, fp32: bool = False, kernel_path: str | None = None) -> StreamingModel:
