@@ -35,7 +35,7 @@ from ..core.nn import iter_denseshift
 from ..kernels import layout
 from .fused import fuse_
 from .modules import DEFAULT_PATH, PATHS, PackedConv1d, PackedLinear
-from .pack import PackedEntry, _conv1d_geometry, _densify, _packed_items, _split
+from .pack import PackedEntry, _conv1d_geometry, _densify, _packed_items, swap_module_
 
 FORMAT = "denseshift-packed"
 FORMAT_VERSION = 2
@@ -313,9 +313,7 @@ def load_packed(model: nn.Module, path) -> PackedInfo:
             new.ds_config = rec.get("config", {})
             # the kernel path chosen at pack time (files before it was recorded: the default)
             new.path = rec.get("path", DEFAULT_PATH) if rec.get("path") in PATHS else DEFAULT_PATH
-            parent_name, child = _split(mod_name)
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, new)
+            swap_module_(model, mod_name, new)
         elif kind == "dense":
             cur = getattr(module, pname, None)
             if cur is None or not isinstance(cur, torch.Tensor) or tuple(cur.shape) != shape:

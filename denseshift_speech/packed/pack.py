@@ -82,6 +82,13 @@ def _split(name: str):
     return name.rpartition(".")[::2]
 
 
+def swap_module_(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule ``name`` (dotted) of ``model`` is."""
+    parent_name, child = _split(name)
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
 def unparametrize_(module: nn.Module, name: str, value: torch.Tensor):
     """Drop the parametrization of ``module.<name>`` and make it the Parameter ``value``.
 
@@ -172,9 +179,7 @@ def pack_(model: nn.Module, path: str | None = None) -> PackSummary:
             new.ds_config = cfg
             new.path = path
             dev = module.bias.device if module.bias is not None else alpha.device
-            parent_name, child = _split(mod_name)
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, new.to(dev))
+            swap_module_(model, mod_name, new.to(dev))
         else:
             packed, alpha_n = packing.pack_weight(codes, alpha, bits)
             _densify(module, pname, packed, alpha_n, bits, tuple(codes.shape))
@@ -232,8 +237,6 @@ def decode_to_float_(model: nn.Module) -> int:
             new.weight.copy_(module.dequantized_weight().reshape(new.weight.shape))
             if module.bias is not None:
                 new.bias.copy_(module.bias)
-        parent_name, child = _split(name)
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, new.eval())
+        swap_module_(model, name, new.eval())
         replaced += 1
     return replaced
