@@ -121,6 +121,13 @@ def read_result(path: str) -> dict:
     for key in ("epochs", "best_epoch", "train_seconds", "name", "experiment", "decoding"):
         if key in res:
             row[key] = res[key]
+    paths = res.get("packed_paths")  # {kernel path: {split: {WER, CER, WER_greedy}}}
+    if isinstance(paths, dict) and paths:
+        row["packed_paths"] = {
+            str(p): {str(sp): {k: float(_number(path, f"packed_paths.{p}.{sp}.{k}", v))
+                               for k, v in r.items() if isinstance(v, (int, float))}
+                     for sp, r in splits.items() if isinstance(r, dict)}
+            for p, splits in paths.items() if isinstance(splits, dict)}
     config = res.get("denseshift")
     row["init"] = config.get("init") if isinstance(config, dict) else None
     # the size a deployed model takes on disk: packed file if there is one, else fp32
@@ -246,6 +253,24 @@ def markdown(rows: list) -> str:
             r["task"], r["arch"], "fp32" if r["bits"] == 32 else f"{r['bits']}-bit DS",
             _training(r), _metric(r), _delta(r), params, qf, _size(r["fp32_bytes"]),
             _size(r["model_bytes"]), ratio, f"`{src}`"]) + " |")
+    with_paths = [r for r in rows if r.get("packed_paths")]
+    if with_paths:
+        lines += ["", "## The packed model on each kernel path", "",
+                  "The packed file re-tested on the test splits per kernel path (recipe option "
+                  "`eval_packed_paths`): WER %, LM decoding (greedy CTC in brackets).", "",
+                  "| run | kernel path | " + " | ".join(sorted({sp for r in with_paths
+                                                                  for p in r["packed_paths"].values()
+                                                                  for sp in p})) + " |"]
+        splits = sorted({sp for r in with_paths for p in r["packed_paths"].values() for sp in p})
+        lines.append("|" + "---|" * (2 + len(splits)))
+        for r in with_paths:
+            for kp, by_split in sorted(r["packed_paths"].items()):
+                cells = []
+                for sp in splits:
+                    m = by_split.get(sp, {})
+                    cells.append("-" if "WER" not in m else
+                                 f"{m['WER']:.2f}" + (f" ({m['WER_greedy']:.2f})" if "WER_greedy" in m else ""))
+                lines.append(f"| `{_display_path(r['source'])}` | {kp} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

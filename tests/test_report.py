@@ -124,3 +124,19 @@ def test_cli_verb(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("denseshift-speech report: error:") and "nothing" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_packed_paths_get_their_own_table(tmp_path):
+    root = tmp_path / "results"
+    write(root / "fp", task="asr", arch="conformer", bits=32, wer={"test-clean": 10.0},
+          fp32_bytes=4000, packed_bytes=4100)
+    write(root / "ds3", task="asr", arch="conformer", bits=3, wer={"test-clean": 10.5},
+          fp32_bytes=4000, packed_bytes=800,
+          packed_paths={"int8": {"test-clean": {"WER": 10.6, "CER": 5.0, "WER_greedy": 20.1}},
+                        "exact": {"test-clean": {"WER": 10.5, "CER": 5.0, "WER_greedy": 20.0}}})
+    rows = build_report([str(root)], str(tmp_path / "out"))
+    ds = [r for r in rows if r["bits"] == 3][0]
+    assert ds["packed_paths"]["int8"]["test-clean"]["WER"] == 10.6
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## The packed model on each kernel path" in md
+    assert "| int8 | 10.60 (20.10) |" in md and "| exact | 10.50 (20.00) |" in md
