@@ -377,3 +377,55 @@ def test_kernel_path_is_read_from_the_file_and_can_be_chosen(tiny, wav):
     assert paths(exact) == {"exact"}
     with pytest.raises(ModelFileError, match="kernel path must be one of int8, exact, shift"):
         load_model(tiny["packed"], kernel_path="fastest")
+
+
+# ------------------------------------------------------------- LM-fused streaming ------
+
+@pytest.fixture(scope="module")
+def arpa(tmp_path_factory):
+    from denseshift_speech.integrations.speechbrain.lm import write_arpa
+    rng = np.random.default_rng(1)
+    path = tmp_path_factory.mktemp("lm") / "lm_3gram.arpa"
+    write_arpa([" ".join(rng.choice(WORDS, 6)).upper() for _ in range(100)], str(path))
+    return str(path)
+
+
+def _lm_stream(model, wav, arpa, chunk=8):
+    from denseshift_speech.streaming.lm_search import StreamingLMSearch
+    search = StreamingLMSearch.for_model(model, arpa, beam_size=8)
+    seen, step = [], search.step
+    search.step = lambda lp: (seen.append(lp.clone()), step(lp))[-1]
+    dec = StreamingDecoder(model, chunk, 4, lm_search=search)
+    updates = []
+    hyp = stream_samples(dec, wav, on_update=updates.append)
+    return search, hyp, updates, seen
+
+
+@pytest.mark.parametrize("chunk", [4, 16])
+def test_lm_streaming_equals_offline_lm_search_on_the_same_log_probs(packed, wav, arpa, chunk):
+    """Chunk by chunk, the beams are exactly those of one offline pass over the same
+    (chunk-masked) log-probabilities: SpeechBrain's partial decoding works frame by frame."""
+    search, hyp, _, seen = _lm_stream(packed, wav, arpa, chunk)
+    assert len(seen) > 1
+    lp = torch.cat(seen).numpy()
+    offline = search.searcher.decode_log_probs(lp, lp.shape[0])[0].text
+    assert hyp.is_final and hyp.text == offline
+
+
+def test_lm_partials_only_finalize_words_that_stay(packed, wav, arpa):
+    _, hyp, updates, _ = _lm_stream(packed, wav, arpa)
+    final_words = hyp.text.split()
+    for h in updates:
+        assert h.final_words == final_words[:len(h.final_words)], (h.final_words, final_words)
+        assert h.text.split()[:len(h.final_words)] == h.final_words
+
+
+def test_cli_beam_lm_and_a_missing_lm(tiny, wav, arpa, tmp_path, capsys):
+    path = tmp_path / "a.wav"
+    sf.write(path, wav.numpy(), 16000)
+    assert _stream(tiny["packed"], "--wav", path, "--decoding", "beam_lm", "--lm-arpa", arpa, "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "summary" in out or "rtf" in out
+    assert _stream(tiny["packed"], "--wav", path, "--decoding", "beam_lm",
+                   "--lm-arpa", tmp_path / "none.arpa") == 2
+    assert "LM file not found" in capsys.readouterr().err

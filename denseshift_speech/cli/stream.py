@@ -40,6 +40,11 @@ def add_parser(subparsers):
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--kernel-path", choices=["int8", "exact", "shift"], default=None,
                    help="packed kernel path (default: the one recorded in the model file)")
+    p.add_argument("--decoding", choices=["greedy", "beam_lm"], default="greedy",
+                   help="greedy CTC (default) or CTC prefix beam search fused with a word n-gram LM")
+    p.add_argument("--lm-arpa", metavar="FILE",
+                   help="--decoding beam_lm: the ARPA LM (default: save/lm_<order>gram.arpa "
+                        "beside the model file, as the recipe writes it)")
     p.add_argument("--realtime", action="store_true",
                    help="pace file input in real time (default: as fast as possible)")
     p.add_argument("--fp32", action="store_true",
@@ -97,6 +102,7 @@ def run(args) -> int:
     except ModelFileError as err:
         raise UserError(str(err)) from None
     try:
+        args.lm_search = _lm_search(args, model)
         if args.manifest:
             return _run_manifest(args, model)
         if args.mic:
@@ -104,6 +110,22 @@ def run(args) -> int:
         return _run_files(args, model)
     except AudioError as err:
         raise UserError(str(err)) from None
+
+
+def _lm_search(args, model):
+    """The LM-fused search of --decoding beam_lm, or None (greedy)."""
+    if args.decoding != "beam_lm":
+        return None
+    import os
+
+    from ..errors import UserError
+    from ..streaming.lm_search import LMSearchError, StreamingLMSearch
+    arpa = args.lm_arpa or os.path.join(os.path.dirname(os.path.abspath(args.model)), "save",
+                                        f"lm_{int(model.hparams.get('lm_order', 3))}gram.arpa")
+    try:
+        return StreamingLMSearch.for_model(model, arpa)
+    except LMSearchError as err:
+        raise UserError(f"--decoding beam_lm: {err}") from None
 
 
 def _run_manifest(args, model) -> int:
@@ -122,7 +144,8 @@ def _run_manifest(args, model) -> int:
         return 0
     s = stream_manifest(model, args.manifest, args.limit or None, args.chunk_size,
                         args.left_context, full_context=True, realtime=args.realtime,
-                        threads=None, out=None if args.json else sys.stdout)
+                        threads=None, out=None if args.json else sys.stdout,
+                        lm_search=args.lm_search)
     if args.json:
         print(json.dumps(s))
     return 0
@@ -135,7 +158,7 @@ def _run_files(args, model) -> int:
     from ..streaming.decoder import StreamingDecoder, decode_full
     from ..streaming.run import count_packed_calls, format_summary, merge_stats, stream_samples, summary
     audios = [read_audio(path, model.sample_rate) for path in args.wav]  # check all first
-    dec = StreamingDecoder(model, args.chunk_size, args.left_context)
+    dec = StreamingDecoder(model, args.chunk_size, args.left_context, lm_search=args.lm_search)
     stats, utts = [], []
     with count_packed_calls(model) as calls:
         for audio in audios:
@@ -198,7 +221,7 @@ def _run_mic(args, model) -> int:
 
     from ..streaming.decoder import StreamingDecoder
     from ..streaming.run import count_packed_calls, format_summary, summary
-    dec = StreamingDecoder(model, args.chunk_size, args.left_context)
+    dec = StreamingDecoder(model, args.chunk_size, args.left_context, lm_search=args.lm_search)
     if not args.json:
         print(f"listening at {model.sample_rate} Hz (Ctrl-C to stop)...", file=sys.stderr)
     t_end = time.monotonic() + args.seconds if args.seconds else None

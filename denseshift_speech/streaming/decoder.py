@@ -216,7 +216,8 @@ class StreamStats:
 
 
 class StreamingDecoder:
-    """Greedy CTC streaming decoder over a :class:`StreamingModel`.
+    """CTC streaming decoder over a :class:`StreamingModel`: greedy, or LM-fused prefix beam
+    search when ``lm_search`` (a :class:`~.lm_search.StreamingLMSearch`) is given.
 
     >>> dec = StreamingDecoder(load_model("model.dsp"))        # doctest: +SKIP
     >>> for piece in pieces:                                    # doctest: +SKIP
@@ -228,7 +229,8 @@ class StreamingDecoder:
     """
 
     def __init__(self, model: StreamingModel, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 left_context_chunks: int = DEFAULT_LEFT_CONTEXT, peak_db: float | None = None):
+                 left_context_chunks: int = DEFAULT_LEFT_CONTEXT, peak_db: float | None = None,
+                 lm_search=None):
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1 encoder frame, got {chunk_size}")
         if left_context_chunks is None or int(left_context_chunks) < 0:
@@ -238,6 +240,9 @@ class StreamingDecoder:
         self.left_context_chunks = int(left_context_chunks)
         self.config = DynChunkTrainConfig(self.chunk_size, self.left_context_chunks)
         self.frontend = StreamingFrontEnd(model, peak_db)
+        # a StreamingLMSearch (lm_search.py): LM-fused prefix beam search over the chunks'
+        # log-probabilities; None: greedy CTC
+        self.lm_search = lm_search
         self.reset()
 
     @property
@@ -268,6 +273,8 @@ class StreamingDecoder:
         self.stats = StreamStats()
         self._last_text = ""
         self.finished = False
+        if self.lm_search is not None:
+            self.lm_search.reset()
 
     # -- internals ---------------------------------------------------------------
     def _sanitize(self, samples) -> torch.Tensor:
@@ -285,7 +292,10 @@ class StreamingDecoder:
     def _encode(self, frames: torch.Tensor):
         m = self.model
         enc = m.Transformer.encode_streaming(frames, self.context)
-        labels = m.ctc_lin(enc).argmax(-1)[0].tolist()
+        logits = m.ctc_lin(enc)
+        if self.lm_search is not None:
+            self.lm_search.step(torch.log_softmax(logits.float(), -1)[0])
+        labels = logits.argmax(-1)[0].tolist()
         self.labels.extend(labels)
         for lab in labels:
             if lab != m.blank_index and lab != self.prev_label:
@@ -309,12 +319,21 @@ class StreamingDecoder:
         return n
 
     def _hypothesis(self, final: bool):
-        text = self.model.tokenizer.decode_ids(self.tokens) if self.tokens else ""
-        words = text.split()
-        if final or not words:
-            stable, pending = words, ""
+        if self.lm_search is not None:
+            if final:
+                words = self.lm_search.finish().split()
+                stable, pending = words, ""
+            else:
+                text, stable = self.lm_search.partial()
+                words = text.split()
+                pending = " ".join(words[len(stable):])
         else:
-            stable, pending = words[:-1], words[-1]
+            text = self.model.tokenizer.decode_ids(self.tokens) if self.tokens else ""
+            words = text.split()
+            if final or not words:
+                stable, pending = words, ""
+            else:
+                stable, pending = words[:-1], words[-1]
         return Hypothesis(text=" ".join(words), final_words=stable, pending=pending,
                           tokens=list(self.tokens), is_final=final,
                           audio_seconds=self.frontend.n_total / self.model.sample_rate)

@@ -179,12 +179,22 @@ def read_manifest(path, limit: int | None = None) -> list:
     return rows[:limit] if limit else rows
 
 
+def offline_lm_text(lm_search, logits) -> str:
+    """LM-fused prefix beam search over a whole utterance's CTC logits (1, T, V)."""
+    lp = torch.log_softmax(logits.float(), -1)[0].cpu().numpy()
+    hyps = lm_search.searcher.decode_log_probs(lp, lp.shape[0])
+    return hyps[0].text if hyps else ""
+
+
 def stream_manifest(model, manifest, limit: int | None = 5,
                     chunk_size: int = DEFAULT_CHUNK_SIZE,
                     left_context_chunks: int = DEFAULT_LEFT_CONTEXT, fp32: bool = False,
                     full_context: bool = True, realtime: bool = False, threads: int | None = 1,
-                    out="stdout", show_partials: bool = False) -> dict:
+                    out="stdout", show_partials: bool = False, lm_search=None) -> dict:
     """Stream ``limit`` utterances of a recipe manifest; print hypothesis beside reference.
+
+    ``lm_search``: a :class:`~.lm_search.StreamingLMSearch` for LM-fused decoding (then the
+    full-context reference is decoded offline with the same LM search).
 
     ``model``: a path or a loaded :class:`StreamingModel`.  ``out``: a text stream,
     ``"stdout"`` or None (silent).  ``full_context``: also decode
@@ -197,7 +207,7 @@ def stream_manifest(model, manifest, limit: int | None = 5,
     if not isinstance(model, StreamingModel):
         model = load_model(model, fp32=fp32)
     rows = read_manifest(os.fspath(manifest), limit)
-    dec = StreamingDecoder(model, chunk_size, left_context_chunks)
+    dec = StreamingDecoder(model, chunk_size, left_context_chunks, lm_search=lm_search)
     utts, stats, errs, errs_full, n_ref = [], [], 0, 0, 0
 
     def say(text=""):
@@ -224,9 +234,12 @@ def stream_manifest(model, manifest, limit: int | None = 5,
             say(f"    REF : {ref}")
             say(f"    HYP : {hyp.text}")
             if full_context:
-                tokens, _, _ = decode_full(model, torch.nan_to_num(audio.samples, 0.0, 0.0, 0.0),
-                                           floor="utterance")
-                full = model.tokenizer.decode_ids(tokens) if tokens else ""
+                tokens, _, logits = decode_full(model, torch.nan_to_num(audio.samples, 0.0, 0.0, 0.0),
+                                                floor="utterance")
+                if lm_search is not None:
+                    full = offline_lm_text(lm_search, logits)
+                else:
+                    full = model.tokenizer.decode_ids(tokens) if tokens else ""
                 ef, _ = word_errors(ref, full)
                 errs_full += ef
                 utt["hyp_full_context"] = full
@@ -234,6 +247,7 @@ def stream_manifest(model, manifest, limit: int | None = 5,
             utts.append(utt)
     total = merge_stats(stats)
     s = summary(model, dec, total, calls["calls"])
+    s["decoding"] = "greedy" if lm_search is None else "beam_lm"
     s["utterances"] = utts
     s["ref_words"] = n_ref
     s["wer_stream"] = round(100.0 * errs / max(n_ref, 1), 2)
