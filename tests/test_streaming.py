@@ -429,3 +429,68 @@ def test_cli_beam_lm_and_a_missing_lm(tiny, wav, arpa, tmp_path, capsys):
     assert _stream(tiny["packed"], "--wav", path, "--decoding", "beam_lm",
                    "--lm-arpa", tmp_path / "none.arpa") == 2
     assert "LM file not found" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------- endpointing ------
+
+class _ScriptedCTC(torch.nn.Module):
+    """Stands in for ctc_lin: emits a scripted label per encoder frame (then blanks)."""
+
+    def __init__(self, labels, vocab):
+        super().__init__()
+        self.labels, self.vocab, self.pos = list(labels), vocab, 0
+
+    def forward(self, enc):
+        t = enc.shape[1]
+        out = torch.full((1, t, self.vocab), -10.0)
+        for i in range(t):
+            lab = self.labels[self.pos] if self.pos < len(self.labels) else 0
+            out[0, i, lab] = 10.0
+            self.pos += 1
+        return out
+
+
+def test_endpointing_cuts_segments_at_trailing_blank(packed, tiny):
+    from denseshift_speech.streaming import Endpointing
+    model = copy.copy(packed)
+    sp = model.tokenizer
+    letter = next(i for i in range(sp.vocab_size()) if sp.id_to_piece(i).strip("\u2581").isalpha())
+    space = next((i for i in range(sp.vocab_size()) if sp.id_to_piece(i) == "\u2581"), None)
+    script = [0] * 10 + [letter] * 3 + [0] * 30 + ([space] if space is not None else [0]) + [0] * 5 \
+        + [letter] * 4 + [0] * 25
+    model.ctc_lin = _ScriptedCTC(script, sp.vocab_size())
+    dec = StreamingDecoder(model, 8, 2, endpoint=Endpointing(trailing_silence=0.8, max_segment=30))
+    fs = dec.frame_seconds
+    samples = torch.zeros(int((len(script) + 8) * fs * model.sample_rate))
+    stream_samples(dec, samples)
+    starts = [round(s["start"] / fs) for s in dec.segments]
+    ends = [round(s["end"] / fs) for s in dec.segments]
+    # a lone word-boundary piece in the pause is not speech: two segments, not three
+    assert starts == [10, 10 + 3 + 30 + 1 + 5], dec.segments
+    assert ends == [13, 10 + 3 + 30 + 1 + 5 + 4], dec.segments
+    assert all(seg["text"] for seg in dec.segments)
+
+
+def test_endpointing_forced_cut_and_bad_settings(packed):
+    from denseshift_speech.streaming import Endpointing
+    model = copy.copy(packed)
+    sp = model.tokenizer
+    letter = next(i for i in range(sp.vocab_size()) if sp.id_to_piece(i).strip("\u2581").isalpha())
+    model.ctc_lin = _ScriptedCTC([letter, 0] * 60, sp.vocab_size())  # speech without pauses
+    dec = StreamingDecoder(model, 8, 2, endpoint=Endpointing(trailing_silence=0.8, max_segment=1.0))
+    fs = dec.frame_seconds
+    stream_samples(dec, torch.zeros(int(130 * fs * model.sample_rate)))
+    assert len(dec.segments) >= 4
+    assert all(s["end"] - s["start"] <= 1.0 + 2 * fs for s in dec.segments)
+    with pytest.raises(ValueError, match="positive"):
+        Endpointing(trailing_silence=0)
+
+
+def test_cli_endpoint_json_has_segments(tiny, wav, tmp_path, capsys):
+    path = tmp_path / "a.wav"
+    sf.write(path, wav.numpy(), 16000)
+    assert _stream(tiny["packed"], "--wav", path, "--endpoint", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert isinstance(out["utterances"][0]["segments"], list)
+    assert _stream(tiny["packed"], "--wav", path, "--endpoint", "--endpoint-silence", "0") == 2
+    assert "--endpoint" in capsys.readouterr().err

@@ -42,6 +42,13 @@ def add_parser(subparsers):
                    help="packed kernel path (default: the one recorded in the model file)")
     p.add_argument("--decoding", choices=["greedy", "beam_lm"], default="greedy",
                    help="greedy CTC (default) or CTC prefix beam search fused with a word n-gram LM")
+    p.add_argument("--endpoint", action="store_true",
+                   help="cut long audio into segments at pauses (trailing blank CTC frames); "
+                        "each segment is finalized and printed with start/end times")
+    p.add_argument("--endpoint-silence", type=float, default=0.8, metavar="SEC",
+                   help="--endpoint: seconds of blank after speech that end a segment (0.8)")
+    p.add_argument("--max-segment", type=float, default=30.0, metavar="SEC",
+                   help="--endpoint: longest segment before a forced cut (30)")
     p.add_argument("--lm-arpa", metavar="FILE",
                    help="--decoding beam_lm: the ARPA LM (default: save/lm_<order>gram.arpa "
                         "beside the model file, as the recipe writes it)")
@@ -112,6 +119,18 @@ def run(args) -> int:
         raise UserError(str(err)) from None
 
 
+def _endpointing(args):
+    """--endpoint settings, or None (the whole input is one segment)."""
+    if not args.endpoint:
+        return None
+    from ..errors import UserError
+    from ..streaming.decoder import Endpointing
+    try:
+        return Endpointing(args.endpoint_silence, args.max_segment)
+    except ValueError as err:
+        raise UserError(f"--endpoint: {err}") from None
+
+
 def _lm_search(args, model):
     """The LM-fused search of --decoding beam_lm, or None (greedy)."""
     if args.decoding != "beam_lm":
@@ -158,7 +177,8 @@ def _run_files(args, model) -> int:
     from ..streaming.decoder import StreamingDecoder, decode_full
     from ..streaming.run import count_packed_calls, format_summary, merge_stats, stream_samples, summary
     audios = [read_audio(path, model.sample_rate) for path in args.wav]  # check all first
-    dec = StreamingDecoder(model, args.chunk_size, args.left_context, lm_search=args.lm_search)
+    dec = StreamingDecoder(model, args.chunk_size, args.left_context, lm_search=args.lm_search,
+                           endpoint=_endpointing(args))
     stats, utts = [], []
     with count_packed_calls(model) as calls:
         for audio in audios:
@@ -180,6 +200,12 @@ def _run_files(args, model) -> int:
             utt = {"wav": audio.path, "transcript": hyp.text, "audio_seconds": round(audio.seconds, 3),
                    "input_notes": audio.notes,
                    "nonfinite_samples_zeroed": dec.stats.nonfinite_samples}
+            if dec.endpoint is not None:
+                utt["segments"] = list(dec.segments)
+                utt["transcript"] = " ".join(seg["text"] for seg in dec.segments if seg["text"])
+                if not args.json:
+                    for seg in dec.segments:
+                        print(f"  segment {seg['start']:8.2f}-{seg['end']:8.2f} s: {seg['text']}")
             if args.full_context:
                 tokens, _, _ = decode_full(model, torch.nan_to_num(audio.samples, 0.0, 0.0, 0.0),
                                            floor="utterance")

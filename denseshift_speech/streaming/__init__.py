@@ -20,6 +20,7 @@ from .defaults import DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CONTEXT
 _EXPORTS = {
     "AudioError": "audio", "read_audio": "audio",
     "CausalFbank": "decoder", "Hypothesis": "decoder", "StreamingDecoder": "decoder",
+    "Endpointing": "decoder",
     "StreamingFrontEnd": "decoder", "StreamStats": "decoder", "decode_full": "decoder",
     "frontend_full": "decoder",
     "ModelFileError": "model", "StreamingModel": "model", "decode_to_float_": "model",

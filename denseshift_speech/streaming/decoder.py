@@ -215,6 +215,21 @@ class StreamStats:
         return 1000.0 * _percentile(self.chunk_latencies, q)
 
 
+@dataclasses.dataclass
+class Endpointing:
+    """When a segment of a long stream ends (seconds): after ``trailing_silence`` of blank
+    CTC frames following speech, or once it is ``max_segment`` long.  At an endpoint the
+    segment's text is finalized and the search state reset; the encoder keeps only its
+    bounded left-context cache, so memory stays flat however long the stream."""
+    trailing_silence: float = 0.8
+    max_segment: float = 30.0
+
+    def __post_init__(self):
+        if not self.trailing_silence > 0 or not self.max_segment > 0:
+            raise ValueError(f"endpointing needs positive trailing_silence and max_segment, got "
+                             f"{self.trailing_silence} and {self.max_segment}")
+
+
 class StreamingDecoder:
     """CTC streaming decoder over a :class:`StreamingModel`: greedy, or LM-fused prefix beam
     search when ``lm_search`` (a :class:`~.lm_search.StreamingLMSearch`) is given.
@@ -230,7 +245,7 @@ class StreamingDecoder:
 
     def __init__(self, model: StreamingModel, chunk_size: int = DEFAULT_CHUNK_SIZE,
                  left_context_chunks: int = DEFAULT_LEFT_CONTEXT, peak_db: float | None = None,
-                 lm_search=None):
+                 lm_search=None, endpoint: "Endpointing | None" = None):
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1 encoder frame, got {chunk_size}")
         if left_context_chunks is None or int(left_context_chunks) < 0:
@@ -243,6 +258,14 @@ class StreamingDecoder:
         # a StreamingLMSearch (lm_search.py): LM-fused prefix beam search over the chunks'
         # log-probabilities; None: greedy CTC
         self.lm_search = lm_search
+        # endpointing (long audio): a segment ends after `endpoint.trailing_silence` seconds
+        # of blank frames following speech, or at `endpoint.max_segment`; None: one segment
+        self.endpoint = endpoint
+        # labels that are not speech for endpointing: blank, and pieces that are only the
+        # word-boundary marker (models emit a lone "▁" in silence)
+        sp = model.tokenizer
+        self._silent = {model.blank_index} | {
+            i for i in range(sp.vocab_size()) if not sp.id_to_piece(i).replace("\u2581", "").strip()}
         self.reset()
 
     @property
@@ -267,12 +290,21 @@ class StreamingDecoder:
         self.frontend.reset()
         self.context = self.model.Transformer.make_streaming_context(self.config)
         self.pending_frames = None
-        self.prev_label = self.model.blank_index
-        self.tokens = []
         self.labels = []          # per-frame argmax (for tests / alignment)
         self.stats = StreamStats()
         self._last_text = ""
         self.finished = False
+        self.segments = []        # finalized segments: {"text", "start", "end"} (seconds)
+        self.frame_index = 0      # encoder frames seen in the stream
+        self._reset_segment()
+
+    def _reset_segment(self):
+        """Decoder state of one segment (the encoder's bounded left context carries on)."""
+        self.prev_label = self.model.blank_index
+        self.tokens = []
+        self.seg_first = None     # frame index of the segment's first / last non-blank
+        self.seg_last = None
+        self.seg_start = self.frame_index
         if self.lm_search is not None:
             self.lm_search.reset()
 
@@ -293,15 +325,44 @@ class StreamingDecoder:
         m = self.model
         enc = m.Transformer.encode_streaming(frames, self.context)
         logits = m.ctc_lin(enc)
-        if self.lm_search is not None:
-            self.lm_search.step(torch.log_softmax(logits.float(), -1)[0])
+        log_probs = torch.log_softmax(logits.float(), -1)[0] if self.lm_search is not None else None
         labels = logits.argmax(-1)[0].tolist()
         self.labels.extend(labels)
-        for lab in labels:
-            if lab != m.blank_index and lab != self.prev_label:
-                self.tokens.append(lab)
+        fed = 0  # frames of this chunk already given to the LM search
+        for i, lab in enumerate(labels):
+            if lab != m.blank_index:
+                if lab != self.prev_label:
+                    self.tokens.append(lab)
+                if lab not in self._silent:
+                    self.seg_first = self.frame_index if self.seg_first is None else self.seg_first
+                    self.seg_last = self.frame_index
             self.prev_label = lab
+            self.frame_index += 1
+            if self.endpoint is not None and self._at_endpoint():
+                if log_probs is not None:
+                    self.lm_search.step(log_probs[fed:i + 1])
+                    fed = i + 1
+                self._close_segment()
+        if log_probs is not None:
+            self.lm_search.step(log_probs[fed:])
         self.stats.chunks += 1
+
+    def _at_endpoint(self) -> bool:
+        """Trailing blank after speech, or a segment at its maximum length."""
+        ep, fs = self.endpoint, self.frame_seconds
+        if self.seg_last is None:
+            return False
+        if (self.frame_index - 1 - self.seg_last) * fs >= ep.trailing_silence:
+            return True
+        return (self.frame_index - self.seg_start) * fs >= ep.max_segment
+
+    def _close_segment(self):
+        hyp = self._hypothesis(final=True)
+        fs = self.frame_seconds
+        if self.seg_first is not None:
+            self.segments.append({"text": hyp.text, "start": round(self.seg_first * fs, 3),
+                                  "end": round((self.seg_last + 1) * fs, 3)})
+        self._reset_segment()
 
     def _queue(self, frames: torch.Tensor, final: bool):
         if frames.shape[1]:
@@ -374,6 +435,8 @@ class StreamingDecoder:
         n = self._queue(self.frontend.push(tail, final=True), final=True)
         self.finished = True
         hyp = self._hypothesis(final=True)
+        if self.endpoint is not None:
+            self._close_segment()  # the last segment (the returned hypothesis is its text)
         dt = time.perf_counter() - t0
         self.stats.compute_seconds += dt
         if n:
