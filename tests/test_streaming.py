@@ -469,6 +469,14 @@ def test_endpointing_cuts_segments_at_trailing_blank(packed, tiny):
     assert starts == [10, 10 + 3 + 30 + 1 + 5], dec.segments
     assert ends == [13, 10 + 3 + 30 + 1 + 5 + 4], dec.segments
     assert all(seg["text"] for seg in dec.segments)
+    # latency: the final text comes once the trailing silence is heard (and its chunk is
+    # complete); the first partial within about a chunk of the start of speech
+    chunk_s = dec.chunk_seconds + dec.lookahead_samples / model.sample_rate
+    assert len(dec.stats.final_delays) == 2
+    for d in dec.stats.final_delays[:1]:
+        assert 0.8 <= d <= 0.8 + chunk_s + 0.5, dec.stats.final_delays
+    assert len(dec.stats.first_partial_delays) == 2
+    assert all(0.0 <= d <= chunk_s + 0.5 for d in dec.stats.first_partial_delays), dec.stats.first_partial_delays
 
 
 def test_endpointing_forced_cut_and_bad_settings(packed):

@@ -206,6 +206,11 @@ class StreamStats:
     chunk_latencies: list = dataclasses.field(default_factory=list)  # seconds per fed piece
     nonfinite_samples: int = 0
     nonfinite_events: list = dataclasses.field(default_factory=list)  # (start second, count)
+    # per segment (the whole stream without endpointing), seconds: from the start of speech
+    # to the first partial, and from the end of speech to the final text (audio that had to
+    # arrive, chunking and lookahead included, plus compute)
+    first_partial_delays: list = dataclasses.field(default_factory=list)
+    final_delays: list = dataclasses.field(default_factory=list)
 
     @property
     def rtf(self) -> float:
@@ -305,6 +310,7 @@ class StreamingDecoder:
         self.seg_first = None     # frame index of the segment's first / last non-blank
         self.seg_last = None
         self.seg_start = self.frame_index
+        self._partial_seen = False
         if self.lm_search is not None:
             self.lm_search.reset()
 
@@ -325,6 +331,7 @@ class StreamingDecoder:
         m = self.model
         enc = m.Transformer.encode_streaming(frames, self.context)
         logits = m.ctc_lin(enc)
+        self._chunk_t0, self._chunk_end = time.perf_counter(), self.frame_index + logits.shape[1]
         log_probs = torch.log_softmax(logits.float(), -1)[0] if self.lm_search is not None else None
         labels = logits.argmax(-1)[0].tolist()
         self.labels.extend(labels)
@@ -356,10 +363,16 @@ class StreamingDecoder:
             return True
         return (self.frame_index - self.seg_start) * fs >= ep.max_segment
 
-    def _close_segment(self):
+    def _close_segment(self, final_at: float | None = None):
+        """Finalize the segment.  ``final_at``: audio seconds (compute included) at which
+        its text is final; default: when the current chunk's audio was complete."""
         hyp = self._hypothesis(final=True)
         fs = self.frame_seconds
         if self.seg_first is not None:
+            if final_at is None:
+                final_at = (self._chunk_end * fs + self.lookahead_samples / self.model.sample_rate
+                            + time.perf_counter() - self._chunk_t0)
+            self.stats.final_delays.append(max(0.0, final_at - (self.seg_last + 1) * fs))
             self.segments.append({"text": hyp.text, "start": round(self.seg_first * fs, 3),
                                   "end": round((self.seg_last + 1) * fs, 3)})
         self._reset_segment()
@@ -415,6 +428,10 @@ class StreamingDecoder:
         n = self._queue(self.frontend.push(x), final=False)
         hyp = self._hypothesis(final=False)
         dt = time.perf_counter() - t0
+        if hyp.text and not self._partial_seen and self.seg_first is not None:
+            self._partial_seen = True
+            now = self.frontend.n_total / self.model.sample_rate + dt
+            self.stats.first_partial_delays.append(max(0.0, now - self.seg_first * self.frame_seconds))
         self.stats.compute_seconds += dt
         if n:
             self.stats.chunk_latencies.append(dt)
@@ -435,8 +452,11 @@ class StreamingDecoder:
         n = self._queue(self.frontend.push(tail, final=True), final=True)
         self.finished = True
         hyp = self._hypothesis(final=True)
+        final_at = self.frontend.n_total / self.model.sample_rate + time.perf_counter() - t0
         if self.endpoint is not None:
-            self._close_segment()  # the last segment (the returned hypothesis is its text)
+            self._close_segment(final_at)  # the last segment (the returned hypothesis is its text)
+        elif self.seg_last is not None:
+            self.stats.final_delays.append(max(0.0, final_at - (self.seg_last + 1) * self.frame_seconds))
         dt = time.perf_counter() - t0
         self.stats.compute_seconds += dt
         if n:

@@ -95,6 +95,8 @@ def merge_stats(stats_list) -> StreamStats:
         out.chunk_latencies += s.chunk_latencies
         out.nonfinite_samples += s.nonfinite_samples
         out.nonfinite_events += s.nonfinite_events
+        out.first_partial_delays += s.first_partial_delays
+        out.final_delays += s.final_delays
     return out
 
 
@@ -125,6 +127,11 @@ def summary(model: StreamingModel, decoder: StreamingDecoder, stats: StreamStats
         "chunks": stats.chunks,
         "chunk_latency_ms_median": round(1000 * _percentile(stats.chunk_latencies, 50), 2),
         "chunk_latency_ms_p95": round(1000 * _percentile(stats.chunk_latencies, 95), 2),
+        # start of speech -> first partial; end of speech -> final text (median, p95)
+        "first_partial_ms_median": round(1000 * _percentile(stats.first_partial_delays, 50), 1),
+        "first_partial_ms_p95": round(1000 * _percentile(stats.first_partial_delays, 95), 1),
+        "final_ms_median": round(1000 * _percentile(stats.final_delays, 50), 1),
+        "final_ms_p95": round(1000 * _percentile(stats.final_delays, 95), 1),
         "nonfinite_samples_zeroed": stats.nonfinite_samples,
     }
 
@@ -150,6 +157,10 @@ def format_summary(s: dict) -> str:
         f"(+{s['lookahead_ms']:.0f} ms lookahead), left context {s['left_context_chunks']} chunks",
         f"  chunk latency    median {s['chunk_latency_ms_median']:.1f} ms, "
         f"p95 {s['chunk_latency_ms_p95']:.1f} ms ({s['chunks']} chunks)",
+        f"  first partial    median {s['first_partial_ms_median']:.0f} ms, p95 "
+        f"{s['first_partial_ms_p95']:.0f} ms after the start of speech",
+        f"  final text       median {s['final_ms_median']:.0f} ms, p95 {s['final_ms_p95']:.0f} ms "
+        f"after the end of speech",
         f"  model file       {size}",
         f"  compute path     {s['compute']}",
         f"  native kernel    {native}",
@@ -290,13 +301,16 @@ def sweep(model: StreamingModel, manifest, configs, limit: int | None = None,
                "wer_ratio": round(wer / wer_full, 3) if wer_full else None,
                "rtf": round(st.rtf, 5),
                "chunk_latency_ms_median": round(1000 * _percentile(st.chunk_latencies, 50), 2),
-               "chunk_latency_ms_p95": round(1000 * _percentile(st.chunk_latencies, 95), 2)}
+               "chunk_latency_ms_p95": round(1000 * _percentile(st.chunk_latencies, 95), 2),
+               "first_partial_ms_median": round(1000 * _percentile(st.first_partial_delays, 50), 1),
+               "final_ms_median": round(1000 * _percentile(st.final_delays, 50), 1)}
         results.append(row)
         if out is not None:
             print(f"chunk {chunk:3d} ({row['chunk_ms']:4d} ms) left {left:2d}: WER stream "
                   f"{row['wer_stream']:6.2f}% full {row['wer_full']:6.2f}% ratio {row['wer_ratio']} "
                   f"RTF {row['rtf']:.4f} latency median {row['chunk_latency_ms_median']:.1f} ms "
-                  f"p95 {row['chunk_latency_ms_p95']:.1f} ms", file=out, flush=True)
+                  f"p95 {row['chunk_latency_ms_p95']:.1f} ms, first partial {row['first_partial_ms_median']:.0f} ms, "
+                  f"final {row['final_ms_median']:.0f} ms", file=out, flush=True)
     return results
 
 
