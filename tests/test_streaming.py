@@ -502,3 +502,38 @@ def test_cli_endpoint_json_has_segments(tiny, wav, tmp_path, capsys):
     assert isinstance(out["utterances"][0]["segments"], list)
     assert _stream(tiny["packed"], "--wav", path, "--endpoint", "--endpoint-silence", "0") == 2
     assert "--endpoint" in capsys.readouterr().err
+
+
+def test_live_view_under_a_pseudo_terminal(tiny, wav, tmp_path):
+    """--realtime on a file stands in for the microphone: on a terminal the partial is
+    redrawn in place on one line ("\\r" + erase line), then the final text and summary."""
+    import pty
+    import select
+    import subprocess
+    import sys
+    from conftest import ROOT
+    path = tmp_path / "a.wav"
+    sf.write(path, wav.numpy()[:32000], 16000)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "denseshift_speech", "stream", str(tiny["packed"]),
+                             "--wav", str(path), "--realtime", "--endpoint"],
+                            stdout=slave, stderr=subprocess.PIPE, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    os.close(slave)
+    out = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(60) == 0, proc.stderr.read().decode()[-2000:]
+    text = out.decode(errors="replace")
+    assert text.count("\r\x1b[K") >= 2, text[:500]
+    assert "summary:" in text and "s partial " not in text  # no plain per-update lines on a tty

@@ -170,6 +170,44 @@ def _run_manifest(args, model) -> int:
     return 0
 
 
+class LiveView:
+    """What a person watching sees: on a terminal, the partial hypothesis on one line
+    redrawn in place, with each finalized segment printed above it; elsewhere (a pipe, a
+    log) one plain line per update, as before."""
+
+    def __init__(self, out, decoder, tty: bool | None = None):
+        self.out, self.decoder, self.shown = out, decoder, 0
+        self.tty = out.isatty() if tty is None else tty
+
+    def _line(self, text: str, newline: bool = False):
+        self.out.write("\r\033[K" + text + ("\n" if newline else ""))
+        self.out.flush()
+
+    def _segments(self):
+        while self.shown < len(self.decoder.segments):
+            seg = self.decoder.segments[self.shown]
+            self.shown += 1
+            if self.tty:
+                self._line(f"[{seg['start']:7.2f}-{seg['end']:7.2f} s] {seg['text']}", newline=True)
+
+    def update(self, h):
+        self._segments()
+        if self.tty:
+            self._line(h.display() or "...")
+        else:
+            tag = "final  " if h.is_final else "partial"
+            print(f"  {h.audio_seconds:6.2f}s {tag} {h.display()}", file=self.out, flush=True)
+
+    def close(self, final_text: str):
+        """After finish(): the last segment(s), or the final text without endpointing."""
+        had = len(self.decoder.segments)
+        self._segments()
+        if self.tty and not had:
+            self._line(final_text, newline=True)
+        elif self.tty:
+            self._line("", newline=False)
+
+
 def _run_files(args, model) -> int:
     import torch
 
@@ -187,12 +225,10 @@ def _run_files(args, model) -> int:
             if not args.json:
                 print(f"{audio.path} ({audio.seconds:.2f} s)", flush=True)
 
-            def show(h):
-                if not args.json:
-                    tag = "final  " if h.is_final else "partial"
-                    print(f"  {h.audio_seconds:6.2f}s {tag} {h.display()}", flush=True)
-
-            hyp = stream_samples(dec, audio.samples, args.realtime, show)
+            view = LiveView(sys.stdout, dec)
+            hyp = stream_samples(dec, audio.samples, args.realtime, None if args.json else view.update)
+            if not args.json:
+                view.close(hyp.text)
             for start, n in dec.stats.nonfinite_events:
                 print(f"denseshift-speech stream: warning: {audio.path}: {n} non-finite samples "
                       f"(NaN/inf) at {start:.2f} s replaced by zeros", file=sys.stderr)
@@ -203,7 +239,7 @@ def _run_files(args, model) -> int:
             if dec.endpoint is not None:
                 utt["segments"] = list(dec.segments)
                 utt["transcript"] = " ".join(seg["text"] for seg in dec.segments if seg["text"])
-                if not args.json:
+                if not args.json and not view.tty:
                     for seg in dec.segments:
                         print(f"  segment {seg['start']:8.2f}-{seg['end']:8.2f} s: {seg['text']}")
             if args.full_context:
@@ -247,7 +283,9 @@ def _run_mic(args, model) -> int:
 
     from ..streaming.decoder import StreamingDecoder
     from ..streaming.run import count_packed_calls, format_summary, summary
-    dec = StreamingDecoder(model, args.chunk_size, args.left_context, lm_search=args.lm_search)
+    dec = StreamingDecoder(model, args.chunk_size, args.left_context, lm_search=args.lm_search,
+                           endpoint=_endpointing(args))
+    view = LiveView(sys.stdout, dec)
     if not args.json:
         print(f"listening at {model.sample_rate} Hz (Ctrl-C to stop)...", file=sys.stderr)
     t_end = time.monotonic() + args.seconds if args.seconds else None
@@ -262,7 +300,7 @@ def _run_mic(args, model) -> int:
                     data, _ = stream.read(n)
                     hyp = dec.accept(torch.from_numpy(data[:, 0].copy()))
                     if hyp is not None and not args.json:
-                        print(f"  {hyp.audio_seconds:6.2f}s partial {hyp.display()}", flush=True)
+                        view.update(hyp)
         except KeyboardInterrupt:
             pass
         except Exception as err:  # PortAudioError etc.
@@ -271,9 +309,14 @@ def _run_mic(args, model) -> int:
         hyp = dec.finish()
     s = summary(model, dec, dec.stats, calls["calls"])
     s["transcript"] = hyp.text
+    if dec.endpoint is not None:
+        s["segments"] = list(dec.segments)
+        s["transcript"] = " ".join(seg["text"] for seg in dec.segments if seg["text"])
     if args.json:
         print(json.dumps(s))
     else:
-        print(f"  final   {hyp.text}")
+        view.close(hyp.text)
+        if not view.tty:
+            print(f"  final   {hyp.text}")
         print(format_summary(s))
     return 0

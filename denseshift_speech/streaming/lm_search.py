@@ -30,7 +30,7 @@ class StreamingLMSearch:
             raise LMSearchError(f"LM file not found: {arpa!r} (an ARPA n-gram, e.g. the "
                                 f"recipe's save/lm_3gram.arpa)")
         try:
-            import kenlm  # noqa: F401  (the searcher imports it; fail here with a clear line)
+            import kenlm  # noqa: F401  pyflakes: unused (the searcher imports it; fail here clearly)
             from speechbrain.decoders.ctc import CTCPrefixBeamSearcher
         except ImportError as err:
             raise LMSearchError(f"LM decoding needs kenlm and speechbrain ({err})") from None
@@ -77,10 +77,12 @@ class StreamingLMSearch:
     def partial(self):
         """(best text so far, words no live beam can change)."""
         best = max(self.beams, key=lambda b: b.score)
-        text = self.searcher.normalize_whitespace(f"{best.text} {best.partial_word}")
+        text = self.searcher.normalize_whitespace(best.text)  # (the partial word included)
         agreed = None
         for b in self.beams:
             words = b.text.split()
+            if b.partial_word:  # the word still being spelled may change
+                words = words[:-1]
             if agreed is None:
                 agreed = words
             else:
