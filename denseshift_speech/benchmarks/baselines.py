@@ -169,14 +169,8 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path, opset: int = 17)
     input's traced shape (``Shape``/``Range``/``Sin``/``Cos`` nodes), not baked in. Returns
     ``path``.
     """
-    module = module.eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # legacy-exporter deprecation, tracer warnings
-        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
-                          input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "batch", 1: "time"},
-                                        "y": {0: "batch", 1: "time"}})
-    return path
+    from ..packed.onnx_export import torch_export
+    return torch_export(module, example, path, opset=opset)
 
 
 def ort_session(model, threads: int = 1):

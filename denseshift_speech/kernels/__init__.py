@@ -1,30 +1,25 @@
-"""The fused DenseShift shift kernel: torch custom ops ``torch.ops.denseshift.*``.
+"""The DenseShift CPU kernels: torch custom ops ``torch.ops.denseshift.*``.
 
-Ops (CPU, float32 activations, packed codes as in :mod:`denseshift_speech.packing`)::
+The op schemas are defined once, in :mod:`.ops`; the C++ extension (``_C``) implements
+them and :mod:`.reference` gives a pure-PyTorch version of each.  Two weight layouts
+(:mod:`.layout`): the packed *file* layout (b bits per code, 64-code blocks) read by
+``linear`` / ``depthwise_conv1d``, and the *tiled* run-time layout made once per layer by
+``repack`` and read by ``linear_tiled`` (paths ``int8`` and ``exact``) and the fused
+``conformer_layer``.
 
-    denseshift::linear(Tensor x, Tensor packed, Tensor alpha, Tensor? bias, int bits,
-                       int in_features, str isa='auto', str method='add') -> Tensor
-        y = alpha * (x @ Q^T) + bias, x (..., in_features) -> y (..., N)
-    denseshift::depthwise_conv1d(Tensor x, Tensor packed, Tensor alpha, Tensor? bias,
-                       int bits, int kernel_size, int padding, int dilation,
-                       str isa='auto', str method='add') -> Tensor
-        stride-1 depthwise conv, x (B, C, T) -> (B, C, T + 2*padding - dilation*(k-1))
-
-``method='add'`` is the paper's integer-add path: ``bits(x) + (e << 23)`` with the
-sign flipped by adding ``1 << 31`` (== XOR of the sign bit, METHOD.md section 5), then
-float additions.  Activations for which that is not the IEEE product (+-0, subnormals,
-values whose product would overflow, inf, NaN) are masked out of the SIMD loop and
-added back with an IEEE multiplication, so every path returns the IEEE result of
-``x * w`` (no flush-to-zero).  ``method='fma'`` decodes codes through a lookup table
-into float weights and uses fused multiply-adds.  ``method='gemm'`` (linear only)
-decodes tiles of at most ~256 KiB of rows into a cache-resident float buffer and hands
-each tile to the BLAS sgemm (never the whole matrix): the fast path for batches.
-``method='auto'`` picks ``add`` below 16 rows of x and ``gemm`` from 16 rows on (the
-depthwise op treats ``auto`` as ``add`` and ``gemm`` as ``fma``).
+File-layout ops, ``method``: ``add`` is the paper's integer-add path (``bits(x) + (e <<
+23)``, sign by adding ``1 << 31``; activations whose product is not the IEEE one -- +-0,
+subnormals, overflow, inf, NaN -- are masked out and added back with a multiplication,
+so the result is the IEEE ``x * w``), ``fma`` decodes into float weights, ``gemm``
+(linear only) decodes tiles of rows and calls the BLAS sgemm, ``auto`` picks ``add``
+below 16 rows and ``gemm`` above (``depthwise_conv1d``: ``auto`` is ``add``, ``gemm`` is
+``fma``).  The tiled paths' numerics are in ``csrc/core/tiled.h`` and README
+("Deployment: kernel paths").
 
 ``isa``: ``auto`` (the best the CPU has, or ``$DENSESHIFT_ISA`` when set), ``avx512``,
-``avx2``, ``scalar``; asking for one the CPU lacks is an error.  Threads: output
-channels are split with ``at::parallel_for`` (``torch.set_num_threads`` applies).
+``avx2``, ``scalar`` (the tiled ops on aarch64: ``neon-i8mm``, ``neon-dotprod``,
+``neon``); asking for one the CPU lacks is an error.  Threads: output channels are split
+with ``at::parallel_for`` (``torch.set_num_threads`` applies).
 
 The native op lives in ``denseshift_speech._C`` (built by ``pip install``).  When it
 cannot be imported, this module warns once and registers the pure-PyTorch reference

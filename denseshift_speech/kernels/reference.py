@@ -61,8 +61,9 @@ def linear_tiled(x, tiles, row_sums, alpha, bias, bits, in_features, path="int8"
     ``float(q @ W^T) * (xscale * alpha) + bias``, rows holding inf/NaN take the exact path.
     """
     n = alpha.shape[0]
-    if layout.read_tiled_header(tiles)[2] != bits:
-        raise ValueError(f"the tiles were repacked at {layout.read_tiled_header(tiles)[2]} bits, not {bits}")
+    packed_bits = layout.read_tiled_header(tiles)[2]
+    if packed_bits != bits:
+        raise ValueError(f"the tiles were repacked at {packed_bits} bits, not {bits}")
     codes_ = layout.untile_codes(tiles, n, in_features)
     x2 = x.reshape(-1, in_features).float()
     wf = codes.decode(codes_, bits, torch.float32)

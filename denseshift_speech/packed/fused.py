@@ -97,7 +97,6 @@ class _DensePacked:
         self.module, self.pname = module, pname
         self.bits = int(module._ds_dense[pname]["bits"])
         self.k = int(module._ds_dense[pname]["shape"][1])
-        self.path, self.isa = None, "auto"
         self._tiled_cache = None
         self._source = None
 
@@ -162,7 +161,7 @@ class LayerSpec:
 
     def args(self):
         key = tuple(id(m._tiled_cache) for m in self.packed)
-        if self._args is None or key != self._key or any(m._tiled_cache is None for m in self.packed):
+        if self._args is None or key != self._key:  # a repack (reload, .to) changes the ids
             slots, ints = [], []
             att = self.layer.mha_layer
             for m in self.linears:

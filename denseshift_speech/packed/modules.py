@@ -15,7 +15,6 @@ from torch import nn
 from .. import kernels
 from ..core import quant
 from ..kernels import layout
-from ..kernels import layout as packing
 
 # Deployment paths of packed modules (docs/METHOD.md, "Deployment"):
 #   int8  - activations quantized per row to int8, codes decoded to int8 in registers,
@@ -36,7 +35,7 @@ def check_path(path: str) -> str:
 class _PackedBase(nn.Module):
     def _init_storage(self, rows: int, k: int, bits: int, bias: bool):
         self.bits = quant.check_bits(bits)
-        self.register_buffer("packed", torch.zeros(rows, packing.row_bytes(k, bits), dtype=torch.uint8))
+        self.register_buffer("packed", torch.zeros(rows, layout.row_bytes(k, bits), dtype=torch.uint8))
         self.register_buffer("alpha", torch.ones(rows))
         if bias:
             self.bias = nn.Parameter(torch.zeros(rows), requires_grad=False)
@@ -73,7 +72,7 @@ class _PackedBase(nn.Module):
                                                  self.packed_k, self.path, self.isa)
 
     def set_codes(self, codes: torch.Tensor, alpha: torch.Tensor):
-        packed, alpha = packing.pack_weight(codes, alpha, self.bits)
+        packed, alpha = layout.pack_weight(codes, alpha, self.bits)
         if packed.shape != self.packed.shape:
             raise ValueError(f"codes of shape {tuple(codes.shape)} do not fit {self}")
         self.packed.copy_(packed)
@@ -83,7 +82,7 @@ class _PackedBase(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         """The dense float32 weight ``alpha * s * 2**e`` (decoded on each call)."""
-        return packing.decode_packed(self.packed, self.alpha, self.bits, self.weight_shape)
+        return layout.decode_packed(self.packed, self.alpha, self.bits, self.weight_shape)
 
     @property
     def weight(self) -> torch.Tensor:

@@ -23,7 +23,7 @@ _EXPORTS = {
     "Endpointing": "decoder",
     "StreamingFrontEnd": "decoder", "StreamStats": "decoder", "decode_full": "decoder",
     "frontend_full": "decoder",
-    "ModelFileError": "model", "StreamingModel": "model", "decode_to_float_": "model",
+    "ModelFileError": "model", "StreamingModel": "model",
     "load_model": "model",
     "stream_manifest": "run", "stream_samples": "run", "sweep": "run", "word_errors": "run",
     "compare_fp32": "run",

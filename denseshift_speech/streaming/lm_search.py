@@ -29,11 +29,10 @@ class StreamingLMSearch:
         if not arpa or not os.path.isfile(arpa):
             raise LMSearchError(f"LM file not found: {arpa!r} (an ARPA n-gram, e.g. the "
                                 f"recipe's save/lm_3gram.arpa)")
-        try:
-            import kenlm  # noqa: F401  pyflakes: unused (the searcher imports it; fail here clearly)
-            from speechbrain.decoders.ctc import CTCPrefixBeamSearcher
-        except ImportError as err:
-            raise LMSearchError(f"LM decoding needs kenlm and speechbrain ({err})") from None
+        import importlib.util
+        if importlib.util.find_spec("kenlm") is None:  # the searcher imports it: say so here
+            raise LMSearchError("LM decoding needs the 'kenlm' package (pip install kenlm)")
+        from speechbrain.decoders.ctc import CTCPrefixBeamSearcher
         try:
             self.searcher = CTCPrefixBeamSearcher(
                 blank_index=int(blank_index), vocab_list=list(vocab), kenlm_model_path=arpa,

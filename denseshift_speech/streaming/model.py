@@ -106,12 +106,6 @@ def _has_tag(value) -> bool:
     return False
 
 
-def decode_to_float_(container: nn.Module) -> int:
-    """The fp32-compute twin, in place (see :func:`denseshift_speech.packed.decode_to_float_`)."""
-    from ..packed import decode_to_float_ as decode
-    return decode(container)
-
-
 def load_model(path, fp32: bool = False, kernel_path: str | None = None) -> StreamingModel:
     """Build the model stored in ``path`` (a packed or full-precision ``model.dsp``).
 
@@ -168,6 +162,7 @@ def load_model(path, fp32: bool = False, kernel_path: str | None = None) -> Stre
     norm.eval()
     hp["compute_features"].eval()
     if fp32:
+        from ..packed import decode_to_float_
         decode_to_float_(container)
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor()

@@ -40,6 +40,7 @@ struct Layer {
   at::ArrayRef<double> eps;
   int64_t heads, kernel, padding, dilation;
   c10::string_view path, isa;
+  const PathInfo* info;  // isa resolved once per call (the post-ops, attention, depthwise)
 
   at::Tensor slot(int s, int i) const {
     c10::optional<at::Tensor> t = slots.get(size_t(s * kSlotTensors + i));
@@ -54,7 +55,7 @@ struct Layer {
   }
   // Row-wise post-ops in the kernel core (one framework call each would cost more than
   // the arithmetic at streaming sizes); the scalar ones where a path has none.
-  const PathInfo& P() const { return resolve_path(std::string(isa)); }
+  const PathInfo& P() const { return *info; }
   at::Tensor norm(int n, const at::Tensor& x_in) const {
     const at::Tensor x = x_in.contiguous(), w = params[2 * n].contiguous(), b = params[2 * n + 1].contiguous();
     at::Tensor out = at::empty_like(x);
@@ -99,7 +100,7 @@ struct Layer {
     if (kpm.has_value()) mask = kpm->to(at::kBool).contiguous();
     at::Tensor o = at::empty({B, T, C}, x.options());
     std::vector<float> scratch(size_t(tiled::attention_scratch(T, D)));
-    const tiled::AttentionFn fn = resolve_path(std::string(isa)).attention;
+    const tiled::AttentionFn fn = P().attention;
     const float scale = float(1.0 / std::sqrt(double(C)));
     for (int64_t b = 0; b < B; ++b)
       fn(qkv.data_ptr<float>() + b * T * 3 * C, pk.data_ptr<float>(), bu.data_ptr<float>(), bv.data_ptr<float>(),
@@ -116,8 +117,8 @@ struct Layer {
     const int64_t K = kernel;
     const int64_t Tout = T + 2 * padding - dilation * (K - 1);
     at::Tensor out = at::empty({B, Tout, C}, x.options());
-    resolve_path(std::string(isa)).depthwise(g.data_ptr<float>(), B, T, C, w.data_ptr<float>(), bias.data_ptr<float>(),
-                                             K, padding, dilation, Tout, out.data_ptr<float>());
+    P().depthwise(g.data_ptr<float>(), B, T, C, w.data_ptr<float>(), bias.data_ptr<float>(),
+                  K, padding, dilation, Tout, out.data_ptr<float>());
     at::Tensor h = out;
     if (Tout != T) h = h.narrow(1, 0, T);  // causal: chomp the right end
     h = norm(kNormConvAfter, h).contiguous();
@@ -141,7 +142,8 @@ at::Tensor conformer_layer_cpu(const at::Tensor& x_in, const c10::optional<at::T
   TORCH_CHECK(params.size() == size_t(2 * kNorms + 4) && eps.size() == size_t(kNorms) && conf.size() == 4,
               "denseshift::conformer_layer: malformed layer parameters");
   const std::string stages(stages_s);
-  Layer L{slots, slot_ints, params, eps, conf[0], conf[1], conf[2], conf[3], path, isa};
+  Layer L{slots, slot_ints, params, eps, conf[0], conf[1], conf[2], conf[3], path, isa,
+          &resolve_path(std::string(isa))};
   TORCH_CHECK(L.heads >= 1 && x_in.size(2) % L.heads == 0, "denseshift::conformer_layer: d_model ", x_in.size(2),
               " is not divisible by ", L.heads, " heads");
   at::Tensor x = x_in.contiguous().clone();  // updated in place below, never the caller's
