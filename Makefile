@@ -7,17 +7,23 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NATIVE := $(shell find denseshift_speech/kernels/csrc -name "*.cpp" -o -name "*.h")
 
-.PHONY: install test demo results bench clean system-deps
+.PHONY: install test demo results ablation bench clean system-deps
 
 install: $(STAMP)
 
-# espeak-ng synthesizes the embedded corpora (Debian package; root on these machines).
+# Speech engines of the embedded corpora (Debian packages; root on these machines):
+# espeak-ng and flite speak the training splits, festival with its three English voices
+# the held-out-engine test splits.
 # g++-aarch64-linux-gnu + qemu-user: tests/test_arm.py cross-builds the kernel driver
 # for aarch64 and runs it under QEMU (it fails, not skips, without them on x86).
+SPEECH_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 system-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
+	@{ command -v espeak-ng && command -v flite && command -v festival && \
+	   [ -d /usr/share/festival/voices/english/kal_diphone ] && \
+	   [ -d /usr/share/festival/voices/english/ked_diphone ] && \
+	   [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ]; } >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(SPEECH_PKGS); }
 	@{ command -v aarch64-linux-gnu-g++ && command -v qemu-aarch64; } >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq g++-aarch64-linux-gnu qemu-user; }
@@ -42,6 +48,10 @@ demo: $(STAMP)
 
 results: $(STAMP)
 	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full
+
+# after `make demo`: the fp32 conformer without each corpus ingredient (README, Results)
+ablation: $(STAMP)
+	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/ablation --ablation
 
 bench: $(STAMP)
 	$(VENV)/bin/denseshift-speech bench --json results/bench.json

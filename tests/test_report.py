@@ -140,3 +140,20 @@ def test_packed_paths_get_their_own_table(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## The packed model on each kernel path" in md
     assert "| int8 | 10.60 (20.10) |" in md and "| exact | 10.50 (20.00) |" in md
+
+
+def test_kws_other_engine_accuracy_in_rows_and_table(tmp_path):
+    """results.json's accuracy_other_engine (clips of an unseen speech engine) is shown
+    beside the accuracy, with its own difference to the fp32 twin."""
+    root = tmp_path / "r"
+    write(root / "fp", task="kws", arch="xvector_tdnn", bits=32, accuracy=97.5,
+          accuracy_other_engine=90.0, params=10, quantized_params=0, fp32_bytes=40,
+          packed_bytes=41)
+    write(root / "ds3", task="kws", arch="xvector_tdnn", bits=3, accuracy=97.0,
+          accuracy_other_engine=88.5, params=10, quantized_params=8, fp32_bytes=40,
+          packed_bytes=12)
+    rows = build_report([str(root)], str(tmp_path / "out"))
+    by = {r["bits"]: r for r in rows}
+    assert by[3]["delta_accuracy_other_engine"] == pytest.approx(-1.5)
+    table = open(tmp_path / "out" / "report.md").read()
+    assert "acc 97.00% / other engine 88.50%" in table and "-0.50 / -1.50 pts" in table

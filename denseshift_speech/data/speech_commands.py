@@ -1,7 +1,9 @@
 """Google Speech Commands preparation: ``train.csv``, ``valid.csv``, ``test.csv`` with
 columns ``ID,duration,wav,start,stop,command,spk_id`` (``start``/``stop`` in samples),
 from the real v0.02 corpus or the synthetic one (same layout: ``<word>/<spk>_nohash_<n>.wav``,
-``validation_list.txt``, ``testing_list.txt``, ``_background_noise_/``).
+``validation_list.txt``, ``testing_list.txt``, ``_background_noise_/``).  When the
+corpus has ``testing_other_list.txt`` (the embedded one's clips by an engine never used
+in training, under ``_other_engine_/``), ``test_other.csv`` holds them too.
 
 Classes: the chosen command words, ``unknown`` (a sample of the other words, sized as a
 percentage of the split's command items) and ``silence`` (1-second segments cut from the
@@ -35,6 +37,10 @@ HEADER = ["ID", "duration", "wav", "start", "stop", "command", "spk_id"]
 SPLITS = ("train", "valid", "test")
 OPT_FILE = "opt_speech_commands_prepare.json"
 BG_DIR = "_background_noise_"
+# The embedded corpus' held-out-engine test clips (paths relative to the corpus root),
+# prepared into test_other.csv when the list exists.
+OTHER_LIST = "testing_other_list.txt"
+OTHER_SPLIT = "test_other"
 MAX_NUM_WAVS_PER_CLASS = 2 ** 27 - 1  # from the dataset README
 
 
@@ -96,6 +102,8 @@ def prepare_speech_commands(data_folder, save_folder, words=CORE_WORDS, num_clas
                "expected_sr": expected_sr, "resample": bool(resample), "check": check,
                "silence_seconds": silence_seconds}
     outputs = [os.path.join(save_folder, f"{s}.csv") for s in SPLITS]
+    if os.path.isfile(os.path.join(data_folder, OTHER_LIST)):
+        outputs.append(os.path.join(save_folder, f"{OTHER_SPLIT}.csv"))
     if already_prepared(save_folder, OPT_FILE, options, outputs):
         log.info("Speech Commands manifests in %s already prepared; skipping", save_folder)
         return None
@@ -134,40 +142,54 @@ def prepare_speech_commands(data_folder, save_folder, words=CORE_WORDS, num_clas
     else:
         present = set()
 
-    # ---- word clips
-    items = {s: {"known": [], "unknown": []} for s in SPLITS}
+    # ---- word clips (the held-out-engine list names clips outside the word folders)
+    other_list = os.path.join(data_folder, OTHER_LIST)
+    other = []
+    if os.path.isfile(other_list):
+        with open(other_list, encoding="utf-8") as fh:
+            other = sorted({ln.strip().replace("\\", "/") for ln in fh if ln.strip()})
+    splits = SPLITS + ((OTHER_SPLIT,) if other else ())
+    items = {s: {"known": [], "unknown": []} for s in splits}
+    clips = [(w, fn, f"{w}/{fn}") for w in word_dirs
+             for fn in sorted(os.listdir(os.path.join(data_folder, w)))]
+    clips += [(rel.split("/")[-2], rel.split("/")[-1], rel) for rel in other
+              if rel.count("/") >= 1]
     sr_ok = expected_sr
-    for w in word_dirs:
-        wdir = os.path.join(data_folder, w)
-        for fn in sorted(os.listdir(wdir)):
-            if not fn.lower().endswith(".wav"):
-                continue  # README, .DS_Store, ...
-            rel = f"{w}/{fn}"
-            path = os.path.join(wdir, fn)
-            if use_lists:
-                present.add(rel)
-                split = ("test" if rel in lists["test"] else
-                         "valid" if rel in lists["valid"] else "train")
-            else:
-                split = which_set(fn, validation_percentage, testing_percentage)
-            if w not in words and percentage_unknown <= 0:
+    other_set = set(other)
+    for w, fn, rel in clips:
+        if not fn.lower().endswith(".wav"):
+            continue  # README, .DS_Store, ...
+        path = os.path.join(data_folder, rel)
+        if rel in other_set:
+            if not os.path.isfile(path):
+                reject(path, f"listed in {OTHER_LIST} but missing")
                 continue
-            info = inspect_audio(path, expected_sr=sr_ok, resample=resample,
-                                 full=(check == "full"), min_duration=0.05, max_duration=1.5)
-            if not info.ok:
-                reject(path, info.reason)
-                continue
-            frames, wav = info.frames, path
-            if info.needs_fix:
-                wav = os.path.join(save_folder, "fixed_audio", w, fn)
-                os.makedirs(os.path.dirname(wav), exist_ok=True)
-                y = load_fixed(path, expected_sr)
-                sf.write(wav, y, expected_sr, subtype="PCM_16")
-                frames = len(y)
-            spk = re.sub(r"_nohash_.*$", "", fn[:-4])
-            row = [f"{w}_{fn[:-4]}", f"{frames / expected_sr:.4f}", wav, 0, frames,
-                   w if w in words else "unknown", spk]
-            items[split]["known" if w in words else "unknown"].append(row)
+            split = OTHER_SPLIT
+        elif use_lists:
+            present.add(rel)
+            split = ("test" if rel in lists["test"] else
+                     "valid" if rel in lists["valid"] else "train")
+        else:
+            split = which_set(fn, validation_percentage, testing_percentage)
+        if w not in words and percentage_unknown <= 0:
+            continue
+        info = inspect_audio(path, expected_sr=sr_ok, resample=resample,
+                             full=(check == "full"), min_duration=0.05, max_duration=1.5)
+        if not info.ok:
+            reject(path, info.reason)
+            continue
+        frames, wav = info.frames, path
+        if info.needs_fix:
+            wav = os.path.join(save_folder, "fixed_audio", *rel.split("/"))
+            os.makedirs(os.path.dirname(wav), exist_ok=True)
+            y = load_fixed(path, expected_sr)
+            sf.write(wav, y, expected_sr, subtype="PCM_16")
+            frames = len(y)
+        spk = re.sub(r"_nohash_.*$", "", fn[:-4])
+        prefix = "other_" if split == OTHER_SPLIT else ""
+        row = [f"{prefix}{w}_{fn[:-4]}", f"{frames / expected_sr:.4f}", wav, 0, frames,
+               w if w in words else "unknown", spk]
+        items[split]["known" if w in words else "unknown"].append(row)
     if use_lists:
         dangling = sorted((lists["valid"] | lists["test"]) - present)
         if dangling:
@@ -207,9 +229,10 @@ def prepare_speech_commands(data_folder, save_folder, words=CORE_WORDS, num_clas
         if not noises:
             raise DataError(f"no usable background noise file in {bg} for the 'silence' class")
 
-    region = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0)}
+    region = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0),
+              OTHER_SPLIT: (0.9, 1.0)}
     rows = {}
-    for s in SPLITS:
+    for s in splits:
         known = items[s]["known"]
         n_unk = int(round(len(known) * percentage_unknown / 100.0))
         pool = items[s]["unknown"]
@@ -229,7 +252,7 @@ def prepare_speech_commands(data_folder, save_folder, words=CORE_WORDS, num_clas
     classes = list(words) + (["unknown"] if percentage_unknown > 0 else []) + \
         (["silence"] if percentage_silence > 0 else [])
     summary = {"classes": classes, "bad": len(bad)}
-    for s in SPLITS:
+    for s in splits:
         write_csv(os.path.join(save_folder, f"{s}.csv"), HEADER, rows[s])
         counts = {}
         for r in rows[s]:

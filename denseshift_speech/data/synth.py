@@ -1,18 +1,32 @@
-"""Synthetic speech corpora written by espeak-ng in the real datasets' layouts.
+"""Synthetic speech corpora in the real datasets' layouts, spoken by several offline
+speech engines (:mod:`.engines`) under varied acoustic conditions (:mod:`.augment`).
 
 * :func:`synthesize_librispeech` -- an ASR corpus in the LibriSpeech layout
   (``<split>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac`` + ``<spk>-<chapter>.trans.txt``),
-  splits ``train-clean-100``, ``dev-clean``, ``test-clean`` and a harder ``test-other``
-  (faster speech, additive noise), 16 kHz mono 16-bit FLAC.
+  16 kHz mono 16-bit FLAC:
+
+  ================  ==================================================================
+  train-clean-100   espeak-ng and flite voices (flite: awb, rms)
+  dev-clean         held-out voices of the same engines (flite: kal16)
+  test-clean        other held-out voices of the same engines (flite: slt)
+  test-other        festival, an engine never used in training, in simulated rooms,
+                    with noise and sometimes a telephone channel
+  ================  ==================================================================
+
 * :func:`synthesize_speech_commands` -- a keyword-spotting corpus in the Google Speech
   Commands v0.02 layout (``<word>/<speaker>_nohash_<n>.wav`` 1-second 16 kHz 16-bit WAVs,
-  ``validation_list.txt``, ``testing_list.txt``, ``_background_noise_/``).
+  ``validation_list.txt``, ``testing_list.txt``, ``_background_noise_/``), plus
+  festival clips under ``_other_engine_/<word>/`` listed in ``testing_other_list.txt``
+  (outside the word folders, so a stock recipe that trains on every unlisted clip does
+  not train on them).
 
-A "speaker" is an espeak-ng voice + variant + rate/pitch profile; the (voice, variant)
-pairs are disjoint between splits.  Everything is a function of the seed (and of the
-espeak-ng version, recorded in the marker file).  A finished corpus holds a marker
-``.denseshift_synth.json`` with the options; a second call with the same options returns
-the recorded stats without synthesizing again.
+A "speaker" is an engine, a voice and a rate/pitch profile; the voices are disjoint
+between splits.  Each corpus also holds ``_augmentation_/`` (room impulse responses and
+noise recordings) for on-the-fly augmentation in training.  Everything is a function of
+the seed (and of the engines' versions, recorded in the marker file).  A finished corpus
+holds a marker ``.denseshift_synth.json`` with the options; a second call with the same
+options returns the recorded stats without synthesizing again, and a call after an
+interrupted one keeps the files already written and finishes the rest.
 """
 from __future__ import annotations
 
@@ -26,131 +40,43 @@ import logging
 import os
 import random
 import shutil
-import subprocess
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 
-from . import grammar
-from .audio_checks import DataError, resample_np, speech_check
+from . import engines, grammar
+from .audio_checks import DataError, speech_check
+from .augment import Conditions, add_noise, make_noise, write_augmentation_sources
+from .engines import Speaker
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 MARKER = ".denseshift_synth.json"
 PARTIAL = ".denseshift_synth.partial"
 SR = 16000
 
-BASE_VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
-               "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
-# human-sounding variants (robots, whisper, croak, 'fast' etc. left out)
-VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
-            "adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio", "aunty",
-            "belinda", "benjamin", "boris", "caleb", "david", "Denis", "Diogo", "ed",
-            "edward", "edward2", "Gene", "Gene2", "gustave", "Henrique", "Hugo", "iven",
-            "iven2", "iven3", "iven4", "Jacky", "john", "Lee", "linda", "marcelo", "Marco",
-            "Mario", "max", "Michael", "michel", "miguel", "Mike", "norbert", "Nguyen",
-            "pablo", "paul", "pedro", "quincy", "rob", "robert", "sandro", "shelby", "steph",
-            "steph2", "steph3", "travis", "victor", "zac", "anika", "grandma", "grandpa",
-            "klatt", "klatt2", "klatt3"]
-
+TRAIN_ENGINES = ("espeak-ng", "flite")
+HELD_OUT_ENGINE = "festival"
+# The voices each split role may use, per engine (roles: train, dev, test, other), so
+# that no voice is in two splits.  espeak-ng's accent+variant pairs are dealt out by
+# _speakers.  flite's kal and festival's kal_diphone are one recorded speaker (as are
+# flite's slt and festival's slt HTS voice): both stay out of training, so test-other
+# has neither a voice nor a speaker from the training set.
+ROLE_VOICES = {
+    "flite": {"train": ("awb", "rms"), "dev": ("kal16",), "test": ("slt",)},
+    "festival": {"other": ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")},
+}
 LS_SPLITS = ("train-clean-100", "dev-clean", "test-clean", "test-other")
+LS_ROLES = dict(zip(LS_SPLITS, ("train", "dev", "test", "other")))
 GSC_CORE = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 GSC_FILLERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                "nine", "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila",
                "tree", "wow", "backward", "forward", "follow", "learn", "visual")
 NOISE_FILES = ("white_noise", "pink_noise", "brown_noise", "running_tap", "hum", "babble")
-
-
-# ---------------------------------------------------------------------------------------
-# espeak-ng
-
-def espeak_version() -> str:
-    try:
-        out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True,
-                             check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as err:
-        raise DataError("espeak-ng is not installed or does not run "
-                        f"({err}); install the Debian package: apt-get install -y espeak-ng")
-    return out.split("Data at")[0].strip()
-
-
-@dataclass(frozen=True)
-class Speaker:
-    spk_id: str
-    voice: str
-    variant: str
-    rate: int     # words per minute (espeak -s)
-    pitch: int    # 0..99 (espeak -p)
-    gap: int      # extra word gap, units of 10 ms (espeak -g)
-
-    @property
-    def voice_spec(self) -> str:
-        return f"{self.voice}+{self.variant}"
-
-    @property
-    def sex(self) -> str:
-        v = self.variant.lower()
-        female = v.startswith("f") and v[1:].isdigit() or v in {
-            "alicia", "andrea", "annie", "aunty", "belinda", "linda", "steph", "steph2",
-            "steph3", "anika", "grandma", "shelby"}
-        return "F" if female else "M"
-
-
-def _run_espeak(args, speaker: Speaker):
-    cmd = ["espeak-ng", "-v", speaker.voice_spec, "-p", str(speaker.pitch),
-           "-g", str(speaker.gap), "--stdout"] + args
-    try:
-        res = subprocess.run(cmd, capture_output=True, check=True)
-    except FileNotFoundError:
-        raise DataError("espeak-ng not found; install it: apt-get install -y espeak-ng")
-    except subprocess.CalledProcessError as err:
-        raise DataError(f"espeak-ng failed for voice {speaker.voice_spec}: "
-                        f"{err.stderr.decode(errors='replace').strip()}")
-    raw = res.stdout
-    if len(raw) < 46 or raw[:4] != b"RIFF":
-        raise DataError(f"espeak-ng produced no audio for voice {speaker.voice_spec}")
-    sr = int.from_bytes(raw[24:28], "little")
-    return np.frombuffer(raw[44:len(raw) - (len(raw) - 44) % 2], dtype="<i2"), sr
-
-
-def espeak(text: str, speaker: Speaker, rate: int | None = None) -> np.ndarray:
-    """Synthesize ``text`` with ``speaker``; float32 mono at 16 kHz."""
-    pcm, sr = _run_espeak(["-s", str(rate or speaker.rate), text.lower()], speaker)
-    return resample_np(pcm.astype(np.float32) / 32768.0, sr, SR)
-
-
-BREAK_MS = 1500
-
-
-def espeak_batch(items, speaker: Speaker) -> list:
-    """Synthesize ``[(text, rate_factor)]`` with one espeak-ng process (its start-up
-    dominates the cost of a short sentence): SSML with a long break between items, split
-    on the breaks.  Falls back to one process per item if the split is ambiguous."""
-    if len(items) <= 1:
-        return [espeak(t, speaker, int(round(speaker.rate * f))) for t, f in items]
-    body = "".join(f'<prosody rate="{int(round(100 * f))}%">{t.lower()}</prosody>'
-                   f'<break time="{BREAK_MS}ms"/>' for t, f in items)
-    pcm, sr = _run_espeak(["-m", "-s", str(speaker.rate), f"<speak>{body}</speak>"], speaker)
-    quiet = np.concatenate([[0], (np.abs(pcm.astype(np.int32)) <= 2).astype(np.int8), [0]])
-    d = np.diff(quiet)
-    starts, ends = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0]
-    long = [(a, b) for a, b in zip(starts, ends) if b - a >= 0.5 * BREAK_MS / 1000 * sr]
-    # expect one long pause after every item (the last one may be cut at the end)
-    if len(long) not in (len(items), len(items) - 1) or (long and long[0][0] == 0):
-        log.debug("batch split failed for %s; synthesizing one by one", speaker.voice_spec)
-        return [espeak(t, speaker, int(round(speaker.rate * f))) for t, f in items]
-    bounds = [0] + [b for _, b in long]
-    cuts = [a for a, _ in long] + [len(pcm)]
-    out = []
-    for k in range(len(items)):
-        seg = pcm[bounds[k]: cuts[k]].astype(np.float32) / 32768.0
-        if len(seg) < 0.05 * sr:
-            return [espeak(t, speaker, int(round(speaker.rate * f))) for t, f in items]
-        out.append(resample_np(seg, sr, SR))
-    return out
+OTHER_ENGINE_DIR = "_other_engine_"
+MAX_SPEAKERS = 1000
 
 
 def trim(x: np.ndarray, rel_db: float = 40.0, pad: int = 0) -> np.ndarray:
@@ -167,44 +93,6 @@ def trim(x: np.ndarray, rel_db: float = 40.0, pad: int = 0) -> np.ndarray:
     return x[max(0, a - pad): min(len(x), b + pad)]
 
 
-# ---------------------------------------------------------------------------------------
-# noise
-
-def make_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS noise of ``kind`` (white, pink, brown, running_tap, hum)."""
-    if kind == "white":
-        y = rng.standard_normal(n)
-    elif kind in ("pink", "brown"):
-        spec = np.fft.rfft(rng.standard_normal(n))
-        f = np.arange(len(spec), dtype=np.float64)
-        f[0] = 1.0
-        spec /= np.sqrt(f) if kind == "pink" else f
-        spec[0] = 0
-        y = np.fft.irfft(spec, n)
-    elif kind == "running_tap":
-        spec = np.fft.rfft(rng.standard_normal(n))
-        freqs = np.fft.rfftfreq(n, 1 / SR)
-        spec *= np.exp(-0.5 * ((freqs - 2500) / 1200) ** 2)
-        y = np.fft.irfft(spec, n)
-        y *= 1 + 0.4 * np.sin(2 * np.pi * 3.1 * np.arange(n) / SR + rng.uniform(0, 6))
-    elif kind == "hum":
-        t = np.arange(n) / SR
-        f0 = rng.choice([50.0, 60.0])
-        y = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6))
-                for k in range(1, 8))
-        y = y + 0.05 * rng.standard_normal(n)
-    else:
-        raise ValueError(f"unknown noise kind {kind!r}")
-    y = np.asarray(y, dtype=np.float64)
-    return (y / (np.sqrt(np.mean(y ** 2)) + 1e-12)).astype(np.float32)
-
-
-def add_noise(x: np.ndarray, snr_db: float, kind: str, rng: np.random.Generator) -> np.ndarray:
-    noise = make_noise(kind, len(x), rng)
-    p = float(np.mean(x.astype(np.float64) ** 2))
-    return (x + noise * np.sqrt(p / 10 ** (snr_db / 10))).astype(np.float32)
-
-
 def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
 
@@ -214,34 +102,68 @@ def _rng(*keys) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(h[:8], "little"))
 
 
+def _write_atomic(path: str, data: np.ndarray, **kw) -> None:
+    """Write a sound file under a temporary name, then rename: an interrupted run leaves
+    only complete files behind (a resumed run keeps them)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".part"
+    sf.write(tmp, data, SR, **kw)
+    os.replace(tmp, path)
+
+
 # ---------------------------------------------------------------------------------------
 # speakers, marker, helpers
 
-def _speakers(rng: random.Random, counts: dict, profiles: dict, id_fn) -> dict:
-    """Disjoint (voice, variant) pairs per split, each with a rate/pitch profile.
+def _speakers(tag: str, counts: dict, profiles: dict, id_fn, train_engines,
+              share: float) -> dict:
+    """Speakers per role (``counts``: role -> number, held-out roles listed first).
 
-    Splits take speakers from one shuffled list in the order of ``counts``, and every
-    pair's id and profile are drawn up front for the whole list, so the splits named
-    first (callers list the held-out ones first) are the same whatever the later counts
-    are: a bigger training set does not change the test speakers.
+    Role "other" speaks with the held-out engine's voices; the others mix espeak-ng with
+    ``share`` of flite speakers (when flite is among ``train_engines``), on the voices of
+    ROLE_VOICES.  espeak-ng's accent+variant pairs come from one shuffled list in the
+    order of ``counts``, ids from one list drawn up front, and every other draw from a
+    stream of its own role, so the held-out roles are the same whatever the training
+    count is.
     """
-    pairs = [(v, var) for v in BASE_VOICES for var in VARIANTS]
+    rng = random.Random(tag)
+    pairs = [f"{a}+{v}" for a in engines.ESPEAK_ACCENTS for v in engines.ESPEAK_VARIANTS]
     rng.shuffle(pairs)
-    need = sum(counts.values())
-    if need > len(pairs):
-        raise DataError(f"asked for {need} speakers; at most {len(pairs)} distinct "
-                        "voice+variant pairs exist")
-    ids = id_fn(rng, len(pairs))
-    draws = [(rng.random(), rng.randint(25, 75), rng.choice([0, 0, 0, 1, 2])) for _ in pairs]
-    out, k = {}, 0
-    for split, n in counts.items():
-        lo, hi = profiles[split]
-        out[split] = sorted(
-            (Speaker(ids[i], pairs[i][0], pairs[i][1], rate=lo + int(u * (hi - lo + 1)),
-                     pitch=pitch, gap=gap)
-             for i, (u, pitch, gap) in zip(range(k, k + n), draws[k:k + n])),
-            key=lambda spk: spk.spk_id)
-        k += n
+    if sum(counts.values()) > MAX_SPEAKERS:
+        raise DataError(f"asked for {sum(counts.values())} speakers; at most {MAX_SPEAKERS}")
+    ids = iter(id_fn(rng, MAX_SPEAKERS))  # a fixed number: the draw must not depend on counts
+    draws = iter([(rng.random(), rng.randint(25, 75), rng.choice([0, 0, 0, 1, 2]))
+                  for _ in pairs])
+    pairs = iter(pairs)
+    out = {}
+    for role, n in counts.items():
+        lo, hi = profiles[role]
+        role_rng = random.Random(f"{tag}-{role}")
+        if role == "other":
+            plan = [(HELD_OUT_ENGINE, n)]
+        else:
+            extra = [e for e in train_engines if e != "espeak-ng"]
+            n_extra = 0 if not extra else max(int(n >= 2), int(round(share * n)))
+            plan = [("espeak-ng", n - n_extra)] + [
+                (e, n_extra // len(extra) + (k < n_extra % len(extra)))
+                for k, e in enumerate(extra)]
+        spk = []
+        for eng, m in plan:
+            for j in range(m):
+                if eng == "espeak-ng":
+                    try:
+                        voice = next(pairs)
+                    except StopIteration:
+                        raise DataError("asked for more espeak-ng speakers than the "
+                                        f"{len(engines.ESPEAK_ACCENTS) * len(engines.ESPEAK_VARIANTS)}"
+                                        " distinct accent+variant pairs") from None
+                    u, pitch, gap = next(draws)
+                else:
+                    voices = ROLE_VOICES[eng][role]
+                    voice = voices[j % len(voices)]
+                    u, pitch, gap = role_rng.random(), role_rng.randint(25, 75), 0
+                spk.append(Speaker(next(ids), eng, voice, rate=lo + int(u * (hi - lo + 1)),
+                                   pitch=pitch, gap=gap))
+        out[role] = sorted(spk, key=lambda s: s.spk_id)
     return out
 
 
@@ -260,9 +182,11 @@ def _exclusive(synthesize):
 
 
 def _check_or_clear(out_dir: str, options: dict, force: bool):
-    """Return recorded stats when the corpus is complete with these options, else make
+    """Return recorded stats when the corpus is complete with these options; keep the
+    files of an interrupted run with the same options (the run resumes); else make
     ``out_dir`` ready for a fresh synthesis (only removing what we wrote earlier)."""
     marker = os.path.join(out_dir, MARKER)
+    partial = os.path.join(out_dir, PARTIAL)
     if os.path.isfile(marker) and not force:
         try:
             with open(marker) as fh:
@@ -272,14 +196,21 @@ def _check_or_clear(out_dir: str, options: dict, force: bool):
                 return rec["stats"]
         except (OSError, ValueError, KeyError):
             pass
+    if os.path.isfile(partial) and not force:
+        try:
+            with open(partial) as fh:
+                if json.load(fh) == options:
+                    log.info("%s holds part of this corpus; finishing it", out_dir)
+                    return None
+        except (OSError, ValueError):
+            pass
     if os.path.isdir(out_dir) and os.listdir(out_dir):
-        ours = os.path.isfile(marker) or os.path.isfile(os.path.join(out_dir, PARTIAL))
-        if not ours:
+        if not (os.path.isfile(marker) or os.path.isfile(partial)):
             raise DataError(f"{out_dir} is not empty and was not written by "
                             "`denseshift-speech synth`; choose an empty or new folder")
         shutil.rmtree(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, PARTIAL), "w") as fh:
+    with open(partial, "w") as fh:
         json.dump(options, fh)
     return None
 
@@ -296,20 +227,45 @@ def _jobs(jobs):
     return max(1, int(jobs or min(4, os.cpu_count() or 1)))
 
 
-def _run_chunked(fn, tasks, key, jobs, max_chunk=40):
+def _run_chunked(fn, tasks, key, jobs, path, recorded, max_chunk=40):
     """Group ``tasks`` by ``key`` (one speaker) into chunks, run ``fn(chunk) -> results``
-    in a thread pool (espeak-ng runs as subprocesses), return results in task order."""
+    in a thread pool (the engines run as subprocesses), return results in task order.
+    A chunk whose files (``path(task)``) all exist already -- an interrupted run's --
+    is not synthesized again: ``recorded(file)`` stands for its results."""
     groups = {}
     for j, t in enumerate(tasks):
         groups.setdefault(key(t), []).append(j)
     chunks = [idx[k: k + max_chunk] for idx in groups.values()
               for k in range(0, len(idx), max_chunk)]
+
+    def run(chunk):
+        todo = [tasks[j] for j in chunk]
+        if all(os.path.isfile(path(t)) for t in todo):
+            return [recorded(path(t)) for t in todo]
+        return fn(todo)
+
     out = [None] * len(tasks)
     with cf.ThreadPoolExecutor(_jobs(jobs)) as ex:
-        for idx, res in zip(chunks, ex.map(lambda c: fn([tasks[j] for j in c]), chunks)):
+        for idx, res in zip(chunks, ex.map(run, chunks)):
             for j, r in zip(idx, res):
                 out[j] = r
     return out
+
+
+def _check_engines(names) -> dict:
+    """Every engine's version, or one clear error before anything is written."""
+    return engines.versions(names)
+
+
+def _post(x: np.ndarray, r: np.random.Generator, cond: Conditions, pad: tuple,
+          lead: float = 0.2) -> np.ndarray:
+    """Trim the engine's silences, pad with 0-``lead`` s, apply the split's conditions."""
+    x = trim(x, pad=int(r.uniform(*pad) * SR))
+    x = np.concatenate([np.zeros(int(r.uniform(0.0, lead) * SR), np.float32), x,
+                        np.zeros(int(r.uniform(0.0, lead) * SR), np.float32)])
+    x = cond.apply(x, r)
+    peak = np.abs(x).max()
+    return x * (0.99 / peak) if peak > 0.99 else x
 
 
 # ---------------------------------------------------------------------------------------
@@ -320,61 +276,72 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
                            dev_utts: int = 150, test_utts: int = 150,
                            test_other_utts: int = 150, train_speakers: int = 40,
                            dev_speakers: int = 8, test_speakers: int = 8,
-                           test_other_speakers: int = 8, train_noise_prob: float = 0.25,
-                           test_other_snr=(5.0, 15.0), jobs: int | None = None,
-                           force: bool = False) -> dict:
+                           test_other_speakers: int = 6, train_noise_prob: float = 0.25,
+                           test_other_snr=(5.0, 20.0), test_other_reverb_prob: float = 0.5,
+                           test_other_telephone_prob: float = 0.25, rt60=(0.25, 0.9),
+                           room_size=(3.0, 8.0), train_engines=TRAIN_ENGINES,
+                           engine_share: float = 0.25, vocabulary_size: int | None = None,
+                           jobs: int | None = None, force: bool = False) -> dict:
     """Write a LibriSpeech-layout ASR corpus into ``out_dir``; return stats per split.
 
     ``out_dir`` plays the role of the ``LibriSpeech/`` folder: it receives
-    ``train-clean-100/``, ``dev-clean/``, ``test-clean/``, ``test-other/`` and
-    ``SPEAKERS.TXT``.  Stats: ``{split: {hours, utterances, speakers, vocabulary}}`` plus
-    ``total`` and ``seconds`` (synthesis wall time of the run that made it).
+    ``train-clean-100/``, ``dev-clean/``, ``test-clean/``, ``test-other/``,
+    ``SPEAKERS.TXT`` and ``_augmentation_/``.  ``train_engines`` speak train, dev and
+    test-clean (``engine_share`` of the speakers by the engines other than espeak-ng);
+    festival speaks test-other, in simulated rooms (``test_other_reverb_prob``, ``rt60``,
+    ``room_size``), with noise at ``test_other_snr`` dB and a telephone channel with
+    ``test_other_telephone_prob``.  ``vocabulary_size`` limits the text to that many of
+    the grammar's most common words (default: all of them).  Stats: ``{split: {hours, utterances, speakers,
+    vocabulary, engines}}`` plus ``total`` and ``seconds`` (synthesis wall time of the
+    run that made it).
     """
     out_dir = os.fspath(out_dir)
     utts = dict(zip(LS_SPLITS, (train_utts, dev_utts, test_utts, test_other_utts)))
     spks = dict(zip(LS_SPLITS, (train_speakers, dev_speakers, test_speakers,
                                 test_other_speakers)))
-    held_out_first = LS_SPLITS[1:] + LS_SPLITS[:1]
     for s in LS_SPLITS:
         if utts[s] < 0 or spks[s] < 1 or (utts[s] and utts[s] < spks[s]):
             raise DataError(f"{s}: need at least one utterance per speaker "
                             f"({utts[s]} utterances, {spks[s]} speakers)")
+    train_engines = _train_engines(train_engines)
+    if not 0.0 <= engine_share <= 1.0:
+        raise DataError(f"engine_share must be in [0, 1], got {engine_share!r}")
+    # settings are checked, and the engines found, before anything is written or removed
+    speed = (0.93, 1.07)
+    conditions = {
+        "train": Conditions(speed=speed, noise_prob=train_noise_prob, snr_db=(10.0, 30.0),
+                            noise_kinds=("white", "pink", "brown")),
+        "dev": Conditions(speed=speed), "test": Conditions(speed=speed),
+        "other": Conditions(speed=speed, reverb_prob=test_other_reverb_prob, rt60=rt60,
+                            room_size=room_size, noise_prob=1.0, snr_db=test_other_snr,
+                            telephone_prob=test_other_telephone_prob)}
+    if vocabulary_size is not None and int(vocabulary_size) < 1:
+        raise DataError(f"vocabulary_size must be a positive number of words, got "
+                        f"{vocabulary_size!r}")
     options = {"kind": "librispeech", "generator": GENERATOR_VERSION, "seed": int(seed),
-               "utts": utts, "speakers": spks, "train_noise_prob": float(train_noise_prob),
-               "test_other_snr": list(map(float, test_other_snr)),
-               "espeak": espeak_version()}
+               "utts": utts, "speakers": spks, "engine_share": float(engine_share),
+               "conditions": {k: c.as_dict() for k, c in conditions.items()},
+               "engines": _check_engines(train_engines + (HELD_OUT_ENGINE,))}
+    if vocabulary_size is not None:  # (absent by default: older markers stay valid)
+        options["vocabulary_size"] = int(vocabulary_size)
     done = _check_or_clear(out_dir, options, force)
     if done is not None:
         return done
     t0 = time.time()
-    rng = random.Random(f"librispeech-{seed}")
-    profiles = {"train-clean-100": (130, 195), "dev-clean": (140, 185),
-                "test-clean": (140, 185), "test-other": (195, 240)}
+    profiles = {"train": (130, 195), "dev": (140, 185), "test": (140, 185),
+                "other": (140, 190)}
 
     def ids(r, n):
         return [str(i) for i in r.sample(range(100, 9999), n)]
 
-    speakers = _speakers(rng, {s: spks[s] for s in held_out_first}, profiles, ids)
+    by_role = _speakers(f"librispeech-{seed}", {LS_ROLES[s]: spks[s] for s in
+                                                 LS_SPLITS[1:] + LS_SPLITS[:1]},
+                        profiles, ids, train_engines, engine_share)
+    speakers = {s: by_role[LS_ROLES[s]] for s in LS_SPLITS}
     # each split draws its chapters and sentences from its own stream, so the held-out
     # splits do not change with the number of training speakers
     split_rng = {s: random.Random(f"librispeech-{seed}-{s}") for s in LS_SPLITS}
-
-    # text: train first; held-out sentences only use words seen in train
-    texts = {"train-clean-100": [grammar.sentence(split_rng["train-clean-100"])
-                                 for _ in range(utts["train-clean-100"])]}
-    train_vocab = {w for t in texts["train-clean-100"] for w in t.split()}
-    for s in LS_SPLITS[1:]:
-        lst = []
-        for _ in range(utts[s]):
-            for _try in range(200):
-                t = grammar.sentence(split_rng[s])
-                if all(w in train_vocab for w in t.split()):
-                    break
-            else:
-                raise DataError("train split too small to cover held-out words; "
-                                "raise train_utts")
-            lst.append(t)
-        texts[s] = lst
+    texts = _texts(utts, split_rng, vocabulary_size)
 
     tasks = []
     for s in LS_SPLITS:
@@ -393,30 +360,20 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     def work(chunk):
         rs = [_rng(seed, "ls", t[0], t[1]) for t in chunk]
         factors = [r.uniform(0.93, 1.07) for r in rs]
-        spk = chunk[0][2]
-        audio = espeak_batch([(t[5], f) for t, f in zip(chunk, factors)], spk)
+        audio = engines.synthesize([(t[5], f) for t, f in zip(chunk, factors)], chunk[0][2])
         return [post(t, r, x) for t, r, x in zip(chunk, rs, audio)]
 
     def post(task, r, x):
         s, i, spk, uid, path, text = task
-        x = trim(x, pad=int(r.uniform(0.05, 0.25) * SR))
-        x = np.concatenate([np.zeros(int(r.uniform(0.0, 0.2) * SR), np.float32), x,
-                            np.zeros(int(r.uniform(0.0, 0.2) * SR), np.float32)])
-        x = x / (np.abs(x).max() + 1e-9) * 10 ** (r.uniform(-12, -2) / 20)
-        if s == "test-other":
-            x = add_noise(x, r.uniform(*test_other_snr),
-                          r.choice(["white", "pink", "brown", "running_tap", "hum"]), r)
-        elif s == "train-clean-100" and r.random() < train_noise_prob:
-            x = add_noise(x, r.uniform(10, 30), r.choice(["white", "pink", "brown"]), r)
-        peak = np.abs(x).max()
-        if peak > 0.99:
-            x = x * (0.99 / peak)
+        x = _post(x, r, conditions[LS_ROLES[s]], pad=(0.05, 0.25))
         ok, why = speech_check(x, SR, len(text.split()))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        sf.write(path, to_int16(x), SR, format="FLAC", subtype="PCM_16")
+        _write_atomic(path, to_int16(x), format="FLAC", subtype="PCM_16")
         return len(x), ok, why
 
-    results = _run_chunked(work, tasks, key=lambda t: (t[0], t[2].spk_id), jobs=jobs)
+    results = _run_chunked(work, tasks, key=lambda t: (t[0], t[2].spk_id), jobs=jobs,
+                           path=lambda t: t[4],
+                           recorded=lambda f: (sf.info(f).frames, True, ""))
+    augmentation = write_augmentation_sources(out_dir, seed)
 
     # transcripts + SPEAKERS.TXT
     trans = {}
@@ -433,23 +390,27 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
         secs = sum(results[j][0] for j in idx) / SR
         stats[s] = {"hours": round(secs / 3600, 4), "utterances": len(idx),
                     "speakers": len(speakers[s]),
-                    "vocabulary": len({w for j in idx for w in tasks[j][5].split()})}
+                    "vocabulary": len({w for j in idx for w in tasks[j][5].split()}),
+                    "engines": _engine_counts(speakers[s])}
         bad += [(tasks[j][4], results[j][2]) for j in idx if not results[j][1]]
     minutes = {}
     for task, result in zip(tasks, results):
         minutes[task[2].spk_id] = minutes.get(task[2].spk_id, 0.0) + result[0] / SR / 60
     with open(os.path.join(out_dir, "SPEAKERS.TXT"), "w") as fh:
-        fh.write("; Synthetic speakers (espeak-ng), written by denseshift-speech synth\n")
+        fh.write("; Synthetic speakers, written by denseshift-speech synth.  NAME is "
+                 "engine:voice s<words per minute> p<pitch> g<word gap>.\n"
+                 f"; Training engines: {', '.join(train_engines)}; test-other: "
+                 f"{HELD_OUT_ENGINE}, never used in training.\n")
         fh.write(";ID  |SEX| SUBSET           |MINUTES| NAME\n")
         for s in LS_SPLITS:
             for spk in speakers[s]:
                 fh.write(f"{spk.spk_id:<5}| {spk.sex} | {s:<16} | "
-                         f"{minutes.get(spk.spk_id, 0.0):5.2f} | "
-                         f"{spk.voice_spec} s{spk.rate} p{spk.pitch} g{spk.gap}\n")
+                         f"{minutes.get(spk.spk_id, 0.0):5.2f} | {spk.description}\n")
     stats["total"] = {"hours": round(sum(stats[s]["hours"] for s in LS_SPLITS), 4),
                       "utterances": len(tasks),
                       "speakers": sum(len(speakers[s]) for s in LS_SPLITS),
                       "vocabulary": len({w for t in tasks for w in t[5].split()})}
+    stats["augmentation_sources"] = augmentation
     stats["speech_check_failures"] = len(bad)
     stats["seconds"] = round(time.time() - t0, 2)
     for path, why in bad[:20]:
@@ -459,40 +420,131 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     return stats
 
 
+def _train_engines(names) -> tuple:
+    names = tuple(names)
+    for n in names:
+        engines.engine(n)
+    if "espeak-ng" not in names:
+        raise DataError(f"train_engines {list(names)}: espeak-ng must be one of them "
+                        "(it provides the many voices the splits are dealt from)")
+    if HELD_OUT_ENGINE in names:
+        raise DataError(f"train_engines {list(names)}: {HELD_OUT_ENGINE} is the held-out "
+                        "engine of test-other and cannot also train")
+    return names
+
+
+def _engine_counts(speakers) -> dict:
+    out = {}
+    for spk in speakers:
+        out[spk.engine] = out.get(spk.engine, 0) + 1
+    return out
+
+
+def common_words(n: int) -> frozenset:
+    """The ``n`` most frequent words of the grammar (in 20,000 sentences of a fixed seed,
+    ties by spelling): the word list of a ``vocabulary_size``-limited corpus."""
+    rng = random.Random("vocabulary")
+    counts = {}
+    for _ in range(20000):
+        for w in grammar.sentence(rng).split():
+            counts[w] = counts.get(w, 0) + 1
+    return frozenset(sorted(counts, key=lambda w: (-counts[w], w))[:n])
+
+
+def _texts(utts: dict, split_rng: dict, vocabulary_size: int | None = None) -> dict:
+    """Sentences per split: train first; the held-out splits only use training words.
+    A held-out sentence is redrawn until it does; when a small training set makes that
+    unlikely (200 draws), a training sentence is used instead.  ``vocabulary_size``
+    limits every sentence to that many of the grammar's most common words."""
+    train = LS_SPLITS[0]
+    if vocabulary_size is not None:
+        words = common_words(vocabulary_size)
+        try:
+            texts = {train: [grammar.sentence_within(split_rng[train], words)
+                             for _ in range(utts[train])]}
+        except ValueError:
+            raise DataError(f"vocabulary_size {vocabulary_size} is too small for any "
+                            "sentence of the grammar") from None
+        vocab = {w for t in texts[train] for w in t.split()}
+        for s in LS_SPLITS[1:]:
+            texts[s] = [grammar.sentence_within(split_rng[s], vocab) for _ in range(utts[s])]
+        return texts
+    texts = {train: [grammar.sentence(split_rng[train]) for _ in range(utts[train])]}
+    if not texts[train] and any(utts[s] for s in LS_SPLITS[1:]):
+        raise DataError("held-out splits need training sentences: raise train_utts")
+    train_vocab = {w for t in texts[train] for w in t.split()}
+    for s in LS_SPLITS[1:]:
+        lst = []
+        for _ in range(utts[s]):
+            for _try in range(200):
+                t = grammar.sentence(split_rng[s])
+                if all(w in train_vocab for w in t.split()):
+                    break
+            else:
+                t = split_rng[s].choice(texts[train])
+            lst.append(t)
+        texts[s] = lst
+    return texts
+
+
 # ---------------------------------------------------------------------------------------
 # Speech Commands layout
 
 @_exclusive
 def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILLERS,
                                train_speakers: int = 40, valid_speakers: int = 6,
-                               test_speakers: int = 6, repeats: int = 2,
-                               filler_prob: float = 0.5, noise_prob: float = 0.5,
-                               noise_seconds: float = 60.0, jobs: int | None = None,
+                               test_speakers: int = 6, test_other_speakers: int = 6,
+                               repeats: int = 2, filler_prob: float = 0.5,
+                               noise_prob: float = 0.5, noise_seconds: float = 60.0,
+                               test_other_snr=(5.0, 20.0),
+                               test_other_reverb_prob: float = 0.5, rt60=(0.25, 0.9),
+                               room_size=(3.0, 8.0), train_engines=TRAIN_ENGINES,
+                               engine_share: float = 0.25, jobs: int | None = None,
                                force: bool = False) -> dict:
     """Write a Google-Speech-Commands-v0.02-layout corpus into ``out_dir``.
 
     Each speaker says every core command (``yes no up down left right on off stop go``
     among ``words``) ``repeats`` times and each other word once with probability
     ``filler_prob``.  Clips are exactly 1 s, 16 kHz, 16-bit, word roughly centred.
-    Stats: ``{split: {hours, utterances, speakers, vocabulary}}`` with splits
-    ``train``, ``validation``, ``testing``, plus ``total`` and ``seconds``.
+    ``train_engines`` speak train, validation and testing; festival speaks the
+    ``testing_other`` clips (``_other_engine_/<word>/``, ``testing_other_list.txt``), in
+    simulated rooms with noise.  Stats: ``{split: {hours, utterances, speakers,
+    vocabulary, engines}}`` with splits ``train``, ``validation``, ``testing``,
+    ``testing_other``, plus ``total`` and ``seconds``.
     """
     out_dir = os.fspath(out_dir)
     words = tuple(words)
     for w in words:
         if not w or w.startswith("_") or "/" in w or w != w.strip():
             raise DataError(f"bad word folder name {w!r}")
-    splits = {"train": train_speakers, "validation": valid_speakers, "testing": test_speakers}
+    splits = {"train": train_speakers, "validation": valid_speakers, "testing": test_speakers,
+              "testing_other": test_other_speakers}
+    for s, n in splits.items():
+        if n < 1:
+            raise DataError(f"{s}: need at least one speaker, got {n}")
+    roles = {"train": "train", "validation": "dev", "testing": "test", "testing_other": "other"}
+    train_engines = _train_engines(train_engines)
+    if not 0.0 <= engine_share <= 1.0:
+        raise DataError(f"engine_share must be in [0, 1], got {engine_share!r}")
+    clean = Conditions(peak_db=(-14.0, -2.0))
+    conditions = {
+        "train": clean, "validation": clean, "testing": clean,
+        "testing_other": Conditions(peak_db=(-14.0, -2.0), reverb_prob=test_other_reverb_prob,
+                                    rt60=rt60, room_size=room_size, noise_prob=1.0,
+                                    snr_db=test_other_snr)}
     options = {"kind": "speech-commands", "generator": GENERATOR_VERSION, "seed": int(seed),
                "words": list(words), "speakers": splits, "repeats": int(repeats),
                "filler_prob": float(filler_prob), "noise_prob": float(noise_prob),
-               "noise_seconds": float(noise_seconds), "espeak": espeak_version()}
+               "noise_seconds": float(noise_seconds), "engine_share": float(engine_share),
+               "conditions": {k: c.as_dict() for k, c in conditions.items()},
+               "engines": _check_engines(train_engines + (HELD_OUT_ENGINE,))}
     done = _check_or_clear(out_dir, options, force)
     if done is not None:
         return done
     t0 = time.time()
     rng = random.Random(f"speech-commands-{seed}")
-    profiles = {"train": (120, 200), "validation": (130, 190), "testing": (130, 190)}
+    profiles = {"train": (120, 200), "dev": (130, 190), "test": (130, 190),
+                "other": (130, 190)}
 
     def ids(r, n):
         seen = set()
@@ -500,8 +552,11 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
             seen.add(f"{r.getrandbits(32):08x}")
         return sorted(seen, key=lambda _: r.random())
 
-    speakers = _speakers(rng, {s: splits[s] for s in ("testing", "validation", "train")},
-                         profiles, ids)
+    by_role = _speakers(f"speech-commands-{seed}",
+                        {roles[s]: splits[s] for s in ("testing_other", "testing",
+                                                       "validation", "train")},
+                        profiles, ids, train_engines, engine_share)
+    speakers = {s: by_role[roles[s]] for s in splits}
     tasks = []
     for s in splits:
         said = {w: [] for w in words}
@@ -512,16 +567,17 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
         for j, w in enumerate(words):  # every word in every split at least once
             if not said[w]:
                 said[w] = [speakers[s][j % len(speakers[s])]]
+        folder = os.path.join(out_dir, OTHER_ENGINE_DIR) if s == "testing_other" else out_dir
         for spk in speakers[s]:
             for w in words:
                 for k in range(sum(x is spk for x in said[w])):
-                    tasks.append((s, spk, w, os.path.join(out_dir, w,
+                    tasks.append((s, spk, w, os.path.join(folder, w,
                                                           f"{spk.spk_id}_nohash_{k}.wav")))
 
     def work(chunk):
         rs = [_rng(seed, "gsc", t[3][len(out_dir):]) for t in chunk]
         factors = [r.uniform(0.9, 1.1) for r in rs]
-        audio = espeak_batch([(t[2], f) for t, f in zip(chunk, factors)], chunk[0][1])
+        audio = engines.synthesize([(t[2], f) for t, f in zip(chunk, factors)], chunk[0][1])
         return [post(t, r, x) for t, r, x in zip(chunk, rs, audio)]
 
     def post(task, r, x):
@@ -535,30 +591,34 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
         off = int(np.clip(slack / 2 + r.uniform(-0.3, 0.3) * slack, 0, slack))
         clip = np.zeros(SR, np.float32)
         clip[off: off + len(x)] = x
-        if r.random() < noise_prob:
-            clip = add_noise(clip, r.uniform(15, 40), r.choice(["white", "pink", "brown"]), r)
+        if s != "testing_other" and r.random() < noise_prob:
+            kind = ("white", "pink", "brown")[int(r.integers(3))]
+            clip = add_noise(clip, r.uniform(15, 40), make_noise(kind, SR, r))
+        clip = conditions[s].apply(clip, r)[:SR]
+        clip = np.pad(clip, (0, SR - len(clip)))
         peak = np.abs(clip).max()
         if peak > 0.99:
             clip *= 0.99 / peak
         ok, why = speech_check(clip, SR, 1)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        sf.write(path, to_int16(clip), SR, format="WAV", subtype="PCM_16")
+        _write_atomic(path, to_int16(clip), format="WAV", subtype="PCM_16")
         return ok, why
 
-    results = _run_chunked(work, tasks, key=lambda t: (t[0], t[1].spk_id), jobs=jobs)
+    results = _run_chunked(work, tasks, key=lambda t: (t[0], t[1].spk_id), jobs=jobs,
+                           path=lambda t: t[3], recorded=lambda f: (True, ""))
 
-    # background noise: long files, plus a babble made from espeak sentences
+    # background noise: long files, plus a babble made from espeak-ng sentences
     bg = os.path.join(out_dir, "_background_noise_")
     os.makedirs(bg, exist_ok=True)
     n = int(noise_seconds * SR)
+    babble_voices = [spk for spk in speakers["train"] if spk.engine == "espeak-ng"]
     for kind in NOISE_FILES:
         r = _rng(seed, "bg", kind)
         if kind == "babble":
             y = np.zeros(n, np.float32)
-            pool = speakers["train"]
             for j in range(max(4, int(noise_seconds))):  # ~2-3 talkers at once
-                spk = pool[j % len(pool)]
-                seg = espeak(grammar.sentence(random.Random(f"{seed}-babble-{j}")), spk)
+                spk = babble_voices[j % len(babble_voices)]
+                seg = engines.synthesize(
+                    [(grammar.sentence(random.Random(f"{seed}-babble-{j}")), 1.0)], spk)[0]
                 pos = int(r.integers(0, max(1, n - len(seg))))
                 seg = seg[: n - pos]
                 y[pos: pos + len(seg)] += seg / (np.abs(seg).max() + 1e-9)
@@ -570,27 +630,33 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
     with open(os.path.join(bg, "README.md"), "w") as fh:
         fh.write("Synthetic background noise (denseshift-speech synth); long 16 kHz "
                  "recordings to cut 1-second 'silence' samples from.\n")
-    lists = {"validation": [], "testing": []}
+    augmentation = write_augmentation_sources(out_dir, seed)
+    lists = {"validation": [], "testing": [], "testing_other": []}
     for (s, spk, w, path) in tasks:
         if s in lists:
-            lists[s].append(f"{w}/{os.path.basename(path)}")
-    for s, name in (("validation", "validation_list.txt"), ("testing", "testing_list.txt")):
-        with open(os.path.join(out_dir, name), "w") as fh:
+            lists[s].append(os.path.relpath(path, out_dir))
+    for s in lists:
+        with open(os.path.join(out_dir, f"{s}_list.txt"), "w") as fh:
             fh.writelines(line + "\n" for line in sorted(lists[s]))
     with open(os.path.join(out_dir, "README.md"), "w") as fh:
         fh.write("Synthetic keyword-spotting corpus in the Google Speech Commands v0.02 "
                  "layout, written by `denseshift-speech synth speech-commands` "
-                 f"(seed {seed}) with espeak-ng.\n")
+                 f"(seed {seed}) with {', '.join(train_engines)}.  "
+                 f"{OTHER_ENGINE_DIR}/ holds clips by {HELD_OUT_ENGINE}, an engine never "
+                 "used in training, in simulated rooms with noise; they are listed in "
+                 "testing_other_list.txt.\n")
     stats, bad = {}, []
     for s in splits:
         idx = [j for j, t in enumerate(tasks) if t[0] == s]
         stats[s] = {"hours": round(len(idx) / 3600, 4), "utterances": len(idx),
                     "speakers": len(speakers[s]),
-                    "vocabulary": len({tasks[j][2] for j in idx})}
+                    "vocabulary": len({tasks[j][2] for j in idx}),
+                    "engines": _engine_counts(speakers[s])}
         bad += [(tasks[j][3], results[j][1]) for j in idx if not results[j][0]]
     stats["total"] = {"hours": round(len(tasks) / 3600, 4), "utterances": len(tasks),
                       "speakers": sum(splits.values()), "vocabulary": len(set(words))}
     stats["background_noise_files"] = len(NOISE_FILES)
+    stats["augmentation_sources"] = augmentation
     stats["speech_check_failures"] = len(bad)
     stats["seconds"] = round(time.time() - t0, 2)
     for path, why in bad[:20]:
@@ -605,8 +671,10 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "synth", help="write an offline synthetic corpus (espeak-ng) in a real dataset's layout",
-        description="Write a synthetic corpus with espeak-ng in the LibriSpeech or Google "
+        "synth", help="write an offline synthetic corpus (espeak-ng, flite, festival) in a "
+                      "real dataset's layout",
+        description="Write a synthetic corpus with espeak-ng and flite (festival for the "
+                    "held-out-engine test split) in the LibriSpeech or Google "
                     "Speech Commands v0.02 layout. Deterministic from --seed; re-running "
                     "with the same options on a finished corpus does nothing.")
     sub = p.add_subparsers(dest="corpus", metavar="CORPUS")
@@ -621,8 +689,10 @@ def add_parser(subparsers):
     ls.add_argument("--train-speakers", type=int, default=40)
     ls.add_argument("--dev-speakers", type=int, default=8)
     ls.add_argument("--test-speakers", type=int, default=8)
-    ls.add_argument("--test-other-speakers", type=int, default=8)
-    ls.add_argument("--jobs", type=int, default=None, help="parallel espeak-ng processes")
+    ls.add_argument("--test-other-speakers", type=int, default=6)
+    ls.add_argument("--train-engines", default=",".join(TRAIN_ENGINES),
+                    help="comma-separated engines of train/dev/test-clean (espeak-ng first)")
+    ls.add_argument("--jobs", type=int, default=None, help="parallel engine processes")
     ls.add_argument("--force", action="store_true", help="synthesize even if already done")
     ls.set_defaults(func=_run_librispeech)
     sc = sub.add_parser("speech-commands", help="keyword-spotting corpus, Speech Commands layout")
@@ -631,6 +701,9 @@ def add_parser(subparsers):
     sc.add_argument("--train-speakers", type=int, default=40)
     sc.add_argument("--valid-speakers", type=int, default=6)
     sc.add_argument("--test-speakers", type=int, default=6)
+    sc.add_argument("--test-other-speakers", type=int, default=6,
+                    help="festival speakers of testing_other_list.txt")
+    sc.add_argument("--train-engines", default=",".join(TRAIN_ENGINES))
     sc.add_argument("--repeats", type=int, default=2, help="takes of each core word per speaker")
     sc.add_argument("--filler-prob", type=float, default=0.5)
     sc.add_argument("--noise-seconds", type=float, default=60.0)
@@ -662,7 +735,11 @@ def _run_librispeech(args):
         test_utts=args.test_utts, test_other_utts=args.test_other_utts,
         train_speakers=args.train_speakers, dev_speakers=args.dev_speakers,
         test_speakers=args.test_speakers, test_other_speakers=args.test_other_speakers,
-        jobs=args.jobs, force=args.force)))
+        train_engines=_names(args.train_engines), jobs=args.jobs, force=args.force)))
+
+
+def _names(csv: str) -> tuple:
+    return tuple(n.strip() for n in csv.split(",") if n.strip())
 
 
 def _run_speech_commands(args):
@@ -673,13 +750,23 @@ def _run_speech_commands(args):
     return _print_stats(_user_errors(lambda: synthesize_speech_commands(
         args.out_dir, seed=args.seed, train_speakers=args.train_speakers,
         valid_speakers=args.valid_speakers, test_speakers=args.test_speakers,
-        repeats=args.repeats, filler_prob=args.filler_prob,
+        test_other_speakers=args.test_other_speakers,
+        train_engines=_names(args.train_engines), repeats=args.repeats, filler_prob=args.filler_prob,
         noise_seconds=args.noise_seconds, jobs=args.jobs, force=args.force, **kw)))
 
 
 def is_synthetic_corpus(folder) -> bool:
     """True if ``folder`` was written (completely or partly) by this synthesizer."""
     return any(os.path.isfile(os.path.join(folder, name)) for name in (MARKER, PARTIAL))
+
+
+def is_outdated_corpus(folder) -> bool:
+    """True if ``folder`` is a finished corpus written by an older generator version."""
+    try:
+        with open(os.path.join(folder, MARKER)) as fh:
+            return json.load(fh)["options"]["generator"] != GENERATOR_VERSION
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def is_unfinished_corpus(folder) -> bool:

@@ -19,12 +19,15 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from denseshift_speech.integrations.speechbrain import recipe
 from denseshift_speech.data import prepare_librispeech, synthesize_librispeech
+from denseshift_speech.integrations.speechbrain.augment import write_source_csvs
 
 
 class ASR(sb.Brain):
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
+        if stage == sb.Stage.TRAIN and self.hparams.apply_data_augmentation:
+            wavs, wav_lens = self.hparams.wav_augment(wavs, wav_lens)
         feats = self.modules.normalize(self.hparams.compute_features(wavs), wav_lens,
                                        epoch=self.hparams.epoch_counter.current)
         if stage == sb.Stage.TRAIN and self.hparams.augment_features:
@@ -107,12 +110,18 @@ class ASR(sb.Brain):
 
 
 def check_data(hparams):
-    """The corpus in data_folder, synthesized with espeak-ng when missing."""
+    """The corpus in data_folder, synthesized when missing (espeak-ng and flite; festival
+    for test-other), and the lists of its rooms and noises for augmentation."""
     n_eval = hparams["synth_eval_utterances"]
     recipe.ensure_data(hparams, "LibriSpeech", synthesize_librispeech,
                        train_utts=hparams["synth_train_utterances"], dev_utts=n_eval,
                        train_speakers=hparams["synth_train_speakers"],
-                       test_utts=n_eval, test_other_utts=n_eval)
+                       test_utts=n_eval, test_other_utts=n_eval,
+                       train_engines=tuple(hparams["synth_train_engines"]),
+                       vocabulary_size=hparams["synth_vocabulary_size"])
+    if hparams["apply_data_augmentation"]:
+        run_on_main(write_source_csvs, args=[hparams["augmentation_folder"],
+                                             hparams["rir_csv"], hparams["noise_csv"]])
 
 
 def test_searcher(hparams, tokenizer):

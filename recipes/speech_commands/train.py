@@ -23,6 +23,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from denseshift_speech.integrations.speechbrain import recipe
+from denseshift_speech.integrations.speechbrain.augment import write_source_csvs
 from denseshift_speech.data import (DataError, prepare_speech_commands,
                                     synthesize_speech_commands)
 
@@ -85,11 +86,14 @@ class KWS(sb.Brain):
 # ---------------------------------------------------------------------------
 
 def check_data(hparams):
-    """The corpus in data_folder, synthesized with espeak-ng when missing."""
+    """The corpus in data_folder, synthesized when missing (espeak-ng and flite; festival
+    for the held-out-engine test list)."""
     n_eval = hparams["synth_eval_speakers"]
     recipe.ensure_data(hparams, "Speech Commands v0.02", synthesize_speech_commands,
                        train_speakers=hparams["synth_train_speakers"], valid_speakers=n_eval,
-                       test_speakers=n_eval, repeats=hparams["synth_repeats"])
+                       test_speakers=n_eval, test_other_speakers=n_eval,
+                       repeats=hparams["synth_repeats"],
+                       train_engines=tuple(hparams["synth_train_engines"]))
 
 
 def check_hparams(hparams):
@@ -161,8 +165,11 @@ def dataio_prepare(hparams, classes):
     encoder.update_from_iterable(classes)  # fixed order: the confusion matrix's rows
     encoder.expect_len(len(classes))
     datasets = {}
-    for split, limit in (("train", "max_train_items"), ("valid", "max_eval_items"),
-                         ("test", "max_eval_items")):
+    splits = [("train", "max_train_items"), ("valid", "max_eval_items"),
+              ("test", "max_eval_items")]
+    if os.path.isfile(os.path.join(folder, "test_other.csv")):  # held-out engine
+        splits.append(("test_other", "max_eval_items"))
+    for split, limit in splits:
         data = sb.dataio.dataset.DynamicItemDataset.from_csv(os.path.join(folder, f"{split}.csv"))
         if hparams[limit]:
             rng = np.random.default_rng(hparams["seed"])
@@ -229,7 +236,8 @@ def accuracy_of(hparams, model, test_set):
     return 100.0 * right / max(total, 1)
 
 
-def finish(hparams, brain, summary, classes, test_set, train_seconds, clock):
+def finish(hparams, brain, summary, classes, test_set, train_seconds, clock,
+           other_set=None):
     packed, deployed = export_model(hparams, summary, classes)
     confusion = brain.confusion
     total = int(confusion.sum())
@@ -245,6 +253,10 @@ def finish(hparams, brain, summary, classes, test_set, train_seconds, clock):
         "accuracy": round(accuracy, 3),
         "packed_accuracy": round(accuracy_of(hparams, deployed, test_set), 3),  # the file's
         "test_items": total,
+        # clips by a speech engine never used in training (the embedded corpus' festival
+        # voices in simulated rooms with noise), run through the packed file
+        "accuracy_other_engine": (round(accuracy_of(hparams, deployed, other_set), 3)
+                                  if other_set is not None else None),
         "test_loss": round(float(brain.test_stats["loss"]), 5),
         "classes": classes,
         "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted
@@ -262,6 +274,9 @@ def finish(hparams, brain, summary, classes, test_set, train_seconds, clock):
         results["denseshift"] = hparams["denseshift"].to_dict()
     path = recipe.write_results(hparams["output_folder"], results)
     logger.info("accuracy %.2f%% on %d test items; results in %s", accuracy, total, path)
+    if other_set is not None:
+        print(f"held-out engine accuracy {results['accuracy_other_engine']:.2f}% "
+              f"({len(other_set)} items)")
     print(f"test accuracy {accuracy:.2f}% ({total} items), model file {packed} "
           f"({results['packed_bytes']:,} bytes), results {path}")
 
@@ -301,6 +316,8 @@ def main():
     classes = user_errors(lambda: read_classes(hparams))
     if hparams["apply_data_augmentation"]:
         user_errors(lambda: run_on_main(prepare_noise_csv, args=[hparams]))
+        recipe.exit_on_hparams_error(lambda: run_on_main(write_source_csvs, args=[
+            hparams["augmentation_folder"], hparams["rir_csv"], None]))
     datasets = dataio_prepare(hparams, classes)
 
     # DenseShift swaps the weights in before the Brain builds its optimizer.
@@ -320,7 +337,8 @@ def main():
     brain.evaluate(datasets["test"], min_key="ErrorRate",
                    test_loader_kwargs=dict(hparams["test_dataloader_opts"]))
     if if_main_process():
-        finish(hparams, brain, summary, classes, datasets["test"], train_seconds, clock)
+        finish(hparams, brain, summary, classes, datasets["test"], train_seconds, clock,
+               datasets.get("test_other"))
     recipe.end_distributed()
 
 

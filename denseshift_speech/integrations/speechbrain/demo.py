@@ -111,6 +111,25 @@ def plan(out: str, full: bool) -> tuple:
     return trainings, then
 
 
+def plan_ablation(out: str) -> tuple:
+    """(trainings, then) of `--ablation`: the demo's fp32 conformer retrained with one
+    ingredient of the embedded corpus taken away at a time -- the flite voices, the
+    on-the-fly augmentation, the 1,300-word text (down to 288 words, the size of the
+    previous grammar) -- each on its own corpus folder; the report compares them with the
+    finished demo run on the same held-out engine (test-other)."""
+    data = "data/ablation"
+    trainings = [
+        (asr_run("conformer_fp.yaml", out, "no_flite", "--synth_train_engines=[espeak-ng]",
+                 f"--data_folder={data}/espeak_only"), None, 1),
+        (asr_run("conformer_fp.yaml", out, "vocabulary_288", "--synth_vocabulary_size=288",
+                 f"--data_folder={data}/vocabulary_288"), None, 1),
+        (asr_run("conformer_fp.yaml", out, "no_augmentation",
+                 "--apply_data_augmentation=False"), None, 1)]
+    then = [[PY, "-m", "denseshift_speech", "report", out, "results/demo/conformer_fp",
+             "--out", out]]
+    return trainings, then
+
+
 def run_pool(trainings: list, cores: int, log_dir: str, board: progress.Board | None = None) -> None:
     """Run ``trainings`` ((command, prerequisite name or None, threads)) on ``cores``
     threads in all, each logging to <log_dir>/<name>.log.  Ready trainings start in
@@ -192,6 +211,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/demo")
     parser.add_argument("--full", action="store_true", help="also CRDNN and the 2/3/4-bit sweep")
+    parser.add_argument("--ablation", action="store_true",
+                        help="retrain the fp32 conformer without each corpus ingredient "
+                             "(flite, augmentation, vocabulary) after `make demo`; "
+                             "use with --out results/ablation")
     parser.add_argument("--cores", type=int, default=2,
                         help="threads for all trainings together (default: this machine's 2)")
     parser.add_argument("--root", help="the checkout with recipes/ and hparams/ (default: the "
@@ -207,7 +230,7 @@ def main(argv=None) -> int:
                  f"or pass --root PATH ({'looked in ' + root if root else 'not in the current directory'}"
                  f"{'' if root else ' nor in ' + PACKAGE_CHECKOUT})")
     ROOT = root
-    trainings, then = plan(args.out, args.full)
+    trainings, then = plan_ablation(args.out) if args.ablation else plan(args.out, args.full)
     if args.dry_run:
         print(f"root: {ROOT}")
         print(f"package: {os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}")

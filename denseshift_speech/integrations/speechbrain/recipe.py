@@ -252,17 +252,21 @@ def ensure_data(hparams: dict, dataset: str, synthesize, **synth_kwargs):
     """Use ``hparams['data_folder']`` as it is, synthesize it (main process only), or fail.
 
     A real dataset, or a finished synthetic corpus (whatever options wrote it), is used as
-    it is.  A synthetic corpus still being written (by a twin started at the same time) or
+    it is -- unless an older version of the synthesizer wrote it (then it is written
+    anew: an older corpus lacks the engines, conditions and splits the recipes expect).
+    A synthetic corpus still being written (by a twin started at the same time) or
     left unfinished by a killed run is handed to ``synthesize``, which waits for the
     twin's lock or starts again.  With ``synthesize_if_missing: False`` a missing folder
     is one clear error naming ``dataset``.
     """
     from speechbrain.utils.distributed import run_on_main
 
-    from ...data.synth import is_unfinished_corpus
+    from ...data.synth import is_outdated_corpus, is_unfinished_corpus
     folder = hparams["data_folder"]
     if os.path.isdir(folder) and not is_unfinished_corpus(folder):
-        return
+        if not is_outdated_corpus(folder):
+            return
+        logger.warning("%s was written by an older synthesizer; writing it anew", folder)
     if not hparams["synthesize_if_missing"]:
         if os.path.isdir(folder):
             return

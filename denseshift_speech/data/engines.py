@@ -1,0 +1,272 @@
+"""Offline text-to-speech engines behind the synthetic corpora.
+
+Three engine families from Debian packages, each run as a subprocess:
+
+* ``espeak-ng`` -- formant synthesis; 8 English accents x 74 voice variants.
+* ``flite`` -- CMU Flite: a diphone voice (``kal``, ``kal16``) and statistical-parametric
+  (clustergen) voices ``awb``, ``rms``, ``slt``.
+* ``festival`` -- Festival: residual-excited LPC diphone voices ``kal_diphone`` and
+  ``ked_diphone`` and the HTS voice ``cmu_us_slt_arctic_hts``.
+
+A :class:`Speaker` is an engine, a voice and a rate/pitch profile.  Every engine turns
+``[(text, rate_factor)]`` into float32 mono 16 kHz arrays; a missing binary or voice is
+one :class:`DataError` naming the Debian package, and an engine that writes no samples is
+one naming the engine, the voice and the text.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from .audio_checks import DataError, resample_np
+
+log = logging.getLogger(__name__)
+
+SR = 16000
+
+ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
+                  "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
+# human-sounding variants (robots, whisper, croak, 'fast' etc. left out)
+ESPEAK_VARIANTS = [
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5", "adam",
+    "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio", "aunty", "belinda", "benjamin",
+    "boris", "caleb", "david", "Denis", "Diogo", "ed", "edward", "edward2", "Gene", "Gene2",
+    "gustave", "Henrique", "Hugo", "iven", "iven2", "iven3", "iven4", "Jacky", "john", "Lee",
+    "linda", "marcelo", "Marco", "Mario", "max", "Michael", "michel", "miguel", "Mike",
+    "norbert", "Nguyen", "pablo", "paul", "pedro", "quincy", "rob", "robert", "sandro",
+    "shelby", "steph", "steph2", "steph3", "travis", "victor", "zac", "anika", "grandma",
+    "grandpa", "klatt", "klatt2", "klatt3"]
+ESPEAK_FEMALE = {"alicia", "andrea", "annie", "aunty", "belinda", "linda", "steph", "steph2",
+                 "steph3", "anika", "grandma", "shelby"}
+# a speaker's nominal speaking rate (words per minute) maps to a duration stretch of
+# NATURAL_WPM / rate for the engines without a words-per-minute option
+NATURAL_WPM = 170
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One synthetic speaker: ``engine`` + ``voice`` + a rate/pitch profile.
+
+    ``rate`` is in words per minute, ``pitch`` 0..99 (espeak-ng's scale, mapped to a
+    mean F0 by flite; festival keeps its voices' own intonation), ``gap`` espeak-ng's
+    extra word gap in 10 ms units (0 elsewhere)."""
+    spk_id: str
+    engine: str
+    voice: str
+    rate: int
+    pitch: int = 50
+    gap: int = 0
+
+    @property
+    def sex(self) -> str:
+        return ENGINES[self.engine].sex(self.voice)
+
+    @property
+    def description(self) -> str:
+        """The SPEAKERS.TXT name column: ``engine:voice s<rate> p<pitch> g<gap>``."""
+        return f"{self.engine}:{self.voice} s{self.rate} p{self.pitch} g{self.gap}"
+
+
+class Engine:
+    """A text-to-speech program: ``synthesize([(text, rate_factor)], speaker)``."""
+    name = ""
+    binary = ""
+    package = ""
+    voices: dict = {}          # voice -> "M" | "F"
+
+    def sex(self, voice: str) -> str:
+        return self.voices.get(voice, "M")
+
+    def require(self) -> str:
+        """The program's path; a clear error naming the package when it is missing."""
+        path = shutil.which(self.binary)
+        if path is None:
+            raise DataError(f"{self.name} is not installed (no `{self.binary}` on PATH); "
+                            f"install the Debian package: apt-get install -y {self.package}")
+        return path
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def synthesize(self, items, speaker: Speaker) -> list:
+        raise NotImplementedError
+
+    def _run(self, cmd, speaker: Speaker, check: bool = True) -> subprocess.CompletedProcess:
+        self.require()
+        res = subprocess.run(cmd, capture_output=True)
+        if check and res.returncode != 0:
+            raise DataError(f"{self.name} failed for voice {speaker.voice}: "
+                            f"{_text(res.stderr) or _text(res.stdout)}")
+        return res
+
+    def _version(self) -> str:
+        """The first line ``<binary> --version`` prints (some exit non-zero)."""
+        res = self._run([self.binary, "--version"], Speaker("", self.name, "", 0), check=False)
+        lines = (_text(res.stdout) or _text(res.stderr)).splitlines()
+        named = [line for line in lines if "version" in line.lower()]
+        return (named or lines or ["unknown"])[0].strip()
+
+    def _read(self, path: str, speaker: Speaker, text: str) -> np.ndarray:
+        """A written WAV as float32 16 kHz; an empty or missing file is an error."""
+        try:
+            x, sr = sf.read(path, dtype="float32", always_2d=True)
+        except (RuntimeError, sf.LibsndfileError) as err:
+            raise DataError(f"{self.name} wrote no readable audio for voice {speaker.voice} "
+                            f"({text!r}): {err}") from None
+        if len(x) == 0 or not np.any(x):
+            raise DataError(f"{self.name} wrote an empty file for voice {speaker.voice} "
+                            f"({text!r}); check that the voice is installed")
+        return resample_np(x.mean(axis=1), sr, SR)
+
+
+def _text(raw) -> str:
+    return (raw or b"").decode(errors="replace").strip()[-400:]
+
+
+class Espeak(Engine):
+    name, binary, package = "espeak-ng", "espeak-ng", "espeak-ng"
+    voices = {f"{a}+{v}": "F" if v.lower() in ESPEAK_FEMALE or
+              (v.lower().startswith("f") and v[1:].isdigit()) else "M"
+              for a in ESPEAK_ACCENTS for v in ESPEAK_VARIANTS}
+    BREAK_MS = 1500
+
+    def version(self) -> str:
+        return self._version().split("Data at")[0].strip()
+
+    def _pcm(self, args, speaker: Speaker):
+        cmd = [self.binary, "-v", speaker.voice, "-p", str(speaker.pitch),
+               "-g", str(speaker.gap), "--stdout"] + args
+        raw = self._run(cmd, speaker).stdout
+        if len(raw) < 46 or raw[:4] != b"RIFF":
+            raise DataError(f"espeak-ng wrote an empty file for voice {speaker.voice}")
+        sr = int.from_bytes(raw[24:28], "little")
+        return np.frombuffer(raw[44:len(raw) - (len(raw) - 44) % 2], dtype="<i2"), sr
+
+    def one(self, text: str, speaker: Speaker, rate: int) -> np.ndarray:
+        pcm, sr = self._pcm(["-s", str(rate), text.lower()], speaker)
+        if not np.any(pcm):
+            raise DataError(f"espeak-ng wrote an empty file for voice {speaker.voice} "
+                            f"({text!r})")
+        return resample_np(pcm.astype(np.float32) / 32768.0, sr, SR)
+
+    def synthesize(self, items, speaker: Speaker) -> list:
+        """One espeak-ng process for all ``items`` (its start-up dominates the cost of a
+        short sentence): SSML with a long break between items, split on the breaks;
+        one process per item when the split is ambiguous."""
+        def each():
+            return [self.one(t, speaker, int(round(speaker.rate * f))) for t, f in items]
+        if len(items) <= 1:
+            return each()
+        body = "".join(f'<prosody rate="{int(round(100 * f))}%">{t.lower()}</prosody>'
+                       f'<break time="{self.BREAK_MS}ms"/>' for t, f in items)
+        pcm, sr = self._pcm(["-m", "-s", str(speaker.rate), f"<speak>{body}</speak>"], speaker)
+        quiet = np.concatenate([[0], (np.abs(pcm.astype(np.int32)) <= 2).astype(np.int8), [0]])
+        d = np.diff(quiet)
+        starts, ends = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0]
+        long = [(a, b) for a, b in zip(starts, ends) if b - a >= 0.5 * self.BREAK_MS / 1000 * sr]
+        # one long pause after every item (the last one may be cut at the end)
+        if len(long) not in (len(items), len(items) - 1) or (long and long[0][0] == 0):
+            log.debug("batch split failed for %s; synthesizing one by one", speaker.voice)
+            return each()
+        bounds = [0] + [b for _, b in long]
+        cuts = [a for a, _ in long] + [len(pcm)]
+        out = []
+        for k in range(len(items)):
+            seg = pcm[bounds[k]: cuts[k]].astype(np.float32) / 32768.0
+            if len(seg) < 0.05 * sr:
+                return each()
+            out.append(resample_np(seg, sr, SR))
+        return out
+
+
+class Flite(Engine):
+    name, binary, package = "flite", "flite", "flite"
+    voices = {"kal": "M", "kal16": "M", "awb": "M", "rms": "M", "slt": "F"}
+
+    def version(self) -> str:
+        return self._version()
+
+    def synthesize(self, items, speaker: Speaker) -> list:
+        # mean F0: pitch 0..99 spread over a range that suits the voice's sex
+        lo, hi = (150, 230) if self.sex(speaker.voice) == "F" else (85, 145)
+        f0 = lo + (hi - lo) * speaker.pitch / 99
+        out = []
+        with tempfile.TemporaryDirectory(prefix="flite-") as tmp:
+            for k, (text, factor) in enumerate(items):
+                path = os.path.join(tmp, f"{k}.wav")
+                stretch = NATURAL_WPM / (speaker.rate * factor)
+                self._run([self.binary, "-voice", speaker.voice,
+                           "--setf", f"duration_stretch={stretch:.3f}",
+                           "--setf", f"int_f0_target_mean={f0:.1f}",
+                           "-t", text.lower(), "-o", path], speaker)
+                out.append(self._read(path, speaker, text))
+        return out
+
+
+class Festival(Engine):
+    name, binary, package = "festival", "festival", "festival"
+    voices = {"kal_diphone": "M", "ked_diphone": "M", "cmu_us_slt_arctic_hts": "F"}
+    VOICE_PACKAGES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
+                      "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
+
+    def version(self) -> str:
+        return self._version()
+
+    def synthesize(self, items, speaker: Speaker) -> list:
+        """One festival process per call: a Scheme script saving each item's waveform."""
+        out = []
+        with tempfile.TemporaryDirectory(prefix="festival-") as tmp:
+            lines = [f"(voice_{speaker.voice})"]
+            for k, (text, factor) in enumerate(items):
+                stretch = NATURAL_WPM / (speaker.rate * factor)
+                quoted = text.lower().replace("\\", " ").replace('"', " ")
+                lines += [f"(Parameter.set 'Duration_Stretch {stretch:.3f})",
+                          f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) '
+                          f'"{os.path.join(tmp, f"{k}.wav")}" \'riff)']
+            script = os.path.join(tmp, "say.scm")
+            with open(script, "w") as fh:
+                fh.write("\n".join(lines) + "\n")
+            res = self._run([self.binary, "--batch", script], speaker, check=False)
+            err = _text(res.stderr) + _text(res.stdout)
+            if "unbound variable" in err and f"voice_{speaker.voice}" in err:
+                package = self.VOICE_PACKAGES.get(speaker.voice)
+                hint = (f"install the Debian package: apt-get install -y {package}" if package
+                        else f"voices known here: {sorted(self.VOICE_PACKAGES)}")
+                raise DataError(f"festival voice {speaker.voice} is not installed; {hint}")
+            if res.returncode != 0:
+                raise DataError(f"festival failed for voice {speaker.voice}: {err}")
+            for k, (text, _) in enumerate(items):
+                path = os.path.join(tmp, f"{k}.wav")
+                if not os.path.isfile(path):
+                    raise DataError(f"festival wrote no file for voice {speaker.voice} "
+                                    f"({text!r}): {err or 'no message'}")
+                out.append(self._read(path, speaker, text))
+        return out
+
+
+ENGINES = {e.name: e for e in (Espeak(), Flite(), Festival())}
+
+
+def engine(name: str) -> Engine:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise DataError(f"unknown speech engine {name!r}; expected one of "
+                        f"{sorted(ENGINES)}") from None
+
+
+def versions(names) -> dict:
+    """``{engine: version string}``, checking that every engine is installed."""
+    return {n: engine(n).version() for n in sorted(set(names))}
+
+
+def synthesize(items, speaker: Speaker) -> list:
+    """``[(text, rate_factor)]`` spoken by ``speaker``: float32 16 kHz arrays."""
+    return engine(speaker.engine).synthesize(items, speaker)
