@@ -468,3 +468,28 @@ def test_impossible_acoustic_settings_fail_before_writing(ls, bad, match):
     with pytest.raises(DataError, match=match):
         synthesize_librispeech(a, seed=3, **dict(LS_KW, **bad))
     assert tree_digest(a) == before
+
+
+def test_vocabulary_size_limits_every_split(tmp_path):
+    from denseshift_speech.data.synth import common_words
+    out = tmp_path / "small"
+    synthesize_librispeech(out, seed=1, **dict(LS_KW, vocabulary_size=120))
+    content = check_librispeech_layout(out)
+    allowed = common_words(120)
+    train = {w for t in sum(content["train-clean-100"].values(), []) for w in t.split()}
+    assert train <= allowed
+    for s in ("dev-clean", "test-clean", "test-other"):
+        words = {w for t in sum(content[s].values(), []) for w in t.split()}
+        assert words <= train
+    with pytest.raises(DataError, match="vocabulary_size"):
+        synthesize_librispeech(tmp_path / "none", seed=1, **dict(LS_KW, vocabulary_size=0))
+
+
+def test_a_corpus_of_an_older_generator_is_outdated(ls, tmp_path):
+    from denseshift_speech.data.synth import MARKER, is_outdated_corpus
+    assert not is_outdated_corpus(ls[0])
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / MARKER).write_text(json.dumps({"options": {"generator": 4}, "stats": {}}))
+    assert is_outdated_corpus(old)
+    assert not is_outdated_corpus(tmp_path / "missing")

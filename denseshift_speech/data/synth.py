@@ -454,7 +454,7 @@ def common_words(n: int) -> frozenset:
 def _texts(utts: dict, split_rng: dict, vocabulary_size: int | None = None) -> dict:
     """Sentences per split: train first; the held-out splits only use training words.
     A held-out sentence is redrawn until it does; when a small training set makes that
-    unlikely (200 draws), a training sentence is used instead.  ``vocabulary_size``
+    unlikely (200 draws), one is built from the training words (sentence_within).  ``vocabulary_size``
     limits every sentence to that many of the grammar's most common words."""
     train = LS_SPLITS[0]
     if vocabulary_size is not None:
@@ -480,8 +480,8 @@ def _texts(utts: dict, split_rng: dict, vocabulary_size: int | None = None) -> d
                 t = grammar.sentence(split_rng[s])
                 if all(w in train_vocab for w in t.split()):
                     break
-            else:
-                t = split_rng[s].choice(texts[train])
+            else:  # a small training set: build one from its words instead
+                t = grammar.sentence_within(split_rng[s], train_vocab)
             lst.append(t)
         texts[s] = lst
     return texts
