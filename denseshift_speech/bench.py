@@ -34,6 +34,16 @@ single layers
 Ratios are the alternative's time over DenseShift's (``> 1``: DenseShift is faster). The
 run ends with the deploy-speed targets (issue 10), each PASS / MISS with the measured ratio
 (:mod:`denseshift_speech.benchmarks.targets`), and writes everything to ``--json``.
+
+training (``--training``)
+    one training step (forward, CTC loss, backward, AdamW step; batch 8 x 3 s of features,
+    2 threads) of the demo and conformer-small conformers, fp32 against ``--bits`` DenseShift
+    quantized as hparams/conformer_ds.yaml does it, with the fused parametrization and the
+    reference one, each configuration in its own process (peak memory = its
+    ``ru_maxrss``); with AdamW as torch builds it and with ``fused=True``. Median step time,
+    phases, peak memory, bytes per quantized weight, and the ratios DenseShift / fp32
+    (:mod:`denseshift_speech.benchmarks.training`); JSON to ``--json`` (default
+    results/bench_training.json).
 """
 from __future__ import annotations
 
@@ -45,6 +55,8 @@ import statistics
 import sys
 import tempfile
 import time
+
+from .errors import UserError
 
 #: whole-encoder geometries and frame counts
 GEOMETRIES = ("demo", "conformer-small")
@@ -64,6 +76,10 @@ ONNX_BASELINES = ("ort-fp32", "ort-int8")
 PATHS = ("int8", "exact", "shift")
 DS_ONNX = "ds-onnx"  # onnxruntime on the DenseShift int8 ONNX export (whole encoder only)
 REF = "ds-int8"  # the packed default path, the denominator of every printed ratio
+DEFAULT_JSON, DEFAULT_TRAINING_JSON = "results/bench.json", "results/bench_training.json"
+#: geometries of the training benchmark (benchmarks/training.py; kept here so that
+#: ``--help`` does not import torch)
+TRAINING_GEOMETRIES = ("demo", "conformer-small", "tiny")
 
 
 def add_parser(subparsers):
@@ -72,11 +88,13 @@ def add_parser(subparsers):
         description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="CI-sized run (well under a minute): demo geometry with 2 layers, "
-                        "2 layer shapes, short timing budget")
-    p.add_argument("--json", default="results/bench.json",
-                   help="where to write the JSON (default %(default)s; '' to skip)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="threads for torch and onnxruntime (default %(default)s)")
+                        "2 layer shapes, short timing budget (--training: the tiny geometry, "
+                        "batch 2 x 1 s, 1 warm-up + 2 steps, plain AdamW)")
+    p.add_argument("--json", default=None,
+                   help=f"where to write the JSON (default {DEFAULT_JSON}, with --training "
+                        f"{DEFAULT_TRAINING_JSON}; '' to skip)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for torch and onnxruntime (default 1; --training: 2)")
     p.add_argument("--bits", type=int, default=3, choices=(2, 3, 4),
                    help="DenseShift bits (default %(default)s)")
     p.add_argument("--isa", default="auto",
@@ -87,6 +105,24 @@ def add_parser(subparsers):
     p.add_argument("--min-time", type=float, default=None,
                    help=f"seconds per layer measurement (default {BUDGET}; quick "
                         f"{QUICK_BUDGET}); whole encoders get {ENCODER_BUDGET_SCALE}x")
+    t = p.add_argument_group("training step (--training)")
+    t.add_argument("--training", action="store_true",
+                   help="time training steps instead: fp32 vs DenseShift (fused and reference "
+                        "parametrization), step time, peak memory, bytes per weight")
+    t.add_argument("--steps", type=int, default=5,
+                   help="timed steps per configuration; the median is reported "
+                        "(default %(default)s)")
+    t.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps first (default %(default)s)")
+    t.add_argument("--geometry", action="append", default=None,
+                   choices=sorted(TRAINING_GEOMETRIES),
+                   help="geometry to time (repeatable; default: demo and conformer-small)")
+    t.add_argument("--adamw", default="both", choices=("plain", "fused", "both"),
+                   help="AdamW as torch builds it (plain: a loop over tensors on CPU), with "
+                        "fused=True, or both (default %(default)s)")
+    t.add_argument("--batch", type=int, default=8, help="utterances per batch (default 8)")
+    t.add_argument("--seconds", type=float, default=3.0,
+                   help="seconds of features per utterance (default 3)")
     p.set_defaults(func=run)
     return p
 
@@ -380,7 +416,59 @@ def machine_info():
             "quantized_engine": torch.backends.quantized.engine}
 
 
+def _write_json(path: str, out: dict, elapsed: float):
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"# wrote {path} ({elapsed:.0f} s)")
+
+
+def _command() -> str:
+    argv = list(sys.argv)
+    if argv and os.path.basename(argv[0]) in ("__main__.py", "denseshift-speech"):
+        argv[0] = "denseshift-speech"  # (python -m denseshift_speech, or the entry point)
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def run_training(args) -> int:
+    """``bench --training``: see :mod:`denseshift_speech.benchmarks.training`."""
+    from .benchmarks import training as TR
+
+    t_start = time.perf_counter()
+    threads = args.threads if args.threads is not None else 2
+    if args.quick:
+        geometries, adamw, batch, seconds, steps, warmup = ["tiny"], ["plain"], 2, 1.0, 2, 1
+    else:
+        geometries = args.geometry or list(TR.DEFAULT_GEOMETRIES)
+        adamw = list(TR.ADAMW) if args.adamw == "both" else [args.adamw]
+        batch, seconds, steps, warmup = args.batch, args.seconds, args.steps, args.warmup
+    if steps < 1 or warmup < 0 or batch < 1 or not seconds > 0:
+        raise UserError("--steps and --batch must be >= 1, --warmup >= 0, --seconds > 0")
+    info = machine_info()
+    print(f"# {info['cpu']} ({info['cores']} cores, load average {info['loadavg']}), "
+          f"torch {info['torch']}, {threads} thread(s); training step of fp32 and "
+          f"{args.bits}-bit DenseShift, one process per configuration")
+    rows = TR.bench(geometries, adamw, bits=args.bits, threads=threads, steps=steps,
+                    warmup=warmup, batch=batch, seconds=seconds)
+    summary = TR.summarize(rows)
+    print()
+    print("\n".join(TR.tables(rows, summary)))
+    elapsed = time.perf_counter() - t_start
+    info["loadavg_end"] = machine_info()["loadavg"]
+    out = {"command": _command(), "mode": "training",
+           "options": {k: v for k, v in vars(args).items() if k != "func"},
+           "machine": info, "quick": args.quick, "bits": args.bits, "threads": threads,
+           "steps": steps, "warmup": warmup, "batch": batch, "seconds": seconds,
+           "geometries": geometries, "adamw": adamw, "summary": summary, "rows": rows,
+           "elapsed_s": elapsed}
+    _write_json(DEFAULT_TRAINING_JSON if args.json is None else args.json, out, elapsed)
+    return 0
+
+
 def run(args) -> int:
+    if args.training:
+        return run_training(args)
     import torch
 
     from . import kernels
@@ -388,6 +476,8 @@ def run(args) -> int:
     from .benchmarks import targets as T
 
     t_start = time.perf_counter()
+    if args.threads is None:
+        args.threads = 1
     quick = args.quick
     budget = args.min_time if args.min_time is not None else (QUICK_BUDGET if quick else BUDGET)
     geometries = GEOMETRIES[:1] if quick else GEOMETRIES
@@ -434,10 +524,7 @@ def run(args) -> int:
     print("\n".join(T.format_summary(records)))
     elapsed = time.perf_counter() - t_start
     info["loadavg_end"] = machine_info()["loadavg"]
-    argv = list(sys.argv)
-    if argv and os.path.basename(argv[0]) in ("__main__.py", "denseshift-speech"):
-        argv[0] = "denseshift-speech"  # (python -m denseshift_speech, or the entry point)
-    out = {"command": " ".join(shlex.quote(a) for a in argv),
+    out = {"command": _command(),
            "options": {k: v for k, v in vars(args).items() if k != "func"},
            "machine": info, "isa": isa, "quick": quick, "bits": args.bits,
            "threads": args.threads, "budget_s": budget,
@@ -445,9 +532,5 @@ def run(args) -> int:
                     "message": onnx_status.message},
            "encoder": enc_rows, "sizes": sizes, "layers": layer_rows, "targets": records,
            "elapsed_s": elapsed}
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-        print(f"# wrote {args.json} ({elapsed:.0f} s)")
+    _write_json(DEFAULT_JSON if args.json is None else args.json, out, elapsed)
     return 0

@@ -125,3 +125,76 @@ def test_targets_evaluate():
     assert rec["size-conformer-small"]["status"] == "PASS"
     lines = T.format_summary(T.evaluate())
     assert len(lines) == len(T.TARGETS) and all(line.lstrip().startswith("n/a") for line in lines)
+
+
+# ------------------------------------------------------------------ bench --training ---------
+
+def test_bench_training_quick(tmp_path, capsys):
+    """`bench --training --quick`: the tiny conformer, fp32 / fused / reference DenseShift,
+    each in its own process; the table, the JSON, identical losses fused vs reference."""
+    from denseshift_speech.benchmarks import training as TR
+
+    out = tmp_path / "t.json"
+    text = _run_inprocess(["--training", "--quick", "--json", str(out)], capsys)
+    for head in ("## training step", "## phases", "## peak memory", "## bytes per quantized"):
+        assert head in text, text
+    data = json.loads(out.read_text())
+    assert data["mode"] == "training" and data["threads"] == 2 and data["bits"] == 3
+    assert (data["steps"], data["warmup"], data["batch"]) == (2, 1, 2)
+    rows = data["rows"]
+    assert [(r["geometry"], r["config"], r["adamw"]) for r in rows] == [
+        ("tiny", "fp32", "plain"), ("tiny", "ds3-fused", "plain"),
+        ("tiny", "ds3-reference", "plain")]
+    for r in rows:
+        assert len(r["step_ms_all"]) == 2 and r["step_ms"] > 0 and len(r["losses"]) == 3
+        assert r["peak_rss_mib"] >= r["rss_before_mib"] > 0
+        assert set(r["phases_ms"]) == {"forward", "backward", "optimizer"}
+    fp, fused, ref = rows
+    assert fp["quantized_weights"] == 0 and fused["quantized_weights"] > 0
+    assert fused["losses"] == ref["losses"]  # the fused node computes the reference's function
+    s, = data["summary"]
+    assert s["same_losses"] is True
+    assert s["fused_over_fp32"] == pytest.approx(fused["step_ms"] / fp["step_ms"])
+    assert s["reference_over_fused"] == pytest.approx(ref["step_ms"] / fused["step_ms"])
+    # 3 bits: 4 float latents (16 B) + two AdamW moments each (32 B) per weight, plus the
+    # per-channel log2 alpha; fp32: 4 B + 8 B
+    ds, f32 = s["bytes_per_weight"]["denseshift"], s["bytes_per_weight"]["fp32"]
+    assert 16 < ds["latents"] < 16.5 and 32 < ds["adamw_state"] < 33
+    assert ds["grads"] == ds["latents"]
+    assert (f32["latents"], f32["adamw_state"], f32["grads"]) == (4, 8, 4)
+    assert ds["weights"] == f32["weights"] == fused["quantized_weights"]
+    assert sorted(TR.GEOMETRIES) == sorted(bench.TRAINING_GEOMETRIES)
+
+
+def test_training_summary_and_tables():
+    from denseshift_speech.benchmarks import training as TR
+
+    def row(config, step, losses, adamw="plain"):
+        bpw = {"weights": 10, "latents": 16.0, "grads": 16.0, "adamw_state": 32.0,
+               "latents_plus_adamw": 48.0}
+        return {"geometry": "demo", "config": config, "adamw": adamw,
+                "bits": None if config == "fp32" else 3, "threads": 2, "batch": 8,
+                "seconds": 3.0, "frames": 301, "steps": 3, "warmup": 1, "step_ms": step,
+                "phases_ms": {"forward": 1.0, "backward": 2.0, "optimizer": 3.0},
+                "losses": losses, "peak_rss_mib": 900.0, "rss_before_mib": 800.0,
+                "bytes_per_weight": bpw}
+
+    rows = [row("fp32", 100.0, [1.0]), row("ds3-fused", 110.0, [2.0]),
+            row("ds3-reference", 160.0, [2.0 + 1e-3])]
+    s, = TR.summarize(rows)
+    assert s["fused_over_fp32"] == pytest.approx(1.1)
+    assert s["reference_over_fp32"] == pytest.approx(1.6)
+    assert s["reference_over_fused"] == pytest.approx(160 / 110)
+    assert s["same_losses"] is False and s["train_rss_mib"]["fp32"] == 100.0
+    text = "\n".join(TR.tables(rows, [s]))
+    assert "1.10" in text and "1.45" in text and "NO" in text
+    assert "latents 16.0 + AdamW state 32.0 = 48.0 B" in text
+
+
+def test_bench_training_rejects_bad_options(capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--training", "--steps", "0", "--json", ""])
+    from denseshift_speech.errors import UserError
+    with pytest.raises(UserError, match="--steps"):
+        args.func(args)

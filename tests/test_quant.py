@@ -107,6 +107,12 @@ def test_surrogate_gradient_matches_hand_computation():
     gs, gt = _hand_gradients(sign.tolist(), thermo.tolist(), g.tolist(), alpha)
     assert torch.allclose(sign.grad, torch.tensor(gs))
     assert torch.allclose(thermo.grad, torch.tensor(gt))
+    # the fused node (what DenseShiftWeight trains with) agrees with the hand computation
+    s2, t2 = sign.detach().clone().requires_grad_(), thermo.detach().clone().requires_grad_()
+    w2 = quant.fused_weight(s2, t2, torch.zeros(1))
+    assert w2.tolist() == w.tolist()
+    (g * alpha * w2).sum().backward()
+    assert torch.allclose(s2.grad, torch.tensor(gs)) and torch.allclose(t2.grad, torch.tensor(gt))
 
 
 def test_alpha_and_latents_receive_gradients_through_layer():
@@ -132,6 +138,8 @@ def test_tiny_model_overfits_fixed_batch(bits):
     model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
     for layer in (model[0], model[2]):
         parametrize.register_parametrization(layer, "weight", DenseShiftWeight(bits=bits))
+        # trained through the fused node, the default parametrization
+        assert type(layer.weight.grad_fn).__name__ == "_FusedWeightBackward"
     x, target = torch.randn(32, 16), torch.randint(0, 4, (32,))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []

@@ -19,6 +19,13 @@ The scale is trained in the log domain: an Adam step then changes alpha by a fix
 ~1e-3 moved by ~1e-3 per step swings by 100 % (docs/METHOD.md, "The scale alpha, trained
 as log2 alpha", has what was measured).
 
+The effective weight and its surrogate gradients come from one autograd node
+(``quant.fused_weight``: no per-level Python loop; what it keeps for the backward is a
+4-byte table index per weight besides the weight itself).  ``impl="reference"`` (or
+:func:`set_impl_`) computes the same values and gradients op by op
+(``quant.reference_weight``), for tests and benchmarks; the state dict is the same
+either way.
+
 In eval mode with gradients off, the effective weight is computed once and cached
 until a latent changes (optimizer step or ``load_state_dict``).
 """
@@ -32,15 +39,22 @@ from . import quant
 
 SCALE_TYPES = ("channel", "tensor")
 INIT_MODES = ("low_variance", "from_float")
+#: how the effective weight is computed: one fused autograd node, or the op-by-op reference
+IMPLS = ("fused", "reference")
 
 
 class DenseShiftWeight(nn.Module):
     """Parametrization: (sign latent, thermometer latents, log2 alpha) -> DenseShift weight."""
 
+    impl = "fused"  # class default: also what instances pickled before ``impl`` existed use
+
     def __init__(self, bits: int = 3, scale: str = "channel", pow2_scale: bool = False,
                  init: str = "low_variance", sigma: float = quant.LOW_VARIANCE_SIGMA,
-                 init_margin: float = 5e-3):
+                 init_margin: float = 5e-3, impl: str = "fused"):
         super().__init__()
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.impl = impl
         self.bits = quant.check_bits(bits)
         if scale not in SCALE_TYPES:
             raise ValueError(f"scale must be one of {SCALE_TYPES}, got {scale!r}")
@@ -98,15 +112,14 @@ class DenseShiftWeight(nn.Module):
 
     # -- math ----------------------------------------------------------------
     def _weight(self, sign_latent, thermo, log_alpha):
-        w = quant.sign_scale_weight(sign_latent, thermo)
-        return _expand(self.effective_alpha(log_alpha), w.dim()) * w
+        if self.impl == "reference":
+            return quant.reference_weight(sign_latent, thermo, log_alpha, self.pow2_scale)
+        return quant.fused_weight(sign_latent, thermo, log_alpha, self.pow2_scale)
 
     def effective_alpha(self, log_alpha: torch.Tensor) -> torch.Tensor:
         """The scale the forward uses: 2**log_alpha, with the exponent rounded
         (straight-through) when ``pow2_scale`` keeps the layer multiplication-free."""
-        if self.pow2_scale:
-            log_alpha = log_alpha + (torch.round(log_alpha) - log_alpha).detach()
-        return torch.exp2(log_alpha)
+        return quant.effective_alpha(log_alpha, self.pow2_scale)
 
 
 def _expand(alpha: torch.Tensor, dim: int) -> torch.Tensor:
@@ -147,6 +160,19 @@ def codes_and_scale(module: nn.Module, name: str):
         codes = quant.latent_codes(sign_latent, thermo, p.bits)
         scale = p.effective_alpha(log_alpha).detach().float().clone()
     return codes, scale
+
+
+def set_impl_(model: nn.Module, impl: str) -> int:
+    """Compute every DenseShift weight of ``model`` with ``impl`` ("fused" or
+    "reference"); returns how many parametrizations were switched."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    count = 0
+    for _, module, pname in iter_denseshift(model):
+        p = parametrization(module, pname)
+        p.impl, p._cache_key, p._cache = impl, None, None
+        count += 1
+    return count
 
 
 def iter_denseshift(model: nn.Module):

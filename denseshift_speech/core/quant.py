@@ -108,6 +108,207 @@ def sign_scale_weight(sign_latent: torch.Tensor, thermo: torch.Tensor) -> torch.
     return backward_value + (forward_value - backward_value).detach()
 
 
+def effective_alpha(log_alpha: torch.Tensor, pow2_scale: bool = False) -> torch.Tensor:
+    """The scale the forward uses: ``2**log_alpha``, with the exponent rounded
+    (straight-through) when ``pow2_scale`` keeps the layer multiplication-free."""
+    if pow2_scale:
+        log_alpha = log_alpha + (torch.round(log_alpha) - log_alpha).detach()
+    return torch.exp2(log_alpha)
+
+
+def reference_weight(sign_latent: torch.Tensor, thermo: torch.Tensor, log_alpha: torch.Tensor,
+                     pow2_scale: bool = False) -> torch.Tensor:
+    """``alpha * s * 2**e`` built from the functions above, op by op, through autograd.
+
+    The reference the fused :func:`fused_weight` is tested against (same forward values,
+    same gradients); it loops over the thermometer levels and keeps every intermediate
+    for the backward.  ``alpha`` is per index of dim 0 (``log_alpha`` of shape
+    ``(out,)``) or one per tensor (shape ``(1,)``).
+    """
+    w = sign_scale_weight(sign_latent, thermo)
+    alpha = effective_alpha(log_alpha, pow2_scale)
+    return alpha.reshape(-1, *([1] * (w.dim() - 1))) * w
+
+
+# ---------------------------------------------------------------------------
+# The fused training weight: one autograd node for alpha * s * 2**e
+# ---------------------------------------------------------------------------
+
+#: Widest thermometer (E-1 levels) decoded through one lookup table indexed by the
+#: level pattern: E-1 <= 7 (2-4 bits, the widths the project targets).
+_LUT_MAX_LEVELS = 7
+_LN2 = math.log(2.0)
+_TABLES: dict = {}
+
+
+def _pattern_tables(levels: int, dtype, device):
+    """Tables for 2-4 bits, indexed by ``i = positive * 2**levels + pattern`` (pattern bit
+    k-1 is ``B01(T_k)``).
+
+    Returns ``(value, grads, place)``: ``value[i] = s 2**e``; ``grads[0, i] = sqrt(e+1)``
+    and ``grads[k, i] = s (S_{k-1} + 1) prod_{j>k} B01(T_j) / 2``, which divided by
+    ``sqrt(e+1)`` is d(s sqrt(e+1))/dT_k through the straight-through recurrence;
+    ``place = [[1, 2, 4, ...]]``, the pattern's place values (1, levels).  One more
+    entry, ``i = 2**(levels+1)``, is NaN: where a latent is NaN (so is the reference's
+    weight).
+    """
+    key = (levels, dtype, device)
+    tables = _TABLES.get(key)
+    if tables is None:
+        n = 2 ** (levels + 1)
+        value = torch.full((n + 1,), math.nan, dtype=torch.float64)
+        grads = torch.full((levels + 1, n + 1), math.nan, dtype=torch.float64)
+        exponent = torch.full((n + 1,), math.nan, dtype=torch.float64)
+        for i in range(n):
+            s = 1.0 if i >> levels else -1.0
+            b = [(i >> k) & 1 for k in range(levels)]
+            run = [0] * (levels + 1)                     # run[k] = S_k, S_0 = 0
+            for k in range(1, levels + 1):
+                run[k] = (run[k - 1] + 1) * b[k - 1]
+            e = exponent[i] = run[levels]
+            value[i] = s * 2.0 ** e
+            for k in range(1, levels + 1):
+                through = all(b[j - 1] for j in range(k + 1, levels + 1))
+                grads[k, i] = s * (run[k - 1] + 1) / 2 if through else 0.0
+        value, grads = value.to(dtype), grads.to(dtype)
+        # sqrt(e + 1) exactly as the reference gets it: torch.sqrt in the latents' dtype
+        # (torch's float64 sqrt is not always the correctly rounded one)
+        grads[0] = _sqrt1(exponent, dtype)
+        place = (2.0 ** torch.arange(levels)).to(dtype).reshape(1, -1)
+        tables = tuple(t.to(device=device) for t in (value, grads, place))
+        _TABLES[key] = tables
+    return tables
+
+
+def _sqrt1(exponent: torch.Tensor, dtype) -> torch.Tensor:
+    """``torch.sqrt(e + 1)`` in ``dtype``, computed as the reference computes it."""
+    return torch.sqrt(exponent.to(dtype) + 1)
+
+
+def _exponent_tables(E: int, dtype, device):
+    """Tables for 5-8 bits, indexed by ``i = positive * E + e``: ``value = s 2**e``,
+    ``sqrt1 = sqrt(e+1)``, ``ssqrt1 = s sqrt(e+1)`` (and NaN at ``i = 2E``, a NaN latent);
+    and the level numbers ``k = 1..E-1`` (int16, (E-1, 1))."""
+    key = ("exponent", E, dtype, device)
+    tables = _TABLES.get(key)
+    if tables is None:
+        e = torch.arange(E, dtype=torch.float64).repeat(2)
+        s = torch.tensor([-1.0, 1.0], dtype=dtype).repeat_interleave(E)
+        sqrt1 = _sqrt1(e, dtype)
+        nan = torch.full((1,), math.nan, dtype=dtype)
+        tables = tuple(torch.cat([t.to(dtype), nan]).to(device=device)
+                       for t in ((s.double() * torch.exp2(e)), sqrt1, s * sqrt1))
+        tables += (torch.arange(1, E, dtype=torch.int16, device=device).reshape(-1, 1),)
+        _TABLES[key] = tables
+    return tables
+
+
+class _FusedWeight(torch.autograd.Function):
+    """``alpha * s * 2**e`` in one node; see :func:`fused_weight`."""
+
+    @staticmethod
+    def forward(ctx, sign_latent, thermo, log_alpha, pow2_scale):
+        levels = thermo.shape[0]
+        if levels < 1 or (levels + 1) & levels or thermo.shape[1:] != sign_latent.shape:
+            raise ValueError(f"thermometer latents of shape {tuple(thermo.shape)} do not match "
+                             f"a sign latent of shape {tuple(sign_latent.shape)} (expected "
+                             f"(2**(bits-1) - 1, *sign.shape))")
+        shape, n = sign_latent.shape, sign_latent.numel()
+        alpha = effective_alpha(log_alpha, pow2_scale)
+        alpha_b = alpha.reshape(-1, *([1] * (len(shape) - 1)))
+        if levels <= _LUT_MAX_LEVELS:
+            value, _, place = _pattern_tables(levels, sign_latent.dtype, sign_latent.device)
+            # In float arithmetic, which measured faster here than comparisons producing
+            # bools: B01(t) = 1 iff t > 0 is ceil(clamp(t, 0, 1)); Bpm(s) = +1 iff s >= 0
+            # is positive = floor(clamp(s, -1, 0)) + 1; both keep a NaN.
+            # index = positive * 2**levels + sum_k 2**(k-1) B01(T_k): one small GEMM.
+            on = thermo.reshape(levels, n).clamp(0, 1).ceil_()
+            positive = sign_latent.reshape(1, n).clamp(-1, 0).floor_().add_(1)
+            index = torch.addmm(positive, place, on, beta=2 ** levels)
+            # a NaN latent makes a NaN index: it reads the table's NaN entry
+            index = index.nan_to_num_(nan=value.numel() - 1).to(torch.int32).reshape(n)
+        else:
+            # 5-8 bits: B01(t) = 1 iff t > 0, Bpm(s) = +1 iff s >= 0
+            positive = (sign_latent >= 0).reshape(n).view(torch.uint8)
+            on = (thermo > 0).reshape(levels, n).view(torch.uint8)
+            value, _, _, _ = _exponent_tables(levels + 1, sign_latent.dtype, sign_latent.device)
+            # c_k = number of zeros among B01(T_k..T_{E-1}): e = #(c == 0); the run that
+            # ends just before the last zero has #(c == 1) - 1 levels.
+            zeros = (1 - on).flip(0).cumsum(0, dtype=torch.uint8).flip(0)
+            e = (zeros == 0).sum(0, dtype=torch.uint8)
+            run1 = (zeros == 1).sum(0, dtype=torch.uint8)       # S_{r-1} + 1
+            index = (e + positive * (levels + 1)).to(torch.int32)
+            nan = sign_latent.isnan().reshape(n) | thermo.isnan().reshape(levels, n).any(0)
+            index.masked_fill_(nan, 2 * (levels + 1))  # the tables' NaN entry
+        w = alpha_b * value.index_select(0, index).reshape(shape)
+        ctx.levels = levels
+        ctx.save_for_backward(w, index, alpha_b, *(() if levels <= _LUT_MAX_LEVELS else (run1,)))
+        return w
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        w, index, alpha_b, *run1 = ctx.saved_tensors
+        levels = ctx.levels
+        shape, n = w.shape, w.numel()
+        grad = grad.contiguous()  # (a linear layer's weight gradient arrives transposed)
+        need_sign, need_thermo, need_alpha, _ = ctx.needs_input_grad
+        g_sign = g_thermo = g_alpha = None
+        # Each gradient is rounded as the reference's autograd chain rounds it: one
+        # product for the sign; (g alpha s) / (2 sqrt(e+1)) times S_{k-1} + 1 for T_k.
+        if need_sign or need_thermo:
+            ga = (grad * alpha_b).reshape(n)                    # dL/d(s 2**e)
+            if levels <= _LUT_MAX_LEVELS:
+                _, grads, _ = _pattern_tables(levels, w.dtype, w.device)
+                picked = grads.index_select(1, index)          # (1 + levels, n)
+                sq, half_factor = picked[0], picked[1:]
+                if need_sign:
+                    g_sign = (ga * sq).reshape(shape)
+                if need_thermo:
+                    # (ga / sq / 2) * F == (ga / sq) * (F / 2), bit for bit
+                    g_thermo = half_factor * (ga / sq)
+            else:
+                _, sqrt1, ssqrt1, k = _exponent_tables(levels + 1, w.dtype, w.device)
+                if need_sign:
+                    g_sign = (ga * sqrt1.index_select(0, index)).reshape(shape)
+                if need_thermo:
+                    # d e / d T_k = (S_{k-1} + 1) prod_{j>k} B01(T_j): k - r above the
+                    # last zero r = E-1-e, S_{r-1} + 1 at it, 0 below it.
+                    r = levels - (index % (levels + 1)).to(torch.int16)
+                    run = torch.where(k > r, k - r, torch.where(k == r, run1[0], 0))
+                    g_thermo = run * (ga / ssqrt1.index_select(0, index)).mul_(0.5)
+            if g_thermo is not None:
+                g_thermo = g_thermo.reshape(levels, *shape)
+        if need_alpha:
+            # dL/dlog2(alpha) = sum(dL/dw s 2**e) alpha ln 2, straight through the rounding;
+            # w / alpha is exactly s 2**e, and the order is the reference's.
+            rows = alpha_b.shape[0]
+            g_alpha = (grad * (w / alpha_b)).reshape(rows, -1).sum(1) * alpha_b.reshape(rows) * _LN2
+        return g_sign, g_thermo, g_alpha, None
+
+
+def fused_weight(sign_latent: torch.Tensor, thermo: torch.Tensor, log_alpha: torch.Tensor,
+                 pow2_scale: bool = False) -> torch.Tensor:
+    """The effective training weight ``alpha * s * 2**e`` and its surrogate gradients in one
+    autograd node: the same forward values and gradients as :func:`reference_weight`.
+
+    Forward: ``B01`` of every thermometer level at once; the sign and the level pattern
+    (2-4 bits: one small GEMM) or the run length (5-8 bits: a reversed cumulative sum)
+    index a table of ``s 2**e``.  Saved for backward: that index (int32, 4 bytes a
+    weight; 5-8 bits one more byte), alpha, and the output, which the layer keeps anyway
+    -- none of the reference's per-level intermediates.  Backward, straight-through
+    binarizers and the ``sqrt(e+1)`` surrogate, from tables indexed the same way:
+
+    * ``dL/dW_sign = g alpha sqrt(e+1)``
+    * ``dL/dT_k = g alpha s (S_{k-1} + 1) prod_{j>k} B01(T_j) / (2 sqrt(e+1))``
+    * ``dL/dlog2 alpha = ln2 sum g alpha s 2**e`` (per row, or over the tensor), straight
+      through the rounding when ``pow2_scale``.
+
+    No Python loop over the levels; ``thermo`` is ``(E-1, *sign_latent.shape)``.
+    """
+    return _FusedWeight.apply(sign_latent, thermo, log_alpha, bool(pow2_scale))
+
+
 def latent_codes(sign_latent: torch.Tensor, thermo: torch.Tensor, bits: int) -> torch.Tensor:
     """The uint8 codes the latents currently decode to (no autograd)."""
     with torch.no_grad():
