@@ -83,19 +83,21 @@ def plan(out: str, full: bool) -> tuple:
     """(trainings, then).  trainings: (command, the training it needs first or None,
     threads), in start order; the report and the streaming check run after them all.
 
-    The demo's conformers get both cores (the keyword spotters, short, run first side by
-    side); ``--full`` has enough runs to keep two one-thread runs going instead.
+    The fp32 conformer, the longest run, starts first on one core while the keyword
+    spotters take turns on the other; then its 3-bit fine-tuning.  Every run gets one
+    thread: a second one barely speeds a demo-sized conformer up, and with any other job
+    on the machine two threads measured 10-70x slower per step than one (OpenMP
+    threads waiting on each other).
     """
     # Each recipe synthesizes its corpus when missing (the first of two runs to get
     # there writes it, the other waits on its lock).
     conformer_fp, crdnn_fp = f"{out}/conformer_fp", f"{out}/crdnn_fp"
-    wide = 1 if full else 2
-    trainings = [(kws_run("kws_fp.yaml", out, "kws_fp"), None, 1),
+    trainings = [(asr_run("conformer_fp.yaml", out, "conformer_fp"), None, 1),
+                 (kws_run("kws_fp.yaml", out, "kws_fp"), None, 1),
                  (kws_run("kws_ds.yaml", out, "kws_ds3"), None, 1),
-                 (asr_run("conformer_fp.yaml", out, "conformer_fp"), None, wide),
                  (asr_run("conformer_ds.yaml", out, "conformer_ds3", *fine_tune(conformer_fp),
                           "--eval_packed_paths=[int8,exact]"),
-                  "conformer_fp", wide)]
+                  "conformer_fp", 1)]
     if full:
         trainings += [(asr_run("crdnn_fp.yaml", out, "crdnn_fp"), None, 1),
                       (asr_run("conformer_ds.yaml", out, "conformer_ds3_scratch"), None, 1),
