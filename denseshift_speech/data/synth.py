@@ -547,10 +547,14 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
                 "other": (130, 190)}
 
     def ids(r, n):
-        seen = set()
-        while len(seen) < n:
-            seen.add(f"{r.getrandbits(32):08x}")
-        return sorted(seen, key=lambda _: r.random())
+        # in draw order: iterating a set of strings follows the per-process hash seed
+        out, seen = [], set()
+        while len(out) < n:
+            h = f"{r.getrandbits(32):08x}"
+            if h not in seen:
+                seen.add(h)
+                out.append(h)
+        return out
 
     by_role = _speakers(f"speech-commands-{seed}",
                         {roles[s]: splits[s] for s in ("testing_other", "testing",
