@@ -195,7 +195,9 @@ def test_training_with_fused_equals_training_with_reference(bits):
 def test_old_checkpoint_loads_with_same_weights_and_gradients():
     """tests/data/latents_v1.pt was written by the parametrization before the fused node
     (see tests/data/make_latents_fixture.py).  The state-dict layout is unchanged, so it
-    loads strictly; the weights are bit for bit the stored ones and so are the gradients."""
+    loads strictly; the weights are bit for bit the stored ones, the gradients equal to
+    float rounding (a conv's weight gradient, which reaches the latents, is summed in an
+    order that follows the thread count: the full suite runs it with another one)."""
     fx = _fixture_module()
     saved = torch.load(fx.FIXTURE, map_location="cpu", weights_only=True)
     model = fx.architecture(seed=123)  # other random latents: loading must replace them all
@@ -208,7 +210,7 @@ def test_old_checkpoint_loads_with_same_weights_and_gradients():
     loss.backward()
     state_params = dict(model.named_parameters())
     for key, g in saved["grads"].items():
-        assert torch.equal(state_params[key].grad, g), key
+        torch.testing.assert_close(state_params[key].grad, g, rtol=1e-5, atol=1e-9, msg=key)
 
 
 def test_quantize_tags_and_grads_through_fused_path():
