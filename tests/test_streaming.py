@@ -537,3 +537,25 @@ def test_live_view_under_a_pseudo_terminal(tiny, wav, tmp_path):
     text = out.decode(errors="replace")
     assert text.count("\r\x1b[K") >= 2, text[:500]
     assert "summary:" in text and "s partial " not in text  # no plain per-update lines on a tty
+
+
+def test_sweep_with_the_lm_matches_stream_manifest(packed, arpa, tmp_path):
+    """`stream --decoding beam_lm --sweep`: each row streams with the LM search and its
+    full-context reference is the offline LM search, as one stream_manifest run does."""
+    from denseshift_speech.streaming.lm_search import StreamingLMSearch
+    from denseshift_speech.streaming.run import sweep
+    rows = ["ID,duration,wav,spk_id,wrd"]
+    for i in range(2):
+        f = _write(tmp_path / f"u{i}.flac", _signal(1.5 + i * 0.3, i + 5).numpy())
+        rows.append(f"u{i},1.5,{f},spk,HELLO WORLD")
+    csv = tmp_path / "test-clean.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    search = StreamingLMSearch.for_model(packed, arpa, beam_size=8)
+    (row,) = sweep(packed, csv, [(8, 2)], out=None, lm_search=search)
+    s = stream_manifest(packed, csv, limit=5, chunk_size=8, left_context_chunks=2,
+                        out=None, lm_search=search)
+    assert row["decoding"] == "beam_lm" and s["decoding"] == "beam_lm"
+    assert row["wer_stream"] == round(s["wer_stream"], 2)
+    assert row["wer_full"] == round(s["wer_full"], 2)
+    (greedy,) = sweep(packed, csv, [(8, 2)], out=None)
+    assert greedy["decoding"] == "greedy"

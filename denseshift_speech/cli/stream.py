@@ -157,7 +157,7 @@ def _run_manifest(args, model) -> int:
         return 0
     if args.sweep:
         rows = sweep(model, args.manifest, _parse_sweep(args.sweep), args.limit or None,
-                     out=None if args.json else sys.stdout)
+                     out=None if args.json else sys.stdout, lm_search=args.lm_search)
         if args.json:
             print(json.dumps({"model": model.path, "manifest": args.manifest, "sweep": rows}))
         return 0

@@ -270,24 +270,30 @@ def stream_manifest(model, manifest, limit: int | None = 5,
 
 
 def sweep(model: StreamingModel, manifest, configs, limit: int | None = None,
-          out="stdout") -> list:
+          out="stdout", lm_search=None) -> list:
     """Latency/WER trade-off: one row per (chunk_size, left_context_chunks) config.
 
-    Full-context WER (the recipe's offline decoding) is computed once, as the reference.
+    Full-context WER (the recipe's offline decoding) is computed once, as the reference;
+    with ``lm_search`` both sides use that LM-fused beam search.
     """
     out = sys.stdout if out == "stdout" else out   # None: silent
     rows = read_manifest(os.fspath(manifest), limit)
     audios = [(r, read_audio(r["wav"], model.sample_rate)) for r in rows]
     n_ref = errs_full = 0
     for r, a in audios:
-        tokens, _, _ = decode_full(model, torch.nan_to_num(a.samples, 0.0, 0.0, 0.0), floor="utterance")
-        e, n = word_errors(r.get("wrd", ""), model.tokenizer.decode_ids(tokens) if tokens else "")
+        tokens, _, logits = decode_full(model, torch.nan_to_num(a.samples, 0.0, 0.0, 0.0),
+                                        floor="utterance")
+        if lm_search is not None:
+            full = offline_lm_text(lm_search, logits)
+        else:
+            full = model.tokenizer.decode_ids(tokens) if tokens else ""
+        e, n = word_errors(r.get("wrd", ""), full)
         errs_full += e
         n_ref += n
     wer_full = 100.0 * errs_full / max(n_ref, 1)
     results = []
     for chunk, left in configs:
-        dec = StreamingDecoder(model, chunk, left)
+        dec = StreamingDecoder(model, chunk, left, lm_search=lm_search)
         errs, stats = 0, []
         for r, a in audios:
             hyp = stream_samples(dec, a.samples)
@@ -296,6 +302,7 @@ def sweep(model: StreamingModel, manifest, configs, limit: int | None = None,
         st = merge_stats(stats)
         wer = 100.0 * errs / max(n_ref, 1)
         row = {"chunk_size_frames": chunk, "left_context_chunks": left,
+               "decoding": "greedy" if lm_search is None else "beam_lm",
                "chunk_ms": round(1000 * dec.chunk_seconds), "wer_stream": round(wer, 2),
                "wer_full": round(wer_full, 2),
                "wer_ratio": round(wer / wer_full, 3) if wer_full else None,
