@@ -334,13 +334,18 @@ def test_cli_mic_without_sounddevice(tiny, capsys):
     assert "sounddevice" in capsys.readouterr().err
 
 
-def test_stream_manifest_prints_hyp_beside_ref(tiny, wav, tmp_path, capsys):
+def _two_utterance_manifest(tmp_path):
     rows = ["ID,duration,wav,spk_id,wrd"]
     for i in range(2):
         f = _write(tmp_path / f"u{i}.flac", _signal(1.5 + i * 0.3, i + 5).numpy())
         rows.append(f"u{i},1.5,{f},spk,HELLO WORLD")
     csv = tmp_path / "test-clean.csv"
     csv.write_text("\n".join(rows) + "\n")
+    return csv
+
+
+def test_stream_manifest_prints_hyp_beside_ref(tiny, wav, tmp_path, capsys):
+    csv = _two_utterance_manifest(tmp_path)
     s = stream_manifest(tiny["packed"], csv, limit=5, chunk_size=8, left_context_chunks=2)
     out = capsys.readouterr().out
     assert out.count("REF : HELLO WORLD") == 2 and out.count("HYP :") == 2
@@ -544,12 +549,7 @@ def test_sweep_with_the_lm_matches_stream_manifest(packed, arpa, tmp_path):
     full-context reference is the offline LM search, as one stream_manifest run does."""
     from denseshift_speech.streaming.lm_search import StreamingLMSearch
     from denseshift_speech.streaming.run import sweep
-    rows = ["ID,duration,wav,spk_id,wrd"]
-    for i in range(2):
-        f = _write(tmp_path / f"u{i}.flac", _signal(1.5 + i * 0.3, i + 5).numpy())
-        rows.append(f"u{i},1.5,{f},spk,HELLO WORLD")
-    csv = tmp_path / "test-clean.csv"
-    csv.write_text("\n".join(rows) + "\n")
+    csv = _two_utterance_manifest(tmp_path)
     search = StreamingLMSearch.for_model(packed, arpa, beam_size=8)
     (row,) = sweep(packed, csv, [(8, 2)], out=None, lm_search=search)
     s = stream_manifest(packed, csv, limit=5, chunk_size=8, left_context_chunks=2,

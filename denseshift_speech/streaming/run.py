@@ -190,6 +190,16 @@ def read_manifest(path, limit: int | None = None) -> list:
     return rows[:limit] if limit else rows
 
 
+def full_context_text(model, samples, lm_search=None) -> str:
+    """The recipe's offline decoding of one utterance (non-finite samples zeroed): greedy
+    CTC, or the LM-fused beam search of ``lm_search`` over the whole utterance."""
+    tokens, _, logits = decode_full(model, torch.nan_to_num(samples, 0.0, 0.0, 0.0),
+                                    floor="utterance")
+    if lm_search is not None:
+        return offline_lm_text(lm_search, logits)
+    return model.tokenizer.decode_ids(tokens) if tokens else ""
+
+
 def offline_lm_text(lm_search, logits) -> str:
     """LM-fused prefix beam search over a whole utterance's CTC logits (1, T, V)."""
     lp = torch.log_softmax(logits.float(), -1)[0].cpu().numpy()
@@ -245,12 +255,7 @@ def stream_manifest(model, manifest, limit: int | None = 5,
             say(f"    REF : {ref}")
             say(f"    HYP : {hyp.text}")
             if full_context:
-                tokens, _, logits = decode_full(model, torch.nan_to_num(audio.samples, 0.0, 0.0, 0.0),
-                                                floor="utterance")
-                if lm_search is not None:
-                    full = offline_lm_text(lm_search, logits)
-                else:
-                    full = model.tokenizer.decode_ids(tokens) if tokens else ""
+                full = full_context_text(model, audio.samples, lm_search)
                 ef, _ = word_errors(ref, full)
                 errs_full += ef
                 utt["hyp_full_context"] = full
@@ -281,13 +286,7 @@ def sweep(model: StreamingModel, manifest, configs, limit: int | None = None,
     audios = [(r, read_audio(r["wav"], model.sample_rate)) for r in rows]
     n_ref = errs_full = 0
     for r, a in audios:
-        tokens, _, logits = decode_full(model, torch.nan_to_num(a.samples, 0.0, 0.0, 0.0),
-                                        floor="utterance")
-        if lm_search is not None:
-            full = offline_lm_text(lm_search, logits)
-        else:
-            full = model.tokenizer.decode_ids(tokens) if tokens else ""
-        e, n = word_errors(r.get("wrd", ""), full)
+        e, n = word_errors(r.get("wrd", ""), full_context_text(model, a.samples, lm_search))
         errs_full += e
         n_ref += n
     wer_full = 100.0 * errs_full / max(n_ref, 1)
