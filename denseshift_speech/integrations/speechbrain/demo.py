@@ -11,7 +11,7 @@ validation WER or accuracy, time left; see :mod:`.progress`), or one line per fi
 epoch when stdout is not a terminal.  `--full` adds CRDNN, the 2- and 4-bit conformers and keyword
 spotters, and a 3-bit conformer trained from scratch (the paper's initialization).
 
-    python -m denseshift_speech.integrations.speechbrain.demo --out results/demo           # about 20 minutes
+    python -m denseshift_speech.integrations.speechbrain.demo --out results/demo           # about 24 minutes (README)
     python -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full    # + CRDNN, 2/3/4-bit sweep
                                                                   # (reuses finished demo runs)
 
