@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import soundfile as sf
@@ -52,14 +52,12 @@ class Conditions:
     noise_kinds: tuple = NOISE_KINDS
     telephone_prob: float = 0.0
     peak_db: tuple = (-12.0, -2.0)
-    notes: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         self.validate()
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d.pop("notes")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def validate(self) -> None:

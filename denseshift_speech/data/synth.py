@@ -252,11 +252,6 @@ def _run_chunked(fn, tasks, key, jobs, path, recorded, max_chunk=40):
     return out
 
 
-def _check_engines(names) -> dict:
-    """Every engine's version, or one clear error before anything is written."""
-    return engines.versions(names)
-
-
 def _post(x: np.ndarray, r: np.random.Generator, cond: Conditions, pad: tuple,
           lead: float = 0.2) -> np.ndarray:
     """Trim the engine's silences, pad with 0-``lead`` s, apply the split's conditions."""
@@ -303,9 +298,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
         if utts[s] < 0 or spks[s] < 1 or (utts[s] and utts[s] < spks[s]):
             raise DataError(f"{s}: need at least one utterance per speaker "
                             f"({utts[s]} utterances, {spks[s]} speakers)")
-    train_engines = _train_engines(train_engines)
-    if not 0.0 <= engine_share <= 1.0:
-        raise DataError(f"engine_share must be in [0, 1], got {engine_share!r}")
+    train_engines, versions = _engine_setup(train_engines, engine_share)
     # settings are checked, and the engines found, before anything is written or removed
     speed = (0.93, 1.07)
     conditions = {
@@ -321,7 +314,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     options = {"kind": "librispeech", "generator": GENERATOR_VERSION, "seed": int(seed),
                "utts": utts, "speakers": spks, "engine_share": float(engine_share),
                "conditions": {k: c.as_dict() for k, c in conditions.items()},
-               "engines": _check_engines(train_engines + (HELD_OUT_ENGINE,))}
+               "engines": versions}
     if vocabulary_size is not None:  # (absent by default: older markers stay valid)
         options["vocabulary_size"] = int(vocabulary_size)
     done = _check_or_clear(out_dir, options, force)
@@ -420,7 +413,9 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     return stats
 
 
-def _train_engines(names) -> tuple:
+def _engine_setup(names, engine_share: float) -> tuple:
+    """(the training engines as a tuple, ``{engine: version}`` of those and the held-out
+    one): checked, and every engine found, before anything is written or removed."""
     names = tuple(names)
     for n in names:
         engines.engine(n)
@@ -430,7 +425,9 @@ def _train_engines(names) -> tuple:
     if HELD_OUT_ENGINE in names:
         raise DataError(f"train_engines {list(names)}: {HELD_OUT_ENGINE} is the held-out "
                         "engine of test-other and cannot also train")
-    return names
+    if not 0.0 <= engine_share <= 1.0:
+        raise DataError(f"engine_share must be in [0, 1], got {engine_share!r}")
+    return names, engines.versions(names + (HELD_OUT_ENGINE,))
 
 
 def _engine_counts(speakers) -> dict:
@@ -523,9 +520,7 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
         if n < 1:
             raise DataError(f"{s}: need at least one speaker, got {n}")
     roles = {"train": "train", "validation": "dev", "testing": "test", "testing_other": "other"}
-    train_engines = _train_engines(train_engines)
-    if not 0.0 <= engine_share <= 1.0:
-        raise DataError(f"engine_share must be in [0, 1], got {engine_share!r}")
+    train_engines, versions = _engine_setup(train_engines, engine_share)
     clean = Conditions(peak_db=(-14.0, -2.0))
     conditions = {
         "train": clean, "validation": clean, "testing": clean,
@@ -537,7 +532,7 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
                "filler_prob": float(filler_prob), "noise_prob": float(noise_prob),
                "noise_seconds": float(noise_seconds), "engine_share": float(engine_share),
                "conditions": {k: c.as_dict() for k, c in conditions.items()},
-               "engines": _check_engines(train_engines + (HELD_OUT_ENGINE,))}
+               "engines": versions}
     done = _check_or_clear(out_dir, options, force)
     if done is not None:
         return done

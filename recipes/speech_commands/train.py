@@ -23,7 +23,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from denseshift_speech.integrations.speechbrain import recipe
-from denseshift_speech.integrations.speechbrain.augment import write_source_csvs
+from denseshift_speech.integrations.speechbrain.augment import write_source_csvs, write_wave_list
 from denseshift_speech.data import (DataError, prepare_speech_commands,
                                     synthesize_speech_commands)
 
@@ -138,15 +138,11 @@ def prepare_noise_csv(hparams):
             name = f"{fn[:-4]}_{k:04d}"
             path = os.path.join(out_dir, name + ".wav")
             sf.write(path, audio[k * sr:(k + 1) * sr], sr, subtype="PCM_16")
-            rows.append(f"{name},1.0,{path},wav,\n")
+            rows.append((name, 1.0, path))
     if not rows:
         raise recipe.HparamsError(f"no usable {sr} Hz background noise file in {bg} "
                                   "(or set --apply_data_augmentation=False)")
-    tmp = csv_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("ID,duration,wav,wav_format,wav_opts\n")
-        f.writelines(rows)
-    os.replace(tmp, csv_path)
+    write_wave_list(csv_path, rows)
 
 
 def read_classes(hparams):

@@ -68,10 +68,16 @@ def write_source_csvs(folder: str, rir_csv: str | None, noise_csv: str | None) -
         rows = []
         for f in wavs:
             path = os.path.abspath(os.path.join(src, f))
-            rows.append(f"{sub}_{f[:-4]},{sf.info(path).duration:.4f},{path},wav,\n")
-        os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
-        tmp = csv_path + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write("ID,duration,wav,wav_format,wav_opts\n")
-            fh.writelines(rows)
-        os.replace(tmp, csv_path)
+            rows.append((f"{sub}_{f[:-4]}", sf.info(path).duration, path))
+        write_wave_list(csv_path, rows)
+
+
+def write_wave_list(csv_path: str, rows) -> None:
+    """``rows`` of (id, seconds, wav path) as the CSV SpeechBrain's AddNoise/AddReverb
+    read (ID,duration,wav,wav_format,wav_opts), written under a temporary name first."""
+    os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
+    tmp = csv_path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write("ID,duration,wav,wav_format,wav_opts\n")
+        fh.writelines(f"{name},{seconds:.4f},{path},wav,\n" for name, seconds, path in rows)
+    os.replace(tmp, csv_path)
