@@ -1,4 +1,5 @@
 """Latents train at a scaled learning rate, whatever the scheduler sets."""
+import pytest
 import torch
 
 from denseshift_speech import DenseShiftConfig, quantize_
@@ -25,3 +26,40 @@ def test_latents_step_at_scaled_learning_rate():
     torch.testing.assert_close(log_alpha.detach(), before["alpha"] - 0.5 * grads["alpha"])  # scale
     torch.testing.assert_close(model[1].bias.detach(), before["bias"] - 0.5 * grads["bias"])
     assert all(g["lr"] == 0.5 for g in opt.param_groups)  # the schedule is untouched
+
+
+def test_optimizer_by_name_with_its_family_hyperparameters():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    quantize_(model, DenseShiftConfig(bits=3, keep_first=False, keep_last=False))
+    # the recipes give betas and momentum together and switch by name
+    sgd = grouped(model.parameters(), "sgd", lr=0.1, betas=(0.9, 0.98), momentum=0.9)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
+    adamw = grouped(model.parameters(), "AdamW", lr=0.1, betas=[0.8, 0.9], momentum=0.9)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.8, 0.9)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        grouped(model.parameters(), "lion", lr=0.1)
+
+
+def test_latent_weight_decay_applies_to_the_latent_group_only():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    quantize_(model, DenseShiftConfig(bits=3, keep_first=False, keep_last=False))
+    opt = grouped(model.parameters(), "adamw", lr=0.1, weight_decay=0.01, latent_weight_decay=1.0)
+    others, latent_group = opt.param_groups
+    assert others["weight_decay"] == 0.01 and latent_group["weight_decay"] == 1.0
+    sign, thermo, _ = latents(model[1], "weight")
+    assert any(p is sign for p in latent_group["params"])
+    with pytest.raises(ValueError, match="latent_weight_decay"):
+        grouped(model.parameters(), "adamw", lr=0.1, latent_weight_decay=-1.0)
+
+
+def test_init_scale_gain_scales_the_low_variance_alpha():
+    torch.manual_seed(0)
+    alphas = []
+    for gain in (1.0, 0.5):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+        quantize_(model, DenseShiftConfig(bits=3, keep_first=False, init_scale_gain=gain))
+        alphas.append(latents(model[0], "weight")[2].detach().clone())
+    torch.testing.assert_close(alphas[1], alphas[0] - 1.0)   # log2(0.5) = -1
+    with pytest.raises(ValueError, match="init_scale_gain"):
+        DenseShiftConfig(init_scale_gain=0.0)

@@ -56,6 +56,7 @@ class DenseShiftConfig:
     pow2_scale: bool = False        # round alpha to a power of two: multiplication-free
     init: str = "low_variance"      # "low_variance" (paper) or "from_float" (fine-tuning)
     sigma: float = quant.LOW_VARIANCE_SIGMA
+    init_scale_gain: float = 1.0    # low_variance: alpha = gain x the RMS-matching scale
     init_margin: float = 5e-3       # from_float: latents sit this far from their thresholds
     include: list = field(default_factory=lambda: ["*"])
     exclude: list = field(default_factory=list)
@@ -71,6 +72,8 @@ class DenseShiftConfig:
             raise ValueError(f"DenseShiftConfig.init must be one of {INIT_MODES}, got {self.init!r}")
         if not self.sigma > 0:
             raise ValueError(f"DenseShiftConfig.sigma must be > 0, got {self.sigma!r}")
+        if not self.init_scale_gain > 0:
+            raise ValueError(f"DenseShiftConfig.init_scale_gain must be > 0, got {self.init_scale_gain!r}")
         if not self.init_margin > 0:
             raise ValueError(f"DenseShiftConfig.init_margin must be > 0, got {self.init_margin!r}")
         for key in ("include", "exclude"):
@@ -85,7 +88,8 @@ class DenseShiftConfig:
 
     def parametrization(self) -> DenseShiftWeight:
         return DenseShiftWeight(bits=self.bits, scale=self.scale, pow2_scale=self.pow2_scale,
-                                init=self.init, sigma=self.sigma, init_margin=self.init_margin)
+                                init=self.init, sigma=self.sigma, init_margin=self.init_margin,
+                                init_scale_gain=self.init_scale_gain)
 
 
 @dataclass

@@ -46,11 +46,12 @@ IMPLS = ("fused", "reference")
 class DenseShiftWeight(nn.Module):
     """Parametrization: (sign latent, thermometer latents, log2 alpha) -> DenseShift weight."""
 
-    impl = "fused"  # class default: also what instances pickled before ``impl`` existed use
+    impl = "fused"  # class defaults: also what instances pickled before these existed use
+    init_scale_gain = 1.0
 
     def __init__(self, bits: int = 3, scale: str = "channel", pow2_scale: bool = False,
                  init: str = "low_variance", sigma: float = quant.LOW_VARIANCE_SIGMA,
-                 init_margin: float = 5e-3, impl: str = "fused"):
+                 init_margin: float = 5e-3, impl: str = "fused", init_scale_gain: float = 1.0):
         super().__init__()
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
@@ -65,6 +66,9 @@ class DenseShiftWeight(nn.Module):
         self.init = init
         self.sigma = float(sigma)
         self.init_margin = float(init_margin)
+        if not init_scale_gain > 0:
+            raise ValueError(f"init_scale_gain must be > 0, got {init_scale_gain!r}")
+        self.init_scale_gain = float(init_scale_gain)
         self._cache_key = None
         self._cache = None
 
@@ -89,7 +93,7 @@ class DenseShiftWeight(nn.Module):
             codes = quant.nearest_codes(w, _expand(alpha, w.dim()), self.bits)
             sign_latent, thermo = quant.latents_for_codes(codes, self.bits, self.init_margin)
         else:
-            alpha = quant.low_variance_alpha(w, self.bits, self.per_channel)
+            alpha = quant.low_variance_alpha(w, self.bits, self.per_channel) * self.init_scale_gain
             sign_latent, thermo = quant.low_variance_latents(w.shape, self.bits, self.sigma)
         log_alpha = torch.log2(alpha)
         if self.pow2_scale:
