@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NATIVE := $(shell find denseshift_speech/kernels/csrc -name "*.cpp" -o -name "*.h")
 
-.PHONY: install test demo results ablation bench clean system-deps
+.PHONY: install test demo results ablation scratch-study bench clean system-deps
 
 install: $(STAMP)
 
@@ -52,6 +52,11 @@ results: $(STAMP)
 # after `make demo`: the fp32 conformer without each corpus ingredient (README, Results)
 ablation: $(STAMP)
 	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/ablation --ablation
+
+# after `make demo`: the 3-bit conformer from scratch, one training setting changed per run,
+# and the 2-bit one fine-tuned (README, "Training from scratch"; about 80 min on 2 cores)
+scratch-study: $(STAMP)
+	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/scratch --scratch-study
 
 bench: $(STAMP)
 	$(VENV)/bin/denseshift-speech bench --json results/bench.json

@@ -59,3 +59,30 @@ def test_ablation_takes_one_ingredient_away_per_run():
     assert len(set(folders)) == 2
     assert all(cmd[2] == "hparams/conformer_fp.yaml" for cmd in by_name.values())
     assert "results/demo/conformer_fp" in then[-1]
+
+
+def test_scratch_study_changes_one_known_hparam_per_run():
+    """Each from-scratch row is hparams/conformer_ds.yaml with its own overrides (the
+    paper's SGD row changes the optimizer with its learning rate and decay), every
+    override names a top-level hparam of the recipe, and the 2-bit row fine-tunes the
+    demo's fp32 run."""
+    import re
+    trainings, then = demo.plan_scratch_study("results/scratch")
+    by_name = {demo._name(cmd): cmd for cmd, _, _ in trainings}
+    assert set(by_name) == set(demo.SCRATCH_STUDY) | {"finetuned_2bit"}
+    assert all(cmd[2] == "hparams/conformer_ds.yaml" for cmd in by_name.values())
+    keys = set()
+    for name in ("conformer_ds.yaml", "conformer_fp.yaml"):
+        text = open(f"hparams/{name}").read()
+        keys |= set(re.findall(r"^(\w+):", text, flags=re.M))
+    for name, cmd in by_name.items():
+        extra = [a for a in cmd[3:] if not a.startswith("--output_folder=")]
+        assert extra == (demo.SCRATCH_STUDY.get(name) or extra)
+        for arg in extra:
+            assert arg[2:].split("=")[0] in keys, (name, arg)
+    assert by_name["default"][3:] == ["--output_folder=results/scratch/default"]
+    assert "--ds_init=from_float" in by_name["finetuned_2bit"]
+    assert "--ds_bits=2" in by_name["finetuned_2bit"]
+    assert "results/demo/conformer_fp" in then[-1]
+    with pytest.raises(SystemExit, match="separate studies"):
+        demo.main(["--ablation", "--scratch-study", "--dry-run"])

@@ -132,6 +132,37 @@ def plan_ablation(out: str) -> tuple:
     return trainings, then
 
 
+# `--scratch-study`: the 3-bit conformer trained from scratch (the paper's low-variance
+# init) with the demo's 12-epoch budget, one setting changed per run (README, "Training from
+# scratch").  name -> overrides of hparams/conformer_ds.yaml.
+SCRATCH_STUDY = {
+    "default": [],
+    "sgd_paper": ["--ds_optimizer=sgd", "--lr=0.1", "--weight_decay=0.0001",
+                  "--ds_latent_lr_scale=1"],
+    "latent_lr_0.02": ["--ds_latent_lr_scale=0.02"],
+    "latent_lr_0.001": ["--ds_latent_lr_scale=0.001"],
+    # AdamW's decoupled decay shrinks a latent by lr x wd a step: with the latents' lr
+    # (0.005 x 0.003) a wd of 1 shrinks them at the paper's rate (SGD lr 0.1 x wd 1e-4)
+    "latent_wd_1": ["--ds_latent_weight_decay=1.0"],
+    "warmup_1000": ["--warmup_steps=1000"],
+    "scale_gain_0.5": ["--ds_init_scale_gain=0.5"],
+    "epochs_24": ["--number_of_epochs=24"],
+}
+
+
+def plan_scratch_study(out: str) -> tuple:
+    """(trainings, then) of `--scratch-study`: the rows of ``SCRATCH_STUDY``, longest
+    first, and the 2-bit conformer fine-tuned from the demo's fp32 run (after `make
+    demo`); the report compares them with that fp32 run."""
+    fp_run = "results/demo/conformer_fp"
+    rows = sorted(SCRATCH_STUDY.items(), key=lambda kv: kv[0] != "epochs_24")
+    trainings = [(asr_run("conformer_ds.yaml", out, name, *extra), None, 1) for name, extra in rows]
+    trainings.append((asr_run("conformer_ds.yaml", out, "finetuned_2bit", "--ds_bits=2",
+                              *fine_tune(fp_run)), None, 1))
+    then = [[PY, "-m", "denseshift_speech", "report", out, fp_run, "--out", out]]
+    return trainings, then
+
+
 def run_pool(trainings: list, cores: int, log_dir: str, board: progress.Board | None = None) -> None:
     """Run ``trainings`` ((command, prerequisite name or None, threads)) on ``cores``
     threads in all, each logging to <log_dir>/<name>.log.  Ready trainings start in
@@ -217,6 +248,10 @@ def main(argv=None) -> int:
                         help="retrain the fp32 conformer without each corpus ingredient "
                              "(flite, augmentation, vocabulary) after `make demo`; "
                              "use with --out results/ablation")
+    parser.add_argument("--scratch-study", action="store_true",
+                        help="train the 3-bit conformer from scratch with one setting changed "
+                             "per run, and fine-tune a 2-bit one, after `make demo`; "
+                             "use with --out results/scratch")
     parser.add_argument("--cores", type=int, default=2,
                         help="threads for all trainings together (default: this machine's 2)")
     parser.add_argument("--root", help="the checkout with recipes/ and hparams/ (default: the "
@@ -232,7 +267,11 @@ def main(argv=None) -> int:
                  f"or pass --root PATH ({'looked in ' + root if root else 'not in the current directory'}"
                  f"{'' if root else ' nor in ' + PACKAGE_CHECKOUT})")
     ROOT = root
-    trainings, then = plan_ablation(args.out) if args.ablation else plan(args.out, args.full)
+    if args.ablation and args.scratch_study:
+        sys.exit("demo: --ablation and --scratch-study are separate studies: give one")
+    trainings, then = (plan_ablation(args.out) if args.ablation else
+                       plan_scratch_study(args.out) if args.scratch_study else
+                       plan(args.out, args.full))
     if args.dry_run:
         print(f"root: {ROOT}")
         print(f"package: {os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}")
