@@ -145,11 +145,10 @@ def _pattern_tables(levels: int, dtype, device):
     """Tables for 2-4 bits, indexed by ``i = positive * 2**levels + pattern`` (pattern bit
     k-1 is ``B01(T_k)``).
 
-    Returns ``(value, grads, place)``: ``value[i] = s 2**e``; ``grads[0, i] = sqrt(e+1)``
+    Returns ``(value, grads)``: ``value[i] = s 2**e``; ``grads[0, i] = sqrt(e+1)``
     and ``grads[k, i] = s (S_{k-1} + 1) prod_{j>k} B01(T_j) / 2``, which divided by
-    ``sqrt(e+1)`` is d(s sqrt(e+1))/dT_k through the straight-through recurrence;
-    ``place = [[1, 2, 4, ...]]``, the pattern's place values (1, levels).  One more
-    entry, ``i = 2**(levels+1)``, is NaN: where a latent is NaN (so is the reference's
+    ``sqrt(e+1)`` is d(s sqrt(e+1))/dT_k through the straight-through recurrence.  One
+    more entry, ``i = 2**(levels+1)``, is NaN: where a latent is NaN (so is the reference's
     weight).
     """
     key = (levels, dtype, device)
@@ -174,8 +173,7 @@ def _pattern_tables(levels: int, dtype, device):
         # sqrt(e + 1) exactly as the reference gets it: torch.sqrt in the latents' dtype
         # (torch's float64 sqrt is not always the correctly rounded one)
         grads[0] = _sqrt1(exponent, dtype)
-        place = (2.0 ** torch.arange(levels)).to(dtype).reshape(1, -1)
-        tables = tuple(t.to(device=device) for t in (value, grads, place))
+        tables = tuple(t.to(device=device) for t in (value, grads))
         _TABLES[key] = tables
     return tables
 
@@ -203,6 +201,16 @@ def _exponent_tables(E: int, dtype, device):
     return tables
 
 
+def _table_ops(dtype):
+    """The 2-4-bit ops: ``torch.ops.denseshift.latent_weight[_backward]`` (the C++ kernel on
+    CPU, its reference elsewhere) for float32, the reference itself for other dtypes."""
+    from .. import kernels
+
+    if dtype == torch.float32:
+        return torch.ops.denseshift.latent_weight, torch.ops.denseshift.latent_weight_backward
+    return kernels.reference.latent_weight, kernels.reference.latent_weight_backward
+
+
 class _FusedWeight(torch.autograd.Function):
     """``alpha * s * 2**e`` in one node; see :func:`fused_weight`."""
 
@@ -214,77 +222,73 @@ class _FusedWeight(torch.autograd.Function):
                              f"a sign latent of shape {tuple(sign_latent.shape)} (expected "
                              f"(2**(bits-1) - 1, *sign.shape))")
         shape, n = sign_latent.shape, sign_latent.numel()
-        alpha = effective_alpha(log_alpha, pow2_scale)
-        alpha_b = alpha.reshape(-1, *([1] * (len(shape) - 1)))
-        if levels <= _LUT_MAX_LEVELS:
-            value, _, place = _pattern_tables(levels, sign_latent.dtype, sign_latent.device)
-            # In float arithmetic, which measured faster here than comparisons producing
-            # bools: B01(t) = 1 iff t > 0 is ceil(clamp(t, 0, 1)); Bpm(s) = +1 iff s >= 0
-            # is positive = floor(clamp(s, -1, 0)) + 1; both keep a NaN.
-            # index = positive * 2**levels + sum_k 2**(k-1) B01(T_k): one small GEMM.
-            on = thermo.reshape(levels, n).clamp(0, 1).ceil_()
-            positive = sign_latent.reshape(1, n).clamp(-1, 0).floor_().add_(1)
-            index = torch.addmm(positive, place, on, beta=2 ** levels)
-            # a NaN latent makes a NaN index: it reads the table's NaN entry
-            index = index.nan_to_num_(nan=value.numel() - 1).to(torch.int32).reshape(n)
-        else:
-            # 5-8 bits: B01(t) = 1 iff t > 0, Bpm(s) = +1 iff s >= 0
-            positive = (sign_latent >= 0).reshape(n).view(torch.uint8)
-            on = (thermo > 0).reshape(levels, n).view(torch.uint8)
-            value, _, _, _ = _exponent_tables(levels + 1, sign_latent.dtype, sign_latent.device)
-            # c_k = number of zeros among B01(T_k..T_{E-1}): e = #(c == 0); the run that
-            # ends just before the last zero has #(c == 1) - 1 levels.
-            zeros = (1 - on).flip(0).cumsum(0, dtype=torch.uint8).flip(0)
-            e = (zeros == 0).sum(0, dtype=torch.uint8)
-            run1 = (zeros == 1).sum(0, dtype=torch.uint8)       # S_{r-1} + 1
-            index = (e + positive * (levels + 1)).to(torch.int32)
-            nan = sign_latent.isnan().reshape(n) | thermo.isnan().reshape(levels, n).any(0)
-            index.masked_fill_(nan, 2 * (levels + 1))  # the tables' NaN entry
-        w = alpha_b * value.index_select(0, index).reshape(shape)
+        alpha = effective_alpha(log_alpha, pow2_scale).reshape(-1)
         ctx.levels = levels
-        ctx.save_for_backward(w, index, alpha_b, *(() if levels <= _LUT_MAX_LEVELS else (run1,)))
+        if levels <= _LUT_MAX_LEVELS:
+            value, _ = _pattern_tables(levels, sign_latent.dtype, sign_latent.device)
+            weight_op, _ = _table_ops(sign_latent.dtype)
+            w, index = weight_op(sign_latent.contiguous(), thermo.contiguous(), alpha, value)
+            ctx.save_for_backward(index, alpha)
+            return w
+        # 5-8 bits: B01(t) = 1 iff t > 0, Bpm(s) = +1 iff s >= 0
+        alpha_b = alpha.reshape(-1, *([1] * (len(shape) - 1)))
+        positive = (sign_latent >= 0).reshape(n).view(torch.uint8)
+        on = (thermo > 0).reshape(levels, n).view(torch.uint8)
+        value, _, _, _ = _exponent_tables(levels + 1, sign_latent.dtype, sign_latent.device)
+        # c_k = number of zeros among B01(T_k..T_{E-1}): e = #(c == 0); the run that
+        # ends just before the last zero has #(c == 1) - 1 levels.
+        zeros = (1 - on).flip(0).cumsum(0, dtype=torch.uint8).flip(0)
+        e = (zeros == 0).sum(0, dtype=torch.uint8)
+        run1 = (zeros == 1).sum(0, dtype=torch.uint8)       # S_{r-1} + 1
+        index = (e + positive * (levels + 1)).to(torch.int32)
+        nan = sign_latent.isnan().reshape(n) | thermo.isnan().reshape(levels, n).any(0)
+        index.masked_fill_(nan, 2 * (levels + 1))  # the tables' NaN entry
+        w = alpha_b * value.index_select(0, index).reshape(shape)
+        ctx.save_for_backward(index, alpha, run1)
         return w
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        w, index, alpha_b, *run1 = ctx.saved_tensors
+        index, alpha, *run1 = ctx.saved_tensors
         levels = ctx.levels
-        shape, n = w.shape, w.numel()
+        shape, n = grad.shape, grad.numel()
         grad = grad.contiguous()  # (a linear layer's weight gradient arrives transposed)
         need_sign, need_thermo, need_alpha, _ = ctx.needs_input_grad
-        g_sign = g_thermo = g_alpha = None
         # Each gradient is rounded as the reference's autograd chain rounds it: one
         # product for the sign; (g alpha s) / (2 sqrt(e+1)) times S_{k-1} + 1 for T_k.
-        if need_sign or need_thermo:
-            ga = (grad * alpha_b).reshape(n)                    # dL/d(s 2**e)
-            if levels <= _LUT_MAX_LEVELS:
-                _, grads, _ = _pattern_tables(levels, w.dtype, w.device)
-                picked = grads.index_select(1, index)          # (1 + levels, n)
-                sq, half_factor = picked[0], picked[1:]
-                if need_sign:
-                    g_sign = (ga * sq).reshape(shape)
-                if need_thermo:
-                    # (ga / sq / 2) * F == (ga / sq) * (F / 2), bit for bit
-                    g_thermo = half_factor * (ga / sq)
-            else:
-                _, sqrt1, ssqrt1, k = _exponent_tables(levels + 1, w.dtype, w.device)
-                if need_sign:
-                    g_sign = (ga * sqrt1.index_select(0, index)).reshape(shape)
-                if need_thermo:
-                    # d e / d T_k = (S_{k-1} + 1) prod_{j>k} B01(T_j): k - r above the
-                    # last zero r = E-1-e, S_{r-1} + 1 at it, 0 below it.
-                    r = levels - (index % (levels + 1)).to(torch.int16)
-                    run = torch.where(k > r, k - r, torch.where(k == r, run1[0], 0))
-                    g_thermo = run * (ga / ssqrt1.index_select(0, index)).mul_(0.5)
-            if g_thermo is not None:
-                g_thermo = g_thermo.reshape(levels, *shape)
-        if need_alpha:
-            # dL/dlog2(alpha) = sum(dL/dw s 2**e) alpha ln 2, straight through the rounding;
-            # w / alpha is exactly s 2**e, and the order is the reference's.
-            rows = alpha_b.shape[0]
-            g_alpha = (grad * (w / alpha_b)).reshape(rows, -1).sum(1) * alpha_b.reshape(rows) * _LN2
+        if levels <= _LUT_MAX_LEVELS:
+            value, grads = _pattern_tables(levels, grad.dtype, grad.device)
+            _, backward_op = _table_ops(grad.dtype)
+            g_sign, g_thermo, row_sum = backward_op(grad, index, alpha, grads, value,
+                                                    need_sign or need_thermo, need_alpha)
+            g_sign, g_thermo = (g_sign if need_sign else None), (g_thermo if need_thermo else None)
+        else:
+            g_sign, g_thermo, row_sum = _wide_backward(grad, index, alpha, run1[0], levels,
+                                                       need_sign, need_thermo, need_alpha)
+        # dL/dlog2(alpha) = sum(dL/dw s 2**e) alpha ln 2, straight through the rounding
+        g_alpha = row_sum * alpha * _LN2 if need_alpha else None
         return g_sign, g_thermo, g_alpha, None
+
+
+def _wide_backward(grad, index, alpha, run1, levels, need_sign, need_thermo, need_alpha):
+    """5-8 bits: (dL/dsign, dL/dthermo, sum_row dL/dw s 2**e), None where not needed."""
+    shape, n = grad.shape, grad.numel()
+    value, sqrt1, ssqrt1, k = _exponent_tables(levels + 1, grad.dtype, grad.device)
+    alpha_b = alpha.reshape(-1, *([1] * (len(shape) - 1)))
+    ga = (grad * alpha_b).reshape(n)                    # dL/d(s 2**e)
+    g_sign = (ga * sqrt1.index_select(0, index)).reshape(shape) if need_sign else None
+    g_thermo = row_sum = None
+    if need_thermo:
+        # d e / d T_k = (S_{k-1} + 1) prod_{j>k} B01(T_j): k - r above the last zero
+        # r = E-1-e, S_{r-1} + 1 at it, 0 below it.
+        r = levels - (index % (levels + 1)).to(torch.int16)
+        run = torch.where(k > r, k - r, torch.where(k == r, run1, 0))
+        g_thermo = (run * (ga / ssqrt1.index_select(0, index)).mul_(0.5)).reshape(levels, *shape)
+    if need_alpha:
+        rows = alpha.shape[0]
+        row_sum = (grad * value.index_select(0, index).reshape(shape)).reshape(rows, -1).sum(1)
+    return g_sign, g_thermo, row_sum
 
 
 def fused_weight(sign_latent: torch.Tensor, thermo: torch.Tensor, log_alpha: torch.Tensor,

@@ -50,7 +50,11 @@ except ImportError as err:  # build failed or skipped at install time
         "`pip install --no-build-isolation -e .` and a C++ compiler to build it.",
         RuntimeWarning, stacklevel=2)
     for _name in ops.SCHEMAS:
-        ops.LIBRARY.impl(_name, getattr(reference, _name), "CPU")
+        if _name not in ops.TRAINING_OPS:
+            ops.LIBRARY.impl(_name, getattr(reference, _name), "CPU")
+# every device without a kernel of its own (CUDA, or CPU without _C) runs the reference
+for _name in ops.TRAINING_OPS:
+    ops.LIBRARY.impl(_name, getattr(reference, _name), "CompositeExplicitAutograd")
 
 
 def native_available() -> bool:

@@ -25,7 +25,16 @@ SCHEMAS = {
     "conformer_layer": ("conformer_layer(Tensor x, Tensor? pos_embs, Tensor? key_padding_mask, "
                         "Tensor?[] slots, int[] slot_ints, Tensor[] params, float[] eps, "
                         "int[] conf, str stages, str path='int8', str isa='auto') -> Tensor"),
+    # Training: the 2-4-bit DenseShift weight from its latents and its surrogate gradients
+    # (core/quant.py, fused_weight; csrc/core/latent_weight.h has the layout and tables).
+    "latent_weight": ("latent_weight(Tensor sign_latent, Tensor thermo, Tensor alpha, "
+                      "Tensor value) -> (Tensor, Tensor)"),
+    "latent_weight_backward": ("latent_weight_backward(Tensor grad, Tensor index, Tensor alpha, "
+                               "Tensor grads, Tensor value, bool need_latents, "
+                               "bool need_alpha) -> (Tensor, Tensor, Tensor)"),
 }
+# ops with a reference for every device (the C++ kernel is CPU-only): training runs on GPUs
+TRAINING_OPS = ("latent_weight", "latent_weight_backward")
 
 LIBRARY = torch.library.Library("denseshift", "DEF")
 for _schema in SCHEMAS.values():
@@ -64,3 +73,17 @@ def _linear_tiled_fake(x, tiles, row_sums, alpha, bias, bits, in_features, path=
                        isa="auto"):
     torch._check(x.shape[-1] == in_features, lambda: "x must end with in_features")
     return x.new_empty((*x.shape[:-1], alpha.shape[0]))
+
+
+@torch.library.register_fake("denseshift::latent_weight")
+def _latent_weight_fake(sign_latent, thermo, alpha, value):
+    return torch.empty_like(sign_latent), sign_latent.new_empty(sign_latent.shape, dtype=torch.int16)
+
+
+@torch.library.register_fake("denseshift::latent_weight_backward")
+def _latent_weight_backward_fake(grad, index, alpha, grads, value, need_latents, need_alpha):
+    levels = grads.shape[0] - 1
+    rows = alpha.shape[0]
+    return (grad.new_empty(grad.shape if need_latents else (0,)),
+            grad.new_empty((levels, *grad.shape) if need_latents else (0,)),
+            grad.new_empty((rows,) if need_alpha else (0,)))

@@ -138,3 +138,45 @@ def conformer_layer(x, pos_embs, key_padding_mask, slots, slot_ints, params, eps
     if "ffn2" in stages:
         x = norm(5, x + 0.5 * ffn(7, 4, x))
     return x
+
+
+def latent_weight(sign_latent, thermo, alpha, value):
+    """``(alpha * s 2**e, index)`` of 2-4-bit latents: the table index of each value
+    (``positive * 2**levels + sum_k 2**k B01(T_k)``, the table's last entry where a latent is
+    NaN; int16) and the weight (``alpha`` per row of dim 0, or one value)."""
+    levels, shape, n = thermo.shape[0], sign_latent.shape, sign_latent.numel()
+    place = (2.0 ** torch.arange(levels, dtype=sign_latent.dtype, device=sign_latent.device))
+    # In float arithmetic, which measured faster here than comparisons producing bools:
+    # B01(t) = 1 iff t > 0 is ceil(clamp(t, 0, 1)); positive (s >= 0) is
+    # floor(clamp(s, -1, 0)) + 1; both keep a NaN, and a NaN index reads the NaN entry.
+    on = thermo.reshape(levels, n).clamp(0, 1).ceil_()
+    positive = sign_latent.reshape(1, n).clamp(-1, 0).floor_().add_(1)
+    index = torch.addmm(positive, place.reshape(1, -1), on, beta=2 ** levels)
+    index = index.nan_to_num_(nan=value.numel() - 1).to(torch.int32).reshape(n)
+    w = _per_row(alpha, shape) * value.index_select(0, index).reshape(shape)
+    return w, index.to(torch.int16).reshape(shape)
+
+
+def latent_weight_backward(grad, index, alpha, grads, value, need_latents, need_alpha):
+    """``(dL/dsign, dL/dthermo, sum_row dL/dw s 2**e)`` from the index ``latent_weight``
+    returned: ``ga = grad alpha``; ``dsign = ga sqrt(e+1)``; ``dT_k = grads[k] (ga /
+    sqrt(e+1))``; the last is alpha's gradient before the factor ``alpha ln 2`` (per row, or
+    one sum).  Gradients not asked for are empty."""
+    shape, n, levels = grad.shape, grad.numel(), grads.shape[0] - 1
+    idx = index.reshape(n).to(torch.int32)
+    empty = grad.new_empty((0,))
+    g_sign = g_thermo = g_alpha = empty
+    if need_latents:
+        ga = (grad * _per_row(alpha, shape)).reshape(n)
+        picked = grads.index_select(1, idx)
+        sq = picked[0]
+        g_sign = (ga * sq).reshape(shape)
+        g_thermo = (picked[1:] * (ga / sq)).reshape(levels, *shape)
+    if need_alpha:
+        rows = alpha.shape[0]
+        g_alpha = (grad * value.index_select(0, idx).reshape(shape)).reshape(rows, -1).sum(1)
+    return g_sign, g_thermo, g_alpha
+
+
+def _per_row(alpha, shape):
+    return alpha.reshape(-1, *([1] * (len(shape) - 1)))
