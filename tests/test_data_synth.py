@@ -509,3 +509,15 @@ def test_speech_commands_does_not_depend_on_the_hash_seed(tmp_path):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / str(k))], env=env,
                        check=True, capture_output=True)
     assert tree_digest(tmp_path / "0") == tree_digest(tmp_path / "1")
+
+
+def test_engine_program_gone_mid_run_is_the_same_clear_error():
+    """The set-up check finds a missing engine first; a program removed while a corpus is
+    being written still gives the message naming the package, not a FileNotFoundError."""
+    from denseshift_speech.data.engines import Flite, Speaker
+
+    class Gone(Flite):
+        binary = "flite-removed-while-running"
+
+    with pytest.raises(DataError, match=r"flite is not installed.*apt-get install -y flite"):
+        Gone()._run([Gone.binary, "-t", "hello"], Speaker("1", "flite", "awb", 0))

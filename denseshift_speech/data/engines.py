@@ -99,8 +99,11 @@ class Engine:
         raise NotImplementedError
 
     def _run(self, cmd, speaker: Speaker, check: bool = True) -> subprocess.CompletedProcess:
-        self.require()
-        res = subprocess.run(cmd, capture_output=True)
+        try:
+            res = subprocess.run(cmd, capture_output=True)
+        except FileNotFoundError:  # the program is gone: say which package brings it
+            self.require()
+            raise
         if check and res.returncode != 0:
             raise DataError(f"{self.name} failed for voice {speaker.voice}: "
                             f"{_text(res.stderr) or _text(res.stdout)}")
