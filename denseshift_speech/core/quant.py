@@ -252,7 +252,6 @@ class _FusedWeight(torch.autograd.Function):
     def backward(ctx, grad):
         index, alpha, *run1 = ctx.saved_tensors
         levels = ctx.levels
-        shape, n = grad.shape, grad.numel()
         grad = grad.contiguous()  # (a linear layer's weight gradient arrives transposed)
         need_sign, need_thermo, need_alpha, _ = ctx.needs_input_grad
         # Each gradient is rounded as the reference's autograd chain rounds it: one
@@ -294,13 +293,14 @@ def _wide_backward(grad, index, alpha, run1, levels, need_sign, need_thermo, nee
 def fused_weight(sign_latent: torch.Tensor, thermo: torch.Tensor, log_alpha: torch.Tensor,
                  pow2_scale: bool = False) -> torch.Tensor:
     """The effective training weight ``alpha * s * 2**e`` and its surrogate gradients in one
-    autograd node: the same forward values and gradients as :func:`reference_weight`.
+    autograd node: the same forward values and latent gradients as :func:`reference_weight`
+    (alpha's gradient, a sum, to float rounding).
 
     Forward: ``B01`` of every thermometer level at once; the sign and the level pattern
-    (2-4 bits: one small GEMM) or the run length (5-8 bits: a reversed cumulative sum)
-    index a table of ``s 2**e``.  Saved for backward: that index (int32, 4 bytes a
-    weight; 5-8 bits one more byte), alpha, and the output, which the layer keeps anyway
-    -- none of the reference's per-level intermediates.  Backward, straight-through
+    (2-4 bits: the ``denseshift::latent_weight`` op, one pass in C++ on CPU) or the run
+    length (5-8 bits: a reversed cumulative sum) index a table of ``s 2**e``.  Saved for
+    backward: that index (2-4 bits int16; 5-8 bits int32 and one more byte) and alpha --
+    none of the reference's per-level intermediates.  Backward, straight-through
     binarizers and the ``sqrt(e+1)`` surrogate, from tables indexed the same way:
 
     * ``dL/dW_sign = g alpha sqrt(e+1)``
