@@ -60,7 +60,7 @@ void backward_rows(const float* grad, const int16_t* index, const float* alpha, 
 void latent_weight_rows(const float* sign, const float* thermo, const float* alpha, int64_t alpha_stride,
                         const float* value, int levels, int64_t n, int64_t cols, int64_t r0, int64_t r1,
                         int16_t* index, float* w) {
-  switch (levels) {
+  switch (levels) {  // the glue accepts 1, 3 and 7 only
     case 1: return forward_rows<1>(sign, thermo, alpha, alpha_stride, value, n, cols, r0, r1, index, w);
     case 3: return forward_rows<3>(sign, thermo, alpha, alpha_stride, value, n, cols, r0, r1, index, w);
     case 7: return forward_rows<7>(sign, thermo, alpha, alpha_stride, value, n, cols, r0, r1, index, w);
@@ -71,13 +71,16 @@ void latent_weight_backward_rows(const float* grad, const int16_t* index, const 
                                  int64_t alpha_stride, const float* grads, const float* value, int levels,
                                  int64_t n, int64_t cols, int64_t r0, int64_t r1, float* g_sign,
                                  float* g_thermo, double* row_sum) {
-  switch (levels) {
-#define DS_BACKWARD(L) \
-  case L: return backward_rows<L>(grad, index, alpha, alpha_stride, grads, value, n, cols, r0, r1, g_sign, g_thermo, row_sum);
-    DS_BACKWARD(1)
-    DS_BACKWARD(3)
-    DS_BACKWARD(7)
-#undef DS_BACKWARD
+  switch (levels) {  // the glue accepts 1, 3 and 7 only
+    case 1:
+      return backward_rows<1>(grad, index, alpha, alpha_stride, grads, value, n, cols, r0, r1, g_sign, g_thermo,
+                              row_sum);
+    case 3:
+      return backward_rows<3>(grad, index, alpha, alpha_stride, grads, value, n, cols, r0, r1, g_sign, g_thermo,
+                              row_sum);
+    case 7:
+      return backward_rows<7>(grad, index, alpha, alpha_stride, grads, value, n, cols, r0, r1, g_sign, g_thermo,
+                              row_sum);
   }
 }
 
