@@ -140,6 +140,7 @@ SCRATCH_STUDY = {
     "sgd_paper": ["--ds_optimizer=sgd", "--lr=0.1", "--weight_decay=0.0001",
                   "--ds_latent_lr_scale=1"],
     "latent_lr_0.02": ["--ds_latent_lr_scale=0.02"],
+    "latent_lr_0.05": ["--ds_latent_lr_scale=0.05"],
     "latent_lr_0.001": ["--ds_latent_lr_scale=0.001"],
     # AdamW's decoupled decay shrinks a latent by lr x wd a step: with the latents' lr
     # (0.005 x 0.003) a wd of 1 shrinks them at the paper's rate (SGD lr 0.1 x wd 1e-4)
