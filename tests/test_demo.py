@@ -62,27 +62,35 @@ def test_ablation_takes_one_ingredient_away_per_run():
 
 
 def test_scratch_study_changes_one_known_hparam_per_run():
-    """Each from-scratch row is hparams/conformer_ds.yaml with its own overrides (the
-    paper's SGD row changes the optimizer with its learning rate and decay), every
-    override names a top-level hparam of the recipe, and the 2-bit row fine-tunes the
-    demo's fp32 run."""
+    """Each from-scratch row is hparams/conformer_ds.yaml with the study's base and its own
+    overrides (a row's key replaces the base's: no key twice), every override names a
+    top-level hparam of the recipe, and the 2-bit row fine-tunes the study's fp32 twin."""
     import re
     trainings, then = demo.plan_scratch_study("results/scratch")
-    by_name = {demo._name(cmd): cmd for cmd, _, _ in trainings}
-    assert set(by_name) == set(demo.SCRATCH_STUDY) | {"finetuned_2bit"}
-    assert all(cmd[2] == "hparams/conformer_ds.yaml" for cmd in by_name.values())
+    by_name = {demo._name(cmd): (cmd, after) for cmd, after, _ in trainings}
+    assert set(by_name) == set(demo.SCRATCH_STUDY) | {"finetuned_2bit", demo.SCRATCH_FP32,
+                                                      "fp32_warmup_1000"}
     keys = set()
     for name in ("conformer_ds.yaml", "conformer_fp.yaml"):
         text = open(f"hparams/{name}").read()
         keys |= set(re.findall(r"^(\w+):", text, flags=re.M))
-    for name, cmd in by_name.items():
+    for name, (cmd, _) in by_name.items():
         extra = [a for a in cmd[3:] if not a.startswith("--output_folder=")]
-        assert extra == (demo.SCRATCH_STUDY.get(name) or extra)
-        for arg in extra:
-            assert arg[2:].split("=")[0] in keys, (name, arg)
-    assert by_name["default"][3:] == ["--output_folder=results/scratch/default"]
-    assert "--ds_init=from_float" in by_name["finetuned_2bit"]
-    assert "--ds_bits=2" in by_name["finetuned_2bit"]
-    assert "results/demo/conformer_fp" in then[-1]
+        names = [a[2:].split("=")[0] for a in extra]
+        assert len(names) == len(set(names)), (name, extra)
+        assert set(names) <= keys, (name, extra)
+        if name in demo.SCRATCH_STUDY:
+            assert cmd[2] == "hparams/conformer_ds.yaml"
+            assert extra == demo.with_base(demo.SCRATCH_BASE, demo.SCRATCH_STUDY[name])
+    assert by_name["warmup_100"][0][3:] == ["--output_folder=results/scratch/warmup_100",
+                                             "--warmup_steps=100"]
+    assert "--warmup_steps=1000" in by_name["warmup_1000"][0]
+    assert "--warmup_steps=100" not in by_name["warmup_1000"][0]
+    fp_cmd, _ = by_name[demo.SCRATCH_FP32]
+    assert fp_cmd[2] == "hparams/conformer_fp.yaml" and "--warmup_steps=100" in fp_cmd
+    ft_cmd, after = by_name["finetuned_2bit"]
+    assert after == demo.SCRATCH_FP32 and "--ds_bits=2" in ft_cmd
+    assert f"--init_from_fp=results/scratch/{demo.SCRATCH_FP32}" in ft_cmd
+    assert then[-1][-3:] == ["results/scratch", "--out", "results/scratch"]
     with pytest.raises(SystemExit, match="separate studies"):
         demo.main(["--ablation", "--scratch-study", "--dry-run"])

@@ -11,7 +11,7 @@ validation WER or accuracy, time left; see :mod:`.progress`), or one line per fi
 epoch when stdout is not a terminal.  `--full` adds CRDNN, the 2- and 4-bit conformers and keyword
 spotters, and a 3-bit conformer trained from scratch (the paper's initialization).
 
-    python -m denseshift_speech.integrations.speechbrain.demo --out results/demo           # about 24 minutes (README)
+    python -m denseshift_speech.integrations.speechbrain.demo --out results/demo           # about 21 minutes (README)
     python -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full    # + CRDNN, 2/3/4-bit sweep
                                                                   # (reuses finished demo runs)
 
@@ -133,10 +133,13 @@ def plan_ablation(out: str) -> tuple:
 
 
 # `--scratch-study`: the 3-bit conformer trained from scratch (the paper's low-variance
-# init) with the demo's 12-epoch budget, one setting changed per run (README, "Training from
-# scratch").  name -> overrides of hparams/conformer_ds.yaml.
+# init) with the demo's 12-epoch budget, one setting changed per run, beside its fp32 twin
+# (README, "Training from scratch").  The study ran when the recipe's Noam warm-up was 100
+# steps: every run starts from SCRATCH_BASE, and a row's own value of a key replaces it.
+SCRATCH_BASE = ["--warmup_steps=100"]
+SCRATCH_FP32 = "fp32_warmup_100"
 SCRATCH_STUDY = {
-    "default": [],
+    "warmup_100": [],
     "sgd_paper": ["--ds_optimizer=sgd", "--lr=0.1", "--weight_decay=0.0001",
                   "--ds_latent_lr_scale=1"],
     "latent_lr_0.02": ["--ds_latent_lr_scale=0.02"],
@@ -145,22 +148,35 @@ SCRATCH_STUDY = {
     # AdamW's decoupled decay shrinks a latent by lr x wd a step: with the latents' lr
     # (0.005 x 0.003) a wd of 1 shrinks them at the paper's rate (SGD lr 0.1 x wd 1e-4)
     "latent_wd_1": ["--ds_latent_weight_decay=1.0"],
-    "warmup_1000": ["--warmup_steps=1000"],
     "scale_gain_0.5": ["--ds_init_scale_gain=0.5"],
     "epochs_24": ["--number_of_epochs=24"],
+    "warmup_1000": ["--warmup_steps=1000"],
+    "warmup_1000_latent_lr_0.02": ["--warmup_steps=1000", "--ds_latent_lr_scale=0.02"],
 }
 
 
+def with_base(base: list, extra: list) -> list:
+    """``base`` overrides, each replaced by ``extra``'s value of the same key, then the rest
+    of ``extra`` (a key given twice would be a duplicate YAML key)."""
+    keys = {arg.split("=", 1)[0] for arg in extra}
+    return [arg for arg in base if arg.split("=", 1)[0] not in keys] + list(extra)
+
+
 def plan_scratch_study(out: str) -> tuple:
-    """(trainings, then) of `--scratch-study`: the rows of ``SCRATCH_STUDY``, longest
-    first, and the 2-bit conformer fine-tuned from the demo's fp32 run (after `make
-    demo`); the report compares them with that fp32 run."""
-    fp_run = "results/demo/conformer_fp"
+    """(trainings, then) of `--scratch-study`: the fp32 twin and the rows of
+    ``SCRATCH_STUDY`` (longest first), then the 2-bit conformer fine-tuned from that fp32
+    run; the report compares every row with the fp32 run in the same folder."""
+    fp_run = f"{out}/{SCRATCH_FP32}"
     rows = sorted(SCRATCH_STUDY.items(), key=lambda kv: kv[0] != "epochs_24")
-    trainings = [(asr_run("conformer_ds.yaml", out, name, *extra), None, 1) for name, extra in rows]
+    trainings = [(asr_run("conformer_fp.yaml", out, SCRATCH_FP32, *SCRATCH_BASE), None, 1),
+                 # the twin of the warmup_1000 rows (today's recipe default)
+                 (asr_run("conformer_fp.yaml", out, "fp32_warmup_1000", "--warmup_steps=1000"),
+                  None, 1)]
+    trainings += [(asr_run("conformer_ds.yaml", out, name, *with_base(SCRATCH_BASE, extra)),
+                   None, 1) for name, extra in rows]
     trainings.append((asr_run("conformer_ds.yaml", out, "finetuned_2bit", "--ds_bits=2",
-                              *fine_tune(fp_run)), None, 1))
-    then = [[PY, "-m", "denseshift_speech", "report", out, fp_run, "--out", out]]
+                              *with_base(SCRATCH_BASE, fine_tune(fp_run))), SCRATCH_FP32, 1))
+    then = [[PY, "-m", "denseshift_speech", "report", out, "--out", out]]
     return trainings, then
 
 
@@ -251,7 +267,7 @@ def main(argv=None) -> int:
                              "use with --out results/ablation")
     parser.add_argument("--scratch-study", action="store_true",
                         help="train the 3-bit conformer from scratch with one setting changed "
-                             "per run, and fine-tune a 2-bit one, after `make demo`; "
+                             "per run beside its fp32 twin, and fine-tune a 2-bit one; "
                              "use with --out results/scratch")
     parser.add_argument("--cores", type=int, default=2,
                         help="threads for all trainings together (default: this machine's 2)")
