@@ -40,26 +40,24 @@ latents (sign, thermometer levels, log2 alpha), their gradients, and the AdamW s
 for them (``exp_avg``, ``exp_avg_sq``), over the number of quantized weights; for fp32 the
 same quantities for those weights' float tensors.
 
-Measured on 2026-12-02, on the project's 2-core machine while other training jobs ran
-(load average 3-5): timings are noisy.  ``bench --training --threads 1 --steps 3
---warmup 1``, 3 bits, ms per step (DenseShift / fp32):
+Measured on 2026-12-02 (third session) on an idle 2-core machine, ``bench --training
+--adamw both`` (2 threads, 3 bits), ms per step (DenseShift / fp32); the fused node
+runs the C++ ops ``denseshift::latent_weight[_backward]``:
 
 =================  =======  ======  ============  ================
 geometry           AdamW    fp32    fused         reference
 =================  =======  ======  ============  ================
-demo               plain    190     252 (1.33)    271 (1.43)
-demo               fused    185     238 (1.28)    232 (1.25)
-conformer-small    plain    843     1238 (1.47)   1490 (1.77)
-conformer-small    fused    960     1330 (1.39)   1428 (1.49)
+demo               plain    105.3   123.4 (1.17)  139.5 (1.33)
+demo               fused    104.2   111.2 (1.07)  135.4 (1.30)
+conformer-small    plain    514.0   647.4 (1.26)  730.9 (1.42)
+conformer-small    fused    489.8   543.6 (1.11)  641.6 (1.31)
 =================  =======  ======  ============  ================
 
 Same losses through both parametrizations in every row.  Optimizer step of
-conformer-small: plain AdamW 244 ms for DenseShift against 39 ms for fp32, fused AdamW 51
-against 16.  Peak RSS of conformer-small: fp32 1375 MiB, fused 1818, reference 2159.  The
-same run at 2 threads (the default) was dominated by the load (an fp32 conformer-small
-step took 8-17 s), so only its memory and losses are usable.  The parametrization alone
-(1 thread, forward / backward over the 9.23 M quantized weights of conformer-small, best
-of 5, several runs): fused 67-86 / 100-154 ms, reference 264-290 / 141-160 ms.
+conformer-small: plain AdamW 97 ms for DenseShift against 17 ms for fp32, fused AdamW 22
+against 8.  Peak RSS of conformer-small: fp32 1484 MiB, fused 1861, reference 2256.  The
+C++ ops alone (1 thread, forward / backward over 9.2 M 3-bit weights, beside two
+training jobs): 36 / 83 ms, against 174 / 357 ms for their PyTorch twins.
 """
 from __future__ import annotations
 
