@@ -53,8 +53,8 @@ results: $(STAMP)
 ablation: $(STAMP)
 	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/ablation --ablation
 
-# after `make demo`: the 3-bit conformer from scratch, one training setting changed per run,
-# and the 2-bit one fine-tuned (README, "Training from scratch"; about 80 min on 2 cores)
+# the 3-bit conformer from scratch, one training setting changed per run, beside its fp32
+# twins, and the 2-bit one fine-tuned (README, "Training from scratch"; about 2 h on 2 cores)
 scratch-study: $(STAMP)
 	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/scratch --scratch-study
 
