@@ -24,6 +24,8 @@ import torch
 # The code format lives with the kernels (one place); re-exported here with the math.
 from ..kernels.codes import (MAX_BITS, MIN_BITS, check_bits, decode,  # noqa: F401
                              num_exponents, value_set)
+# the training weight's ops for dtypes the C++ kernel does not take (see _table_ops)
+from ..kernels import reference as kernel_reference
 
 # Standard deviation of the low-variance random initialization (docs/METHOD.md section 3).
 LOW_VARIANCE_SIGMA = 1e-3
@@ -204,11 +206,9 @@ def _exponent_tables(E: int, dtype, device):
 def _table_ops(dtype):
     """The 2-4-bit ops: ``torch.ops.denseshift.latent_weight[_backward]`` (the C++ kernel on
     CPU, its reference elsewhere) for float32, the reference itself for other dtypes."""
-    from .. import kernels
-
     if dtype == torch.float32:
         return torch.ops.denseshift.latent_weight, torch.ops.denseshift.latent_weight_backward
-    return kernels.reference.latent_weight, kernels.reference.latent_weight_backward
+    return kernel_reference.latent_weight, kernel_reference.latent_weight_backward
 
 
 class _FusedWeight(torch.autograd.Function):

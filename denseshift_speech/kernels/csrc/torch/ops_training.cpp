@@ -11,13 +11,13 @@ namespace {
 
 namespace tr = training;
 
-int64_t checked_levels(const at::Tensor& table, int64_t rows_of_table, const char* op) {
+int64_t checked_levels(const at::Tensor& value, const char* op) {
   // a table of 2**(levels+1) + 1 entries names the levels
-  const int64_t size = table.size(-1);
+  const int64_t size = value.size(-1);
   for (int levels = 1; levels <= tr::kMaxLevels; levels = 2 * levels + 1)
     if (size == tr::table_size(levels)) return levels;
-  TORCH_CHECK(false, "denseshift::", op, ": a table of ", size, " entries matches no thermometer width (",
-              rows_of_table, " rows); expected 2**(levels+1) + 1 for levels 1, 3 or 7 (2-4 bits)");
+  TORCH_CHECK(false, "denseshift::", op, ": a table of ", size, " entries matches no thermometer width; "
+              "expected 2**(levels+1) + 1 for levels 1, 3 or 7 (2-4 bits)");
   return 0;
 }
 
@@ -42,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor> latent_weight_cpu(const at::Tensor& sign_late
   for (auto [t, name] : {std::pair{&sign_latent, "sign_latent"}, {&thermo, "thermo"}, {&alpha, "alpha"},
                          {&value, "value"}})
     check_float_cpu(*t, name, op);
-  const int64_t levels = checked_levels(value, 1, op);
+  const int64_t levels = checked_levels(value, op);
   TORCH_CHECK(sign_latent.dim() >= 1 && thermo.dim() == sign_latent.dim() + 1 && thermo.size(0) == levels &&
                   thermo.sizes().slice(1) == sign_latent.sizes(),
               "denseshift::latent_weight: thermometer latents of shape ", thermo.sizes(),
@@ -69,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_weight_backward_cpu(
   TORCH_CHECK(index.device().is_cpu() && index.scalar_type() == at::kShort && index.sizes() == grad.sizes(),
               "denseshift::latent_weight_backward: index must be the int16 CPU tensor latent_weight returned "
               "(shape ", grad.sizes(), "), got ", index.scalar_type(), " ", index.sizes());
-  const int64_t levels = checked_levels(value, 1, op);
+  const int64_t levels = checked_levels(value, op);
   TORCH_CHECK(grads.dim() == 2 && grads.size(0) == levels + 1 && grads.size(1) == value.size(0),
               "denseshift::latent_weight_backward: grads must be (levels + 1, ", value.size(0), "), got ",
               grads.sizes());
