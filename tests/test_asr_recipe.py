@@ -72,6 +72,23 @@ def test_smoke_training_writes_results_and_denseshift_checkpoint(hparams, tiny_l
         assert results["bits"] == 32 and results["quantized_params"] == 0
 
 
+def test_lm_weights_are_chosen_on_dev_and_kept_in_the_model_file(tiny_librispeech, tmp_path):
+    """With grids, every lm_weight x word_bonus pair is decoded on dev-clean, the best
+    one tests the model and goes into the resolved hparams and the packed model (what
+    `stream` decodes with)."""
+    from denseshift_speech.packed import read_packed_metadata
+    out = tmp_path / "tuned"
+    run_recipe("recipes/librispeech/train.py", "conformer_fp.yaml",
+               *tiny_args("conformer", tiny_librispeech, out, "--lm_weight_grid=[0.1,0.7]",
+                          "--word_bonus_grid=[0.0,2.0]"))
+    tuning = json.loads((out / "results.json").read_text())["lm_tuning"]
+    assert tuning["split"] == "dev-clean" and len(tuning["dev_wer"]) == 4
+    best = min(tuning["dev_wer"].values())
+    assert tuning["dev_wer"][f"{tuning['lm_weight']}/{tuning['word_bonus']}"] == best
+    stored = load_hyperpyyaml(read_packed_metadata(out / "model.dsp")["metadata"]["hparams_yaml"])
+    assert (stored["lm_weight"], stored["word_bonus"]) == (tuning["lm_weight"], tuning["word_bonus"])
+
+
 def _assert_checkpoint_is_denseshift(out, ckpt, bits):
     """Rebuild the architecture, load the checkpoint strictly, read the effective weights."""
     hparams = load_hyperpyyaml((out / recipe.RESOLVED_HPARAMS).read_text())

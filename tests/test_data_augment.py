@@ -142,6 +142,35 @@ def test_telephone_channel_module_matches_shape_and_band():
         TelephoneChannel(8000)
 
 
+def test_vocal_tract_warp_moves_formants_and_keeps_the_rest():
+    """A factor above 1 moves a spectral peak up the mel bands, below 1 down; 1 changes
+    nothing; the result is an interpolation of the input's own values (no new energy),
+    and Fbank's band centres are the ones it warps."""
+    from speechbrain.lobes.features import Fbank
+
+    from denseshift_speech.integrations.speechbrain.augment import VocalTractWarp
+    t = torch.arange(SR) / SR
+    tone = torch.sin(2 * torch.pi * 1000 * t)[None]            # one "formant" at 1 kHz
+    feats = Fbank(sample_rate=SR, n_mels=40)(tone)               # [1, frames, 40]
+    peak = int(feats[0].mean(0).argmax())
+    for factor, moved in ((1.15, 1), (0.87, -1)):
+        warp = VocalTractWarp(40, SR, warp_low=factor, warp_high=factor)
+        up = warp(feats)
+        assert up.shape == feats.shape
+        assert int(up[0].mean(0).argmax()) * moved > peak * moved
+        assert up.max() <= feats.max() + 1e-5 and up.min() >= feats.min() - 1e-5
+    same = VocalTractWarp(40, SR, warp_low=1.0, warp_high=1.0)(feats)
+    assert torch.allclose(same, feats, atol=1e-4)
+    never = VocalTractWarp(40, SR, warp_low=0.8, warp_high=0.8, prob=0.0)(feats)
+    assert torch.equal(never, feats)
+    with pytest.raises(ValueError, match=r"\[batch, time, 40\]"):
+        VocalTractWarp(40, SR)(feats[..., :24])
+    with pytest.raises(ValueError, match="warp_low <= warp_high"):
+        VocalTractWarp(40, SR, warp_low=1.2, warp_high=0.9)
+    with pytest.raises(ValueError, match="prob"):
+        VocalTractWarp(40, SR, prob=1.5)
+
+
 def test_source_csvs_list_the_files_or_say_what_is_missing(tmp_path):
     from denseshift_speech.integrations.speechbrain.augment import write_source_csvs
     from denseshift_speech.integrations.speechbrain.hparams import HparamsError

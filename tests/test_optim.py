@@ -63,3 +63,30 @@ def test_init_scale_gain_scales_the_low_variance_alpha():
     torch.testing.assert_close(alphas[1], alphas[0] - 1.0)   # log2(0.5) = -1
     with pytest.raises(ValueError, match="init_scale_gain"):
         DenseShiftConfig(init_scale_gain=0.0)
+
+
+def test_a_schedule_to_the_end_of_the_run_gets_its_length(monkeypatch):
+    """LinearWarmupScheduler with num_training_steps: null learns the run's optimizer
+    steps: epochs x this process's batches (items dealt over the data-parallel
+    processes) / accumulation; a warm-up as long as the run is refused; Noam is left
+    alone."""
+    from speechbrain.nnet.schedulers import LinearWarmupScheduler, NoamScheduler
+
+    from denseshift_speech.integrations.speechbrain.hparams import HparamsError
+    from denseshift_speech.integrations.speechbrain.recipe import set_training_steps
+    hp = {"number_of_epochs": 12, "batch_size": 8, "grad_accumulation_factor": 1}
+    sched = LinearWarmupScheduler(0.003, 1000, None)
+    set_training_steps(sched, 3000, hp)
+    assert sched.num_training_steps == 12 * 375
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    sched = LinearWarmupScheduler(0.003, 1000, None)
+    set_training_steps(sched, 3001, {**hp, "batch_size": 4, "grad_accumulation_factor": 2})
+    assert sched.num_training_steps == 12 * (376 // 2)     # 1501 items a process
+    fixed = LinearWarmupScheduler(0.003, 10, 777)
+    set_training_steps(fixed, 3000, hp)
+    assert fixed.num_training_steps == 777
+    noam = NoamScheduler(0.003, 1000)
+    set_training_steps(noam, 3000, hp)
+    assert not hasattr(noam, "num_training_steps")
+    with pytest.raises(HparamsError, match="warmup_steps"):
+        set_training_steps(LinearWarmupScheduler(0.003, 5000, None), 3000, hp)

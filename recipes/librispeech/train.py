@@ -10,6 +10,7 @@ precision or DenseShift, chosen by the hparams file.  Optionally joint CTC/atten
 Writes to <output_folder>: checkpoints (save/), wer_<split>.txt, results.json, the packed
 model (model.dsp) and the resolved hparams.
 """
+import itertools
 import os
 import sys
 
@@ -20,6 +21,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from denseshift_speech.integrations.speechbrain import recipe
 from denseshift_speech.data import prepare_librispeech, synthesize_librispeech
 from denseshift_speech.integrations.speechbrain.augment import write_source_csvs
+from denseshift_speech.integrations.speechbrain.hparams import update_resolved_hparams
 
 
 class ASR(sb.Brain):
@@ -28,8 +30,10 @@ class ASR(sb.Brain):
         wavs, wav_lens = batch.sig
         if stage == sb.Stage.TRAIN and self.hparams.apply_data_augmentation:
             wavs, wav_lens = self.hparams.wav_augment(wavs, wav_lens)
-        feats = self.modules.normalize(self.hparams.compute_features(wavs), wav_lens,
-                                       epoch=self.hparams.epoch_counter.current)
+        feats = self.hparams.compute_features(wavs)
+        if stage == sb.Stage.TRAIN and self.hparams.warp_features:
+            feats = self.hparams.vocal_tract_warp(feats)
+        feats = self.modules.normalize(feats, wav_lens, epoch=self.hparams.epoch_counter.current)
         if stage == sb.Stage.TRAIN and self.hparams.augment_features:
             feats = self.hparams.freq_drop(self.hparams.time_drop(feats))
         if not self.attention:
@@ -124,13 +128,46 @@ def check_data(hparams):
                                              hparams["rir_csv"], hparams["noise_csv"]])
 
 
-def test_searcher(hparams, tokenizer):
-    """CTC prefix beam search fused with the word n-gram LM, or None (greedy decoding)."""
+def test_searcher(hparams, tokenizer, **weights):
+    """CTC prefix beam search fused with the word n-gram LM, or None (greedy decoding).
+    ``weights``: ``alpha`` (lm_weight) and ``beta`` (word_bonus) instead of the hparams'."""
     lm_path = recipe.exit_on_hparams_error(lambda: recipe.language_model(hparams))
     if lm_path is None:
         return None
     pieces = [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.sp.vocab_size())]
-    return hparams["test_searcher"](vocab_list=pieces, kenlm_model_path=lm_path)
+    return hparams["test_searcher"](vocab_list=pieces, kenlm_model_path=lm_path, **weights)
+
+
+def tune_lm(asr, valid, hparams, tokenizer):
+    """Choose lm_weight and word_bonus on the dev split: the best checkpoint's CTC outputs
+    on it, decoded with every pair of ``lm_weight_grid`` x ``word_bonus_grid``; the pair
+    with the lowest WER (ties: the smaller weights) becomes the test splits' searcher and
+    is written to the resolved hparams (so the packed model streams with it).  Returns
+    what to record in results.json, or None when off (empty grids, or no LM search)."""
+    grid = list(itertools.product(hparams["lm_weight_grid"] or [hparams["lm_weight"]],
+                                  hparams["word_bonus_grid"] or [hparams["word_bonus"]]))
+    if asr.searcher is None or len(grid) < 2:
+        return None
+    asr.on_evaluate_start(min_key="WER")
+    asr.modules.eval()
+    outputs = []
+    with torch.no_grad():
+        for batch in asr.make_dataloader(valid, sb.Stage.VALID, **hparams["valid_dataloader_opts"]):
+            p_ctc, wav_lens = asr.compute_forward(batch, sb.Stage.VALID)[:2]
+            outputs.append((batch.id, p_ctc, wav_lens, [w.split() for w in batch.wrd]))
+    wers = {}
+    for lm_weight, word_bonus in grid:
+        searcher = test_searcher(hparams, tokenizer, alpha=lm_weight, beta=word_bonus)
+        metric = hparams["error_rate_computer"]()
+        for ids, p_ctc, wav_lens, refs in outputs:
+            metric.append(ids, [hyp[0].text.split() for hyp in searcher(p_ctc, wav_lens)], refs)
+        wers[(lm_weight, word_bonus)] = metric.summarize("error_rate")
+    lm_weight, word_bonus = min(wers, key=lambda pair: (wers[pair], pair))
+    asr.searcher = test_searcher(hparams, tokenizer, alpha=lm_weight, beta=word_bonus)
+    run_on_main(update_resolved_hparams, args=[hparams["output_folder"],
+                                               {"lm_weight": lm_weight, "word_bonus": word_bonus}])
+    return {"split": hparams["dev_splits"][0], "lm_weight": lm_weight, "word_bonus": word_bonus,
+            "dev_wer": {f"{a}/{b}": wer for (a, b), wer in wers.items()}}
 
 
 def attention_decoder(hparams):
@@ -212,6 +249,8 @@ def main():
         "strict": hparams["strict_audio"]})
     tokenizer = recipe.train_tokenizer(hparams)
     train, valid, tests = dataio_prepare(hparams, tokenizer, attention)
+    recipe.exit_on_hparams_error(
+        lambda: recipe.set_training_steps(hparams["lr_annealing"], len(train), hparams))
 
     summary = recipe.exit_on_hparams_error(
         lambda: recipe.apply_denseshift(hparams["modules"], hparams))
@@ -228,6 +267,7 @@ def main():
             valid_loader_kwargs=hparams["valid_dataloader_opts"])
     trained_epochs = hparams["epoch_counter"].current  # evaluate() restores the best one
 
+    lm_tuning = tune_lm(asr, valid, hparams, tokenizer)
     asr.test_results = {}
     for split, dataset in tests.items():
         asr.split = split
@@ -239,6 +279,8 @@ def main():
         if packed_paths:
             metrics["packed_paths"] = packed_paths
         metrics["decoding"] = "attention_ctc" if attention else hparams["decoding"]
+        if lm_tuning:
+            metrics["lm_tuning"] = lm_tuning
         metrics.update(epochs=trained_epochs, best_epoch=hparams["epoch_counter"].current)
         recipe.finish(hparams, "asr", metrics, summary, clock, tokenizer)
     recipe.end_distributed()

@@ -40,6 +40,8 @@ class KWS(sb.Brain):
         if stage == sb.Stage.TRAIN and self.hparams.apply_data_augmentation:
             wavs, lens = self.hparams.wav_augment(wavs, lens)
         feats = self.hparams.compute_features(wavs)
+        if stage == sb.Stage.TRAIN and self.hparams.warp_features:
+            feats = self.hparams.vocal_tract_warp(feats)
         feats = self.modules.mean_var_norm(feats, lens)
         return self.modules.classifier(self.modules.embedding_model(feats)), lens
 

@@ -50,6 +50,64 @@ class TelephoneChannel(nn.Module):
         return y.transpose(1, 2) if channels_last else y
 
 
+class VocalTractWarp(nn.Module):
+    """Vocal tract length perturbation (VTLP, Jaitly & Hinton 2013) on log-mel features:
+    each utterance's spectrum is stretched along frequency by a factor drawn from
+    ``[warp_low, warp_high]``, as if a speaker with a longer or shorter vocal tract said
+    it -- formants move, the words stay.  The synthetic corpora have a handful of
+    natural-sounding voices; this makes more of them on the fly.
+
+    ``forward(feats)`` takes ``[batch, time, n_mels]`` features of SpeechBrain's
+    ``Fbank`` (same ``n_mels``, ``sample_rate``, ``f_min``, ``f_max``: the mel bands'
+    centres are recomputed here) and returns the same shape: output band i takes the
+    value the input had at frequency centre_i / alpha, interpolated linearly between
+    bands (clamped at the edges).  ``prob`` is each utterance's chance to be warped.
+    """
+
+    def __init__(self, n_mels: int, sample_rate: int = 16000, f_min: float = 0.0,
+                 f_max: float | None = None, warp_low: float = 0.88, warp_high: float = 1.12,
+                 prob: float = 1.0):
+        super().__init__()
+        f_max = sample_rate / 2 if f_max is None else f_max
+        if not 0 < warp_low <= warp_high:
+            raise ValueError(f"VocalTractWarp needs 0 < warp_low <= warp_high, got "
+                             f"{warp_low}, {warp_high}")
+        if not 0 <= prob <= 1:
+            raise ValueError(f"VocalTractWarp prob must be in [0, 1], got {prob}")
+        if not 0 <= f_min < f_max <= sample_rate / 2:
+            raise ValueError(f"VocalTractWarp needs 0 <= f_min < f_max <= sample_rate / 2, "
+                             f"got {f_min}, {f_max} at {sample_rate} Hz")
+        self.n_mels, self.warp_low, self.warp_high, self.prob = n_mels, warp_low, warp_high, prob
+        lo, hi = _mel(torch.tensor(float(f_min))), _mel(torch.tensor(float(f_max)))
+        self.mel_lo, self.mel_step = lo, (hi - lo) / (n_mels + 1)
+        # band i's centre sits at mel point i + 1 of n_mels + 2 (Fbank's triangles)
+        self.register_buffer("centres_hz", _hz(lo + self.mel_step * torch.arange(1, n_mels + 1)),
+                             persistent=False)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        if feats.dim() != 3 or feats.shape[-1] != self.n_mels:
+            raise ValueError(f"VocalTractWarp expects [batch, time, {self.n_mels}] features, "
+                             f"got shape {tuple(feats.shape)}")
+        batch = feats.shape[0]
+        alpha = torch.empty(batch).uniform_(self.warp_low, self.warp_high)
+        warped = (torch.rand(batch) < self.prob).to(feats.device)[:, None, None]
+        source = _mel(self.centres_hz[None, :] / alpha[:, None].to(self.centres_hz))
+        index = ((source - self.mel_lo) / self.mel_step - 1).clamp(0, self.n_mels - 1)
+        low = index.floor().long()
+        high = (low + 1).clamp(max=self.n_mels - 1)
+        frac = (index - low).to(feats.dtype)[:, None, :]
+        gather = lambda idx: feats.gather(2, idx[:, None, :].expand(-1, feats.shape[1], -1))
+        return torch.where(warped, gather(low) * (1 - frac) + gather(high) * frac, feats)
+
+
+def _mel(hz: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+
+def _hz(mel: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
 def write_source_csvs(folder: str, rir_csv: str | None, noise_csv: str | None) -> None:
     """List ``folder``/rirs/*.wav in ``rir_csv`` and ``folder``/noise/*.wav in
     ``noise_csv`` (SpeechBrain's ID,duration,wav,wav_format,wav_opts), skipping a CSV

@@ -99,3 +99,20 @@ def save_resolved_hparams(folder: str, text: str) -> str:
         with open(path, "w") as f:
             f.write(text)
     return path
+
+
+def update_resolved_hparams(folder: str, values: dict) -> str:
+    """Replace top-level ``values`` in ``folder``'s resolved hparams (settings the run
+    chose itself, e.g. the LM weights tuned on the dev split), keeping the rest as is."""
+    path = os.path.join(folder, RESOLVED_HPARAMS)
+    with open(path) as f:
+        doc = _yaml().load(f)
+    unknown = sorted(set(values) - set(doc))
+    if unknown:
+        raise HparamsError(f"{path} has no hparam(s) {', '.join(unknown)} to update")
+    doc.update(values)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        _yaml().dump(doc, f)
+    os.replace(tmp, path)
+    return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 
@@ -237,6 +238,24 @@ def evaluate_packed_paths(brain, tests: dict, hparams: dict, summary) -> dict:
         brain.checkpointer, brain.test_results = checkpointer, saved
         set_path_(model, DEFAULT_PATH)
     return results
+
+
+def set_training_steps(scheduler, train_items: int, hparams: dict) -> None:
+    """Give a scheduler that anneals to the end of the run (SpeechBrain's
+    ``LinearWarmupScheduler``, with ``num_training_steps: null`` in the hparams) its
+    length: ``number_of_epochs`` x the optimizer steps of an epoch, as this process
+    sees them (``train_items`` dealt over the data-parallel processes, in batches of
+    ``batch_size``, ``grad_accumulation_factor`` batches a step).  Other schedulers, and
+    one whose length the hparams give, are left alone."""
+    if getattr(scheduler, "num_training_steps", 0) is not None:
+        return
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    batches = math.ceil(math.ceil(train_items / world) / hparams["batch_size"])
+    steps = hparams["number_of_epochs"] * (batches // hparams["grad_accumulation_factor"])
+    if steps <= scheduler.num_warmup_steps:
+        raise HparamsError(f"the run has {steps} optimizer steps, not more than warmup_steps "
+                           f"({scheduler.num_warmup_steps}): lower warmup_steps or train longer")
+    scheduler.num_training_steps = steps
 
 
 def end_distributed():
