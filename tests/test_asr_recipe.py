@@ -191,6 +191,7 @@ def test_torchrun_two_processes_on_cpu(tiny_librispeech, tmp_path):
     ("--ds_bits=9", "bits must be an integer in 2..8, got 9"),
     ("--data_folder=/nonexistent/LibriSpeech", "does not exist and synthesize_if_missing is False"),
     ("--decoding=viterbi", "decoding must be 'greedy' or 'beam_lm', got 'viterbi'"),
+    ("--lr_schedule=cosine", "lr_schedule must be one of linear, noam, got 'cosine'"),
     ("--lm_arpa=/nonexistent/3-gram.arpa", "no language model file at /nonexistent/3-gram.arpa"),
 ])
 def test_bad_hparams_fail_at_start(override, message, tmp_path):

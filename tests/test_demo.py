@@ -108,7 +108,8 @@ def test_scratch_study_changes_one_known_hparam_per_run():
             assert cmd[2] == "hparams/conformer_ds.yaml"
             assert extra == demo.with_base(demo.SCRATCH_BASE, demo.SCRATCH_STUDY[name])
     assert by_name["warmup_100"][0][3:] == ["--output_folder=results/scratch/warmup_100",
-                                             "--warmup_steps=100"]
+                                             "--warmup_steps=100", "--lr_schedule=noam"]
+    assert all("--lr_schedule=noam" in cmd for cmd, _ in by_name.values())
     assert "--warmup_steps=1000" in by_name["warmup_1000"][0]
     assert "--warmup_steps=100" not in by_name["warmup_1000"][0]
     fp_cmd, _ = by_name[demo.SCRATCH_FP32]

@@ -90,3 +90,19 @@ def test_a_schedule_to_the_end_of_the_run_gets_its_length(monkeypatch):
     assert not hasattr(noam, "num_training_steps")
     with pytest.raises(HparamsError, match="warmup_steps"):
         set_training_steps(LinearWarmupScheduler(0.003, 5000, None), 3000, hp)
+
+
+def test_the_lr_schedule_is_chosen_by_name():
+    from speechbrain.nnet.schedulers import LinearWarmupScheduler, NoamScheduler
+
+    from denseshift_speech.integrations.speechbrain.schedules import warmup_schedule
+    linear = warmup_schedule("linear", 0.003, 100)
+    assert isinstance(linear, LinearWarmupScheduler) and linear.num_training_steps is None
+    linear.num_training_steps = 400
+    assert linear.calculate_lr(100) == pytest.approx(0.003)
+    assert linear.calculate_lr(250) == pytest.approx(0.0015) and linear.calculate_lr(400) == 0
+    assert isinstance(warmup_schedule("noam", 0.003, 100), NoamScheduler)
+    with pytest.raises(ValueError, match="lr_schedule must be one of linear, noam, got 'cosine'"):
+        warmup_schedule("cosine", 0.003, 100)
+    with pytest.raises(ValueError, match="warmup_steps must be an integer >= 1"):
+        warmup_schedule("linear", 0.003, 0)

@@ -175,9 +175,10 @@ def plan_ablation(out: str) -> tuple:
 
 # `--scratch-study`: the 3-bit conformer trained from scratch (the paper's low-variance
 # init) with the demo's 12-epoch budget, one setting changed per run, beside its fp32 twin
-# (README, "Training from scratch").  The study ran when the recipe's Noam warm-up was 100
-# steps: every run starts from SCRATCH_BASE, and a row's own value of a key replaces it.
-SCRATCH_BASE = ["--warmup_steps=100"]
+# (README, "Training from scratch").  The study ran when the recipe's schedule was Noam
+# with a 100-step warm-up: every run starts from SCRATCH_BASE, and a row's own value of a
+# key replaces it.
+SCRATCH_BASE = ["--warmup_steps=100", "--lr_schedule=noam"]
 SCRATCH_FP32 = "fp32_warmup_100"
 SCRATCH_STUDY = {
     "warmup_100": [],
@@ -211,8 +212,8 @@ def plan_scratch_study(out: str) -> tuple:
     rows = sorted(SCRATCH_STUDY.items(), key=lambda kv: kv[0] != "epochs_24")
     trainings = [(asr_run("conformer_fp.yaml", out, SCRATCH_FP32, *SCRATCH_BASE), None, 1),
                  # the twin of the warmup_1000 rows (today's recipe default)
-                 (asr_run("conformer_fp.yaml", out, "fp32_warmup_1000", "--warmup_steps=1000"),
-                  None, 1)]
+                 (asr_run("conformer_fp.yaml", out, "fp32_warmup_1000",
+                          *with_base(SCRATCH_BASE, ["--warmup_steps=1000"])), None, 1)]
     trainings += [(asr_run("conformer_ds.yaml", out, name, *with_base(SCRATCH_BASE, extra)),
                    None, 1) for name, extra in rows]
     trainings.append((asr_run("conformer_ds.yaml", out, "finetuned_2bit", "--ds_bits=2",
