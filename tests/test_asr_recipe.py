@@ -32,7 +32,7 @@ TINY = {
 def tiny_args(arch, corpus, out, *extra, epochs=1):
     return [f"--data_folder={corpus}", f"--output_folder={out}", f"--number_of_epochs={epochs}",
             "--vocab_size=40", "--batch_size=4", "--synthesize_if_missing=False",
-            *TINY[arch], *extra]
+            "--warmup_steps=2", *TINY[arch], *extra]
 
 
 @pytest.mark.parametrize("hparams", ["conformer_fp.yaml", "conformer_ds.yaml",

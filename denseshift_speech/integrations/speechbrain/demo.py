@@ -2,7 +2,7 @@
 
 Runs the same commands a user types (each printed before it runs): train the
 full-precision conformer and keyword spotter, their 3-bit DenseShift twins (the conformer
-fine-tuned from its fp32 twin's weights for a few epochs, the keyword spotter from the
+fine-tuned from its fp32 twin's weights for an epoch, the keyword spotter from the
 paper's low-variance init), write the report, then stream a few held-out test utterances
 through the packed model.  Each recipe synthesizes its embedded corpus when missing.
 Trainings share the machine's 2 cores (see :func:`plan`), each logging to
@@ -11,7 +11,7 @@ validation WER or accuracy, time left; see :mod:`.progress`), or one line per fi
 epoch when stdout is not a terminal.  `--full` adds CRDNN, the 2- and 4-bit conformers and keyword
 spotters, and a 3-bit conformer trained from scratch (the paper's initialization).
 
-    python -m denseshift_speech.integrations.speechbrain.demo --out results/demo           # about 21 minutes (README)
+    python -m denseshift_speech.integrations.speechbrain.demo --out results/demo           # about 20 minutes (README)
     python -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full    # + CRDNN, 2/3/4-bit sweep
                                                                   # (reuses finished demo runs)
 
@@ -68,77 +68,39 @@ def kws_run(hparams: str, out: str, name: str, *extra: str) -> list:
             f"--output_folder={out}/{name}", *extra]
 
 
-def data_parallel(cmd: list, processes: int) -> list:
-    """``cmd`` (a recipe run) launched as ``processes`` DistributedDataParallel processes
-    on this machine (torchrun, gloo), or as it is for one.  Each process gets
-    ``batch_size / processes`` of every batch: SpeechBrain's DistributedSampler deals the
-    duration-sorted items out in turn, so the processes' batches together are the
-    single-process batch and training takes the same steps, ``processes`` times faster
-    in the ideal."""
-    if processes == 1:
-        return cmd
-    batch = recipe_batch_size(cmd[2])
-    if batch % processes:
-        raise ValueError(f"{cmd[2]}: batch_size {batch} does not split over {processes} processes")
-    return [PY, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            *cmd[1:], "--distributed_backend=gloo", f"--batch_size={batch // processes}"]
-
-
-def recipe_batch_size(hparams_file: str) -> int:
-    """The ``batch_size`` of ``hparams_file`` (relative to the checkout; ``extends``
-    followed)."""
-    from io import StringIO
-
-    import ruamel.yaml
-
-    from .hparams import merged_yaml_text
-    text = merged_yaml_text(os.path.join(ROOT, hparams_file))
-    return int(ruamel.yaml.YAML().load(StringIO(text))["batch_size"])
-
-
-def processes_of(cmd: list) -> int:
-    """How many processes ``cmd`` starts (one unless :func:`data_parallel` wrapped it)."""
-    for arg in cmd:
-        if arg.startswith("--nproc_per_node="):
-            return int(arg.split("=", 1)[1])
-    return 1
-
-
-def fine_tune(fp_run: str) -> list:
+def fine_tune(fp_run: str, epochs: int | None = None) -> list:
     """Overrides that make a *_ds.yaml run fine-tune the finished fp32 twin's weights
-    (from_float init) for a few epochs instead of training from the low-variance init."""
+    (from_float init) for a few epochs (default ``FINE_TUNE_EPOCHS``) instead of training
+    from the low-variance init: a short warm-up to a third of the recipe's peak rate."""
     return ["--ds_init=from_float", f"--init_from_fp={fp_run}",
-            f"--number_of_epochs={FINE_TUNE_EPOCHS}", f"--lr={FINE_TUNE_LR}"]
+            f"--number_of_epochs={epochs or FINE_TUNE_EPOCHS}", f"--lr={FINE_TUNE_LR}",
+            f"--warmup_steps={FINE_TUNE_WARMUP}"]
 
 
-FINE_TUNE_EPOCHS = 3
+FINE_TUNE_EPOCHS = 1
 FINE_TUNE_LR = 0.001
+FINE_TUNE_WARMUP = 100
 
 
-def plan(out: str, full: bool, cores: int = 2) -> tuple:
+def plan(out: str, full: bool) -> tuple:
     """(trainings, then).  trainings: (command, the training it needs first or None,
-    cores), in start order; the report and the streaming check run after them all.
+    threads), in start order; the report and the streaming check run after them all.
 
-    The fp32 conformer, the longest run, goes first on every core as data-parallel
-    processes (:func:`data_parallel`: the same training steps, about twice as fast on
-    2 cores), then the two keyword spotters side by side, then the conformer's 3-bit
-    fine-tuning, data-parallel again.  Every process gets one thread: a second thread
-    barely speeds a demo-sized conformer up, and with any other job on the machine two
-    threads measured 10-70x slower per step than one (OpenMP threads waiting on each
-    other); separate processes only meet once a step, to sum gradients.
+    The fp32 conformer, the longest run, starts first on one core while the keyword
+    spotters take turns on the other; then its 3-bit fine-tuning.  Every run gets one
+    thread: a second one barely speeds a demo-sized conformer up, and with any other job
+    on the machine two threads measured 10-70x slower per step than one (OpenMP
+    threads waiting on each other).
     """
     # Each recipe synthesizes its corpus when missing (the first of two runs to get
     # there writes it, the other waits on its lock).
     conformer_fp, crdnn_fp = f"{out}/conformer_fp", f"{out}/crdnn_fp"
-    procs = max(p for p in (1, 2, 4, 8) if p <= max(cores, 1))
-    trainings = [(data_parallel(asr_run("conformer_fp.yaml", out, "conformer_fp"), procs),
-                  None, procs),
+    trainings = [(asr_run("conformer_fp.yaml", out, "conformer_fp"), None, 1),
                  (kws_run("kws_fp.yaml", out, "kws_fp"), None, 1),
                  (kws_run("kws_ds.yaml", out, "kws_ds3"), None, 1),
-                 (data_parallel(asr_run("conformer_ds.yaml", out, "conformer_ds3",
-                                        *fine_tune(conformer_fp),
-                                        "--eval_packed_paths=[int8,exact]"), procs),
-                  "conformer_fp", procs)]
+                 (asr_run("conformer_ds.yaml", out, "conformer_ds3", *fine_tune(conformer_fp),
+                          "--eval_packed_paths=[int8,exact]"),
+                  "conformer_fp", 1)]
     if full:
         trainings += [(asr_run("crdnn_fp.yaml", out, "crdnn_fp"), None, 1),
                       (asr_run("conformer_ds.yaml", out, "conformer_ds3_scratch"), None, 1),
@@ -175,10 +137,11 @@ def plan_ablation(out: str) -> tuple:
 
 # `--scratch-study`: the 3-bit conformer trained from scratch (the paper's low-variance
 # init) with the demo's 12-epoch budget, one setting changed per run, beside its fp32 twin
-# (README, "Training from scratch").  The study ran when the recipe's schedule was Noam
-# with a 100-step warm-up: every run starts from SCRATCH_BASE, and a row's own value of a
-# key replaces it.
-SCRATCH_BASE = ["--warmup_steps=100", "--lr_schedule=noam"]
+# (README, "Training from scratch").  The study ran on the recipe of the time (Noam with
+# a 100-step warm-up, dropout 0.1): every run starts from SCRATCH_BASE, and a row's own
+# value of a key replaces it.
+SCRATCH_BASE = ["--warmup_steps=100", "--lr_schedule=noam", "--dropout=0.1",
+                "--number_of_epochs=12"]
 SCRATCH_FP32 = "fp32_warmup_100"
 SCRATCH_STUDY = {
     "warmup_100": [],
@@ -217,16 +180,16 @@ def plan_scratch_study(out: str) -> tuple:
     trainings += [(asr_run("conformer_ds.yaml", out, name, *with_base(SCRATCH_BASE, extra)),
                    None, 1) for name, extra in rows]
     trainings.append((asr_run("conformer_ds.yaml", out, "finetuned_2bit", "--ds_bits=2",
-                              *with_base(SCRATCH_BASE, fine_tune(fp_run))), SCRATCH_FP32, 1))
+                              *with_base(SCRATCH_BASE, fine_tune(fp_run, epochs=3))),
+                      SCRATCH_FP32, 1))
     then = [[PY, "-m", "denseshift_speech", "report", out, "--out", out]]
     return trainings, then
 
 
 def run_pool(trainings: list, cores: int, log_dir: str, board: progress.Board | None = None) -> None:
-    """Run ``trainings`` ((command, prerequisite name or None, cores)) on ``cores``
-    cores in all, each logging to <log_dir>/<name>.log (one thread per core, split over
-    a data-parallel command's processes).  Ready trainings start in order (one that
-    needs more cores than are free holds back those behind it); a
+    """Run ``trainings`` ((command, prerequisite name or None, threads)) on ``cores``
+    threads in all, each logging to <log_dir>/<name>.log.  Ready trainings start in
+    order (one that needs more threads than are free holds back those behind it); a
     training is ready once its prerequisite has finished.  The first failure stops the
     rest and shows its log.  ``board`` (default: one on stdout) shows their progress."""
     board = board or progress.Board()
@@ -267,9 +230,8 @@ def _run_pool(trainings, cores, log_dir, board):
 
 
 def _start(cmd: list, threads: int, log_dir: str, board: progress.Board) -> tuple:
-    omp = max(1, threads // processes_of(cmd))
-    board.message(f"$ OMP_NUM_THREADS={omp} " + " ".join(shlex.quote(c) for c in cmd))
-    env = dict(os.environ, OMP_NUM_THREADS=str(omp), PYTHONUNBUFFERED="1")
+    board.message(f"$ OMP_NUM_THREADS={threads} " + " ".join(shlex.quote(c) for c in cmd))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     log_path = os.path.join(log_dir, f"{_name(cmd)}.log")
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -314,8 +276,7 @@ def main(argv=None) -> int:
                              "per run beside its fp32 twin, and fine-tune a 2-bit one; "
                              "use with --out results/scratch")
     parser.add_argument("--cores", type=int, default=2,
-                        help="cores for all trainings together, one thread each (default: this "
-                             "machine's 2)")
+                        help="threads for all trainings together (default: this machine's 2)")
     parser.add_argument("--root", help="the checkout with recipes/ and hparams/ (default: the "
                         "current directory if it has them, else this package's checkout)")
     parser.add_argument("--dry-run", action="store_true",
@@ -333,13 +294,12 @@ def main(argv=None) -> int:
         sys.exit("demo: --ablation and --scratch-study are separate studies: give one")
     trainings, then = (plan_ablation(args.out) if args.ablation else
                        plan_scratch_study(args.out) if args.scratch_study else
-                       plan(args.out, args.full, args.cores))
+                       plan(args.out, args.full))
     if args.dry_run:
         print(f"root: {ROOT}")
         print(f"package: {os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}")
         for cmd, after, threads in trainings:
-            omp = max(1, threads // processes_of(cmd))
-            print(f"$ OMP_NUM_THREADS={omp} " + " ".join(shlex.quote(c) for c in cmd)
+            print(f"$ OMP_NUM_THREADS={threads} " + " ".join(shlex.quote(c) for c in cmd)
                   + (f"   # after {after}" if after else ""))
         for cmd in then:
             print("$ " + " ".join(shlex.quote(c) for c in cmd))
