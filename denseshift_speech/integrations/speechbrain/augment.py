@@ -1,10 +1,11 @@
-"""On-the-fly wave augmentation for the recipes: what SpeechBrain's Augmenter lacks, and
-the CSV lists its AddReverb / AddNoise read.
+"""On-the-fly augmentation for the recipes: what SpeechBrain's augmenters lack, and the
+CSV lists its AddReverb / AddNoise read.
 
 The embedded corpora carry ``_augmentation_/rirs/*.wav`` (simulated-room impulse
 responses) and ``_augmentation_/noise/*.wav`` (denseshift_speech.data.augment writes
-them); :func:`write_source_csvs` lists them for SpeechBrain.  :class:`TelephoneChannel`
-is the one change SpeechBrain has no augmenter for.
+them); :func:`write_source_csvs` lists them for SpeechBrain.  SpeechBrain has no
+augmenter for a telephone line (:class:`TelephoneChannel`, on waveforms) nor for vocal
+tract length perturbation (:class:`VocalTractWarp`, on log-mel features).
 """
 from __future__ import annotations
 
