@@ -155,15 +155,16 @@ def tune_lm(asr, valid, hparams, tokenizer):
         for batch in asr.make_dataloader(valid, sb.Stage.VALID, **hparams["valid_dataloader_opts"]):
             p_ctc, wav_lens = asr.compute_forward(batch, sb.Stage.VALID)[:2]
             outputs.append((batch.id, p_ctc, wav_lens, [w.split() for w in batch.wrd]))
-    wers = {}
-    for lm_weight, word_bonus in grid:
-        searcher = test_searcher(hparams, tokenizer, alpha=lm_weight, beta=word_bonus)
+    wers, best = {}, None
+    for pair in grid:
+        searcher = test_searcher(hparams, tokenizer, alpha=pair[0], beta=pair[1])
         metric = hparams["error_rate_computer"]()
         for ids, p_ctc, wav_lens, refs in outputs:
             metric.append(ids, [hyp[0].text.split() for hyp in searcher(p_ctc, wav_lens)], refs)
-        wers[(lm_weight, word_bonus)] = metric.summarize("error_rate")
-    lm_weight, word_bonus = min(wers, key=lambda pair: (wers[pair], pair))
-    asr.searcher = test_searcher(hparams, tokenizer, alpha=lm_weight, beta=word_bonus)
+        wers[pair] = metric.summarize("error_rate")
+        if best is None or (wers[pair], pair) < (wers[best[0]], best[0]):
+            best = (pair, searcher)  # kept with its LM loaded (two LMs in memory at most)
+    (lm_weight, word_bonus), asr.searcher = best
     run_on_main(update_resolved_hparams, args=[hparams["output_folder"],
                                                {"lm_weight": lm_weight, "word_bonus": word_bonus}])
     return {"split": hparams["dev_splits"][0], "lm_weight": lm_weight, "word_bonus": word_bonus,
