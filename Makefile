@@ -11,22 +11,11 @@ NATIVE := $(shell find denseshift_speech/kernels/csrc -name "*.cpp" -o -name "*.
 
 install: $(STAMP)
 
-# Speech engines of the embedded corpora (Debian packages; root on these machines):
-# espeak-ng and flite speak the training splits, festival with its three English voices
-# the held-out-engine test splits.
-# g++-aarch64-linux-gnu + qemu-user: tests/test_arm.py cross-builds the kernel driver
-# for aarch64 and runs it under QEMU (it fails, not skips, without them on x86).
-SPEECH_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+# Debian packages: the speech engines of the embedded corpora (some from contrib and
+# non-free, which the script enables when apt lacks them) and the aarch64 cross tools
+# (tools/system_deps.sh says which and why).
 system-deps:
-	@{ command -v espeak-ng && command -v flite && command -v festival && \
-	   [ -d /usr/share/festival/voices/english/kal_diphone ] && \
-	   [ -d /usr/share/festival/voices/english/ked_diphone ] && \
-	   [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ]; } >/dev/null 2>&1 || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(SPEECH_PKGS); }
-	@{ command -v aarch64-linux-gnu-g++ && command -v qemu-aarch64; } >/dev/null 2>&1 || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq g++-aarch64-linux-gnu qemu-user; }
+	@bash tools/system_deps.sh
 
 # torch first (the native kernel compiles against it), then the package in editable
 # mode without build isolation so the build uses that torch instead of downloading one.

@@ -57,6 +57,12 @@ def test_smoke_training_writes_results_and_denseshift_checkpoint(hparams, tiny_l
     assert set(results["wer"]) == {"test-clean", "test-other"}
     assert all(0 <= v <= 200 for v in results["wer"].values())
     assert results["decoding"] == "beam_lm" and set(results["wer_greedy"]) == set(results["wer"])
+    # per engine:voice of the synthetic corpus (its SPEAKERS.TXT): festival in test-other only
+    by_voice = results["wer_by_voice"]
+    assert set(by_voice) == set(results["wer"])
+    assert by_voice["test-other"] and all(v.startswith("festival:") for v in by_voice["test-other"])
+    assert by_voice["test-clean"] and not any(v.startswith("festival:")
+                                              for v in by_voice["test-clean"])
     assert (out / "save" / "lm_3gram.arpa").exists()
     assert (out / "wer_test-clean.txt").exists() and (out / "model.dsp").exists()
     ckpts = glob.glob(str(out / "save" / "CKPT+*" / "model.ckpt"))

@@ -18,8 +18,8 @@ from denseshift_speech.data.audio_checks import speech_check  # noqa: E402
 from denseshift_speech.data.synth import (synthesize_librispeech,  # noqa: E402
                                           synthesize_speech_commands)
 
-LS_KW = dict(train_utts=36, dev_utts=8, test_utts=8, test_other_utts=8, train_speakers=6,
-             dev_speakers=2, test_speakers=2, test_other_speakers=2, jobs=2)
+LS_KW = dict(train_utts=40, dev_utts=8, test_utts=8, test_other_utts=8, train_speakers=8,
+             dev_speakers=2, test_speakers=6, test_other_speakers=2, jobs=2)
 CORE = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 GSC_KW = dict(words=tuple(CORE) + ("bed", "cat", "marvin"), train_speakers=3,
               valid_speakers=2, test_speakers=2, test_other_speakers=2, repeats=1,
@@ -110,7 +110,7 @@ def check_librispeech_layout(root):
 def test_librispeech_layout_and_stats(ls):
     a, _, stats, _ = ls
     content = check_librispeech_layout(a)
-    for split, n in (("train-clean-100", 36), ("dev-clean", 8), ("test-clean", 8),
+    for split, n in (("train-clean-100", 40), ("dev-clean", 8), ("test-clean", 8),
                      ("test-other", 8)):
         assert sum(len(v) for v in content[split].values()) == n
         assert stats[split]["utterances"] == n
@@ -118,7 +118,7 @@ def test_librispeech_layout_and_stats(ls):
         vocab = {w for v in content[split].values() for t in v for w in t.split()}
         assert stats[split]["vocabulary"] == len(vocab)
         assert stats[split]["hours"] > 0
-    assert stats["total"]["utterances"] == 60
+    assert stats["total"]["utterances"] == 64
     assert stats["speech_check_failures"] == 0
 
 
@@ -130,7 +130,7 @@ def test_librispeech_deterministic(ls, tmp_path):
     sa.pop("seconds"), sb.pop("seconds")
     assert sa == sb
     c = tmp_path / "c"
-    kw = dict(LS_KW, train_utts=12, dev_utts=4, test_utts=4, test_other_utts=4)
+    kw = dict(LS_KW, train_utts=12, dev_utts=4, test_utts=6, test_other_utts=4)
     synthesize_librispeech(c, seed=4, **kw)
     assert tree_digest(c) != da
 
@@ -353,19 +353,37 @@ def speakers_txt(root):
     return out
 
 
+# The voices each split may use, per engine, as README documents them (written here
+# independently of synth.ROLE_VOICES).  flite's kal/kal16, RHVoice's slt and flite's slt
+# record the people of festival's kal_diphone and slt voices: never in training.
+DOCUMENTED_VOICES = {
+    "train-clean-100": {"flite": {"awb", "rms"}, "mbrola": {"mb-us1", "mb-us2"},
+                        "pico": {"en-US", "en-GB"},
+                        "rhvoice": {"bdl", "clb", "alan", "evgeniy-eng"}},
+    "dev-clean": {"flite": {"kal16"}},
+    "test-clean": {"flite": {"slt"}, "mbrola": {"mb-en1"}, "rhvoice": {"lyubov"}},
+}
+
+
 def test_librispeech_engines_of_each_split(ls):
-    """train/dev/test-clean: espeak-ng and flite with disjoint voices; test-other:
-    festival only, an engine (and speakers) never used in training."""
+    """train/dev/test-clean: espeak-ng plus the other training engines on the documented,
+    disjoint voices, half of the speakers each; test-other: festival only, an engine (and
+    speakers) never used in training."""
     spk = speakers_txt(ls[0])
-    engines_of = {s: {e for e, _ in v} for s, v in spk.items()}
-    for s in ("train-clean-100", "dev-clean", "test-clean"):
-        assert engines_of[s] == {"espeak-ng", "flite"}, (s, engines_of[s])
-    assert engines_of["test-other"] == {"festival"}
-    flite = {s: {v for e, v in spk[s] if e == "flite"} for s in spk}
-    assert flite["train-clean-100"] <= {"awb", "rms"}
-    assert flite["dev-clean"] == {"kal16"} and flite["test-clean"] == {"slt"}
-    # flite's kal/slt record the same people as festival's kal_diphone/slt: not in training
-    assert not flite["train-clean-100"] & {"kal", "kal16", "slt"}
+    for split, allowed in DOCUMENTED_VOICES.items():
+        by_engine = {}
+        for e, v in spk[split]:
+            by_engine.setdefault(e, set()).add(v)
+        assert set(by_engine) == {"espeak-ng"} | set(allowed), (split, by_engine)
+        for e, voices in allowed.items():
+            assert by_engine[e] <= voices, (split, e, by_engine[e])
+        others = sum(1 for e, _ in spk[split] if e != "espeak-ng")
+        assert others == len(spk[split]) // 2, (split, spk[split])
+    assert {e for e, _ in spk["test-other"]} == {"festival"}
+    training = set(spk["train-clean-100"])
+    assert not training & {("flite", "kal"), ("flite", "kal16"), ("flite", "slt"),
+                           ("rhvoice", "slt")}
+    assert not {v for _, v in training} & {v for _, v in spk["test-other"]}
     stats = ls[2]
     assert set(stats["test-other"]["engines"]) == {"festival"}
     assert "festival" not in stats["train-clean-100"]["engines"]
@@ -389,9 +407,25 @@ def test_speech_commands_other_engine_list(gsc, tmp_path):
     assert rows["test_other"].count("\n") > len(CORE)
 
 
-@pytest.mark.parametrize("engine,voice", [("espeak-ng", "en-us+m3"), ("flite", "awb"),
-                                          ("flite", "slt"), ("festival", "ked_diphone"),
-                                          ("festival", "cmu_us_slt_arctic_hts")])
+def test_speech_commands_speakers_txt_names_every_speaker(gsc):
+    """SPEAKERS.TXT (LibriSpeech's format) names the engine:voice of every speaker of the
+    keyword-spotting corpus: festival for the held-out-engine clips only."""
+    from denseshift_speech.data import read_speakers
+    root = gsc[0]
+    spk_of, _ = check_speech_commands_layout(root)
+    other = {os.path.basename(p).split("_nohash_")[0]
+             for p in open(os.path.join(root, "testing_other_list.txt")).read().split()}
+    voices = read_speakers(root)
+    assert set(voices) == set(spk_of.values()) | other
+    assert all(voices[s].startswith("festival:") for s in other)
+    assert not any(voices[s].startswith("festival:") for s in spk_of.values())
+    assert read_speakers(os.path.join(root, "_background_noise_")) == {}
+
+
+@pytest.mark.parametrize("engine,voice", [
+    ("espeak-ng", "en-us+m3"), ("flite", "awb"), ("flite", "slt"), ("mbrola", "mb-us1"),
+    ("mbrola", "mb-en1"), ("pico", "en-US"), ("pico", "en-GB"), ("rhvoice", "clb"),
+    ("rhvoice", "alan"), ("festival", "ked_diphone"), ("festival", "cmu_us_slt_arctic_hts")])
 def test_every_engine_speaks(engine, voice):
     """Listening-free: each engine's audio has speech energy, and its duration follows
     the word count (a 12-word sentence lasts clearly longer than a 3-word one)."""
@@ -406,23 +440,41 @@ def test_every_engine_speaks(engine, voice):
     assert 1.8 < len(long) / len(short) < 5.0
 
 
+ENGINE_PROGRAMS = ("espeak-ng", "flite", "mbrola", "pico2wave", "RHVoice-test", "festival")
+
+
 def _path_without(tmp_path, missing):
-    """A PATH whose bin folder links every engine except ``missing``."""
+    """A PATH whose bin folder links every engine program except ``missing`` (plus
+    dpkg-query, which reports two engines' versions)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("espeak-ng", "flite", "festival"):
+    for tool in ENGINE_PROGRAMS + ("dpkg-query",):
         if tool != missing:
             os.symlink(shutil.which(tool), bin_dir / tool)
     return str(bin_dir)
 
 
-def test_missing_engine_is_one_clear_error_and_keeps_the_corpus(ls, tmp_path, monkeypatch):
+@pytest.mark.parametrize("program,message", [
+    ("flite", r"flite is not installed.*apt-get install -y flite"),
+    ("mbrola", r"mbrola is not installed.*apt-get install -y mbrola"),
+    ("pico2wave", r"pico is not installed.*apt-get install -y libttspico-utils"),
+    ("RHVoice-test", r"rhvoice is not installed.*apt-get install -y rhvoice rhvoice-english"),
+])
+def test_missing_engine_is_one_clear_error_and_keeps_the_corpus(ls, tmp_path, monkeypatch,
+                                                                program, message):
     a = ls[0]
     before = tree_digest(a)
-    monkeypatch.setenv("PATH", _path_without(tmp_path, "flite"))
-    with pytest.raises(DataError, match=r"flite is not installed.*apt-get install -y flite"):
+    monkeypatch.setenv("PATH", _path_without(tmp_path, program))
+    with pytest.raises(DataError, match=message):
         synthesize_librispeech(a, seed=9, **LS_KW)  # other options: would replace it
     assert tree_digest(a) == before
+
+
+def test_missing_mbrola_voice_names_its_package(tmp_path, monkeypatch):
+    from denseshift_speech.data import engines
+    monkeypatch.setattr(engines.Mbrola, "DATABASES", str(tmp_path))
+    with pytest.raises(DataError, match=r"mbrola voice mb-en1 .*apt-get install -y mbrola-en1"):
+        engines.synthesize([("hello", 1.0)], engines.Speaker("1", "mbrola", "mb-en1", 170))
 
 
 def test_empty_engine_output_keeps_written_files_and_resumes(ls, tmp_path, monkeypatch):
@@ -430,8 +482,6 @@ def test_empty_engine_output_keeps_written_files_and_resumes(ls, tmp_path, monke
     second run with a working flite finishes the same corpus as an uninterrupted run."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("espeak-ng", "festival"):
-        os.symlink(shutil.which(tool), bin_dir / tool)
     fake = bin_dir / "flite"
     fake.write_text("#!/usr/bin/env python3\nimport sys, wave\n"
                     "if '--version' in sys.argv: print('flite version fake'); sys.exit(0)\n"

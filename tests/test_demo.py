@@ -48,15 +48,17 @@ def test_ablation_takes_one_ingredient_away_per_run():
     corpus in data_folder would be reused as it is)."""
     trainings, then = demo.plan_ablation("results/ablation")
     by_name = {demo._name(cmd): cmd for cmd, _, _ in trainings}
-    assert set(by_name) == {"no_flite", "vocabulary_288", "no_augmentation"}
+    assert set(by_name) == {"espeak_flite", "espeak_only", "vocabulary_288",
+                            "no_augmentation"}
     extra = {name: [a for a in cmd if a.startswith("--") and not a.startswith("--output")]
              for name, cmd in by_name.items()}
     assert extra["no_augmentation"] == ["--apply_data_augmentation=False"]
-    assert "--synth_train_engines=[espeak-ng]" in extra["no_flite"]
+    assert "--synth_train_engines=[espeak-ng]" in extra["espeak_only"]
+    assert "--synth_train_engines=[espeak-ng,flite]" in extra["espeak_flite"]
     assert "--synth_vocabulary_size=288" in extra["vocabulary_288"]
-    folders = [a for name in ("no_flite", "vocabulary_288") for a in extra[name]
-               if a.startswith("--data_folder=")]
-    assert len(set(folders)) == 2
+    folders = [a for name in ("espeak_flite", "espeak_only", "vocabulary_288")
+               for a in extra[name] if a.startswith("--data_folder=")]
+    assert len(set(folders)) == 3
     assert all(cmd[2] == "hparams/conformer_fp.yaml" for cmd in by_name.values())
     assert "results/demo/conformer_fp" in then[-1]
 

@@ -129,6 +129,12 @@ def test_fp_smoke(fp_run):
     model, info = load_model_file(fp_run)
     assert info.layers == [] and json.loads(info.metadata["classes"]) == res["classes"]
     assert res["packed_bytes"] > res["fp32_bytes"]  # float weights + header
+    # per engine:voice (the corpus' SPEAKERS.TXT): festival speaks test_other only
+    by_voice = res["accuracy_by_voice"]
+    assert by_voice["test_other"] and all(v.startswith("festival:")
+                                          for v in by_voice["test_other"])
+    assert by_voice["test"] and not any(v.startswith("festival:") for v in by_voice["test"])
+    assert all(0.0 <= a <= 100.0 for split in by_voice.values() for a in split.values())
 
 
 @pytest.mark.slow

@@ -1,12 +1,21 @@
 """Offline text-to-speech engines behind the synthetic corpora.
 
-Three engine families from Debian packages, each run as a subprocess:
+Six engine families from Debian packages, each run as a subprocess:
 
 * ``espeak-ng`` -- formant synthesis; 8 English accents x 74 voice variants.
 * ``flite`` -- CMU Flite: a diphone voice (``kal``, ``kal16``) and statistical-parametric
   (clustergen) voices ``awb``, ``rms``, ``slt``.
+* ``mbrola`` -- MBROLA diphone concatenation (MBR-PSOLA) of recorded speakers, driven by
+  espeak-ng's text front-end: ``mb-us1`` (female), ``mb-us2``, ``mb-en1`` (``mb-us3``
+  lacks diphones espeak-ng's American phonemes need, so it is left out).
+* ``pico`` -- SVOX Pico (``pico2wave``), two female voices ``en-US`` and ``en-GB``.
+* ``rhvoice`` -- RHVoice (``RHVoice-test``), statistical-parametric voices ``alan``,
+  ``bdl``, ``clb``, ``slt``, ``evgeniy-eng``, ``lyubov``.
 * ``festival`` -- Festival: residual-excited LPC diphone voices ``kal_diphone`` and
   ``ked_diphone`` and the HTS voice ``cmu_us_slt_arctic_hts``.
+
+mbrola, pico and rhvoice come from Debian's ``contrib`` and ``non-free`` components
+(``make system-deps`` enables them).
 
 A :class:`Speaker` is an engine, a voice and a rate/pitch profile.  Every engine turns
 ``[(text, rate_factor)]`` into float32 mono 16 kHz arrays; a missing binary or voice is
@@ -98,9 +107,10 @@ class Engine:
     def synthesize(self, items, speaker: Speaker) -> list:
         raise NotImplementedError
 
-    def _run(self, cmd, speaker: Speaker, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(self, cmd, speaker: Speaker, check: bool = True,
+             stdin: bytes | None = None) -> subprocess.CompletedProcess:
         try:
-            res = subprocess.run(cmd, capture_output=True)
+            res = subprocess.run(cmd, capture_output=True, input=stdin)
         except FileNotFoundError:  # the program is gone: say which package brings it
             self.require()
             raise
@@ -148,14 +158,14 @@ class Espeak(Engine):
                "-g", str(speaker.gap), "--stdout"] + args
         raw = self._run(cmd, speaker).stdout
         if len(raw) < 46 or raw[:4] != b"RIFF":
-            raise DataError(f"espeak-ng wrote an empty file for voice {speaker.voice}")
+            raise DataError(f"{self.name} wrote an empty file for voice {speaker.voice}")
         sr = int.from_bytes(raw[24:28], "little")
         return np.frombuffer(raw[44:len(raw) - (len(raw) - 44) % 2], dtype="<i2"), sr
 
     def one(self, text: str, speaker: Speaker, rate: int) -> np.ndarray:
         pcm, sr = self._pcm(["-s", str(rate), text.lower()], speaker)
         if not np.any(pcm):
-            raise DataError(f"espeak-ng wrote an empty file for voice {speaker.voice} "
+            raise DataError(f"{self.name} wrote an empty file for voice {speaker.voice} "
                             f"({text!r})")
         return resample_np(pcm.astype(np.float32) / 32768.0, sr, SR)
 
@@ -213,6 +223,95 @@ class Flite(Engine):
         return out
 
 
+class Mbrola(Espeak):
+    """MBROLA's diphone voices behind espeak-ng's text front-end (``-v mb-us1``):
+    espeak-ng turns text into phonemes and prosody, mbrola concatenates the recorded
+    diphones, so the sound is mbrola's.  Rate and pitch work as for espeak-ng."""
+    name = "mbrola"
+    voices = {"mb-us1": "F", "mb-us2": "M", "mb-en1": "M"}
+    DATABASES = "/usr/share/mbrola"
+
+    def require(self) -> str:
+        super().require()      # espeak-ng, the front-end
+        if shutil.which("mbrola") is None:
+            raise DataError("mbrola is not installed (no `mbrola` on PATH); install the "
+                            "Debian package (contrib): apt-get install -y mbrola")
+        return shutil.which(self.binary)
+
+    def version(self) -> str:
+        self.require()
+        return "mbrola via " + super().version()
+
+    def synthesize(self, items, speaker: Speaker) -> list:
+        self.require()
+        name = speaker.voice.removeprefix("mb-")
+        if not os.path.isfile(os.path.join(self.DATABASES, name, name)):
+            raise DataError(f"mbrola voice {speaker.voice} is not installed; install the "
+                            f"Debian package (non-free): apt-get install -y mbrola-{name}")
+        return super().synthesize(items, speaker)
+
+
+class Pico(Engine):
+    """SVOX Pico: ``pico2wave`` writes one WAV per call; speed and pitch are set with
+    its markup (100 = the voice's own)."""
+    name, binary, package = "pico", "pico2wave", "libttspico-utils"
+    voices = {"en-US": "F", "en-GB": "F"}
+
+    def version(self) -> str:
+        self.require()
+        res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", self.package],
+                             capture_output=True)
+        return f"pico2wave {_text(res.stdout) or 'unknown'}"
+
+    def synthesize(self, items, speaker: Speaker) -> list:
+        if speaker.voice not in self.voices:
+            raise DataError(f"pico has no voice {speaker.voice!r}; English voices: "
+                            f"{sorted(self.voices)}")
+        pitch = 85 + 35 * speaker.pitch / 99          # 85..120 % of the voice's own F0
+        out = []
+        with tempfile.TemporaryDirectory(prefix="pico-") as tmp:
+            for k, (text, factor) in enumerate(items):
+                path = os.path.join(tmp, f"{k}.wav")
+                speed = 100 * speaker.rate * factor / NATURAL_WPM
+                quoted = text.lower().replace("<", " ").replace(">", " ")
+                markup = (f"<speed level='{speed:.0f}'><pitch level='{pitch:.0f}'>"
+                          f"{quoted}</pitch></speed>")
+                self._run([self.binary, "-l", speaker.voice, "-w", path, markup], speaker)
+                out.append(self._read(path, speaker, text))
+        return out
+
+
+class RHVoice(Engine):
+    """RHVoice's statistical-parametric voices: ``RHVoice-test`` reads text on stdin and
+    writes a 16 kHz WAV; rate and pitch in percent (100 = the voice's own)."""
+    name, binary, package = "rhvoice", "RHVoice-test", "rhvoice rhvoice-english"
+    voices = {"alan": "M", "bdl": "M", "clb": "F", "slt": "F", "evgeniy-eng": "M",
+              "lyubov": "F"}
+    VOICES = "/usr/share/RHVoice/voices"
+
+    def version(self) -> str:
+        self.require()
+        res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rhvoice"],
+                             capture_output=True)
+        return f"RHVoice {_text(res.stdout) or 'unknown'}"
+
+    def synthesize(self, items, speaker: Speaker) -> list:
+        if not os.path.isdir(os.path.join(self.VOICES, speaker.voice)):
+            raise DataError(f"RHVoice voice {speaker.voice} is not installed; install the "
+                            "Debian package (non-free): apt-get install -y rhvoice-english")
+        pitch = 85 + 35 * speaker.pitch / 99
+        out = []
+        with tempfile.TemporaryDirectory(prefix="rhvoice-") as tmp:
+            for k, (text, factor) in enumerate(items):
+                path = os.path.join(tmp, f"{k}.wav")
+                rate = 100 * speaker.rate * factor / NATURAL_WPM
+                self._run([self.binary, "-p", speaker.voice, "-R", str(SR),
+                           "-r", f"{rate:.0f}", "-t", f"{pitch:.0f}", "-o", path],
+                          speaker, stdin=text.lower().encode())
+                out.append(self._read(path, speaker, text))
+        return out
+
+
 class Festival(Engine):
     name, binary, package = "festival", "festival", "festival"
     voices = {"kal_diphone": "M", "ked_diphone": "M", "cmu_us_slt_arctic_hts": "F"}
@@ -254,7 +353,7 @@ class Festival(Engine):
         return out
 
 
-ENGINES = {e.name: e for e in (Espeak(), Flite(), Festival())}
+ENGINES = {e.name: e for e in (Espeak(), Flite(), Mbrola(), Pico(), RHVoice(), Festival())}
 
 
 def engine(name: str) -> Engine:

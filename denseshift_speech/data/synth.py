@@ -52,20 +52,30 @@ from .engines import Speaker
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 MARKER = ".denseshift_synth.json"
 PARTIAL = ".denseshift_synth.partial"
 SR = 16000
 
-TRAIN_ENGINES = ("espeak-ng", "flite")
+TRAIN_ENGINES = ("espeak-ng", "flite", "mbrola", "pico", "rhvoice")
 HELD_OUT_ENGINE = "festival"
+# share of each split's speakers spoken by the training engines other than espeak-ng
+# (split evenly among those with voices for the split); espeak-ng speaks the rest
+ENGINE_SHARE = 0.5
 # The voices each split role may use, per engine (roles: train, dev, test, other), so
 # that no voice is in two splits.  espeak-ng's accent+variant pairs are dealt out by
-# _speakers.  flite's kal and festival's kal_diphone are one recorded speaker (as are
-# flite's slt and festival's slt HTS voice): both stay out of training, so test-other
-# has neither a voice nor a speaker from the training set.
+# _speakers.  flite's kal, festival's kal_diphone and flite's, RHVoice's and festival's
+# slt are recordings of the same two people (CMU's kal and ARCTIC slt): they stay out of
+# training, so test-other has neither a voice nor a speaker from the training set
+# (RHVoice's slt is in no split at all).  mbrola's us3 is in none either: it lacks
+# diphones that espeak-ng's American phonemes need (51 of the grammar's 1,325 words lose
+# sounds, "off" and "on" come out silent).  An engine with no voice for a role does not
+# speak in that role's split.
 ROLE_VOICES = {
     "flite": {"train": ("awb", "rms"), "dev": ("kal16",), "test": ("slt",)},
+    "mbrola": {"train": ("mb-us1", "mb-us2"), "test": ("mb-en1",)},
+    "pico": {"train": ("en-US", "en-GB")},
+    "rhvoice": {"train": ("bdl", "clb", "alan", "evgeniy-eng"), "test": ("lyubov",)},
     "festival": {"other": ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")},
 }
 LS_SPLITS = ("train-clean-100", "dev-clean", "test-clean", "test-other")
@@ -76,6 +86,7 @@ GSC_FILLERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
                "tree", "wow", "backward", "forward", "follow", "learn", "visual")
 NOISE_FILES = ("white_noise", "pink_noise", "brown_noise", "running_tap", "hum", "babble")
 OTHER_ENGINE_DIR = "_other_engine_"
+SPEAKERS_HEADER = "; Synthetic speakers, written by denseshift-speech synth."
 MAX_SPEAKERS = 1000
 
 
@@ -141,7 +152,8 @@ def _speakers(tag: str, counts: dict, profiles: dict, id_fn, train_engines,
         if role == "other":
             plan = [(HELD_OUT_ENGINE, n)]
         else:
-            extra = [e for e in train_engines if e != "espeak-ng"]
+            extra = [e for e in train_engines
+                     if e != "espeak-ng" and ROLE_VOICES.get(e, {}).get(role)]
             n_extra = 0 if not extra else max(int(n >= 2), int(round(share * n)))
             plan = [("espeak-ng", n - n_extra)] + [
                 (e, n_extra // len(extra) + (k < n_extra % len(extra)))
@@ -275,7 +287,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
                            test_other_snr=(5.0, 20.0), test_other_reverb_prob: float = 0.5,
                            test_other_telephone_prob: float = 0.25, rt60=(0.25, 0.9),
                            room_size=(3.0, 8.0), train_engines=TRAIN_ENGINES,
-                           engine_share: float = 0.25, vocabulary_size: int | None = None,
+                           engine_share: float = ENGINE_SHARE, vocabulary_size: int | None = None,
                            jobs: int | None = None, force: bool = False) -> dict:
     """Write a LibriSpeech-layout ASR corpus into ``out_dir``; return stats per split.
 
@@ -389,16 +401,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     minutes = {}
     for task, result in zip(tasks, results):
         minutes[task[2].spk_id] = minutes.get(task[2].spk_id, 0.0) + result[0] / SR / 60
-    with open(os.path.join(out_dir, "SPEAKERS.TXT"), "w") as fh:
-        fh.write("; Synthetic speakers, written by denseshift-speech synth.  NAME is "
-                 "engine:voice s<words per minute> p<pitch> g<word gap>.\n"
-                 f"; Training engines: {', '.join(train_engines)}; test-other: "
-                 f"{HELD_OUT_ENGINE}, never used in training.\n")
-        fh.write(";ID  |SEX| SUBSET           |MINUTES| NAME\n")
-        for s in LS_SPLITS:
-            for spk in speakers[s]:
-                fh.write(f"{spk.spk_id:<5}| {spk.sex} | {s:<16} | "
-                         f"{minutes.get(spk.spk_id, 0.0):5.2f} | {spk.description}\n")
+    _write_speakers(out_dir, speakers, minutes, train_engines)
     stats["total"] = {"hours": round(sum(stats[s]["hours"] for s in LS_SPLITS), 4),
                       "utterances": len(tasks),
                       "speakers": sum(len(speakers[s]) for s in LS_SPLITS),
@@ -428,6 +431,39 @@ def _engine_setup(names, engine_share: float) -> tuple:
     if not 0.0 <= engine_share <= 1.0:
         raise DataError(f"engine_share must be in [0, 1], got {engine_share!r}")
     return names, engines.versions(names + (HELD_OUT_ENGINE,))
+
+
+def _write_speakers(out_dir: str, speakers: dict, minutes: dict, train_engines) -> None:
+    """SPEAKERS.TXT in LibriSpeech's format: one row per speaker (``speakers``: subset ->
+    [Speaker]) with its minutes of audio and its engine:voice name (read_speakers)."""
+    with open(os.path.join(out_dir, "SPEAKERS.TXT"), "w") as fh:
+        fh.write(f"{SPEAKERS_HEADER}  NAME is "
+                 "engine:voice s<words per minute> p<pitch> g<word gap>.\n"
+                 f"; Training engines: {', '.join(train_engines)}; held-out engine: "
+                 f"{HELD_OUT_ENGINE}, never used in training.\n")
+        fh.write(";ID  |SEX| SUBSET           |MINUTES| NAME\n")
+        for subset, spks in speakers.items():
+            for spk in spks:
+                fh.write(f"{spk.spk_id:<5}| {spk.sex} | {subset:<16} | "
+                         f"{minutes.get(spk.spk_id, 0.0):5.2f} | {spk.description}\n")
+
+
+def read_speakers(folder) -> dict:
+    """``{speaker id: "engine:voice"}`` from a synthetic corpus' SPEAKERS.TXT; ``{}`` for
+    any other corpus (real LibriSpeech's SPEAKERS.TXT names people, not voices)."""
+    path = os.path.join(os.fspath(folder), "SPEAKERS.TXT")
+    if not os.path.isfile(path):
+        return {}
+    out = {}
+    with open(path) as fh:
+        if not fh.readline().startswith(SPEAKERS_HEADER):
+            return {}
+        for line in fh:
+            cols = [c.strip() for c in line.split("|")]
+            if line.startswith(";") or len(cols) != 5 or ":" not in cols[4]:
+                continue
+            out[cols[0]] = cols[4].split()[0]
+    return out
 
 
 def _engine_counts(speakers) -> dict:
@@ -496,7 +532,7 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
                                test_other_snr=(5.0, 20.0),
                                test_other_reverb_prob: float = 0.5, rt60=(0.25, 0.9),
                                room_size=(3.0, 8.0), train_engines=TRAIN_ENGINES,
-                               engine_share: float = 0.25, jobs: int | None = None,
+                               engine_share: float = ENGINE_SHARE, jobs: int | None = None,
                                force: bool = False) -> dict:
     """Write a Google-Speech-Commands-v0.02-layout corpus into ``out_dir``.
 
@@ -637,6 +673,10 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
     for s in lists:
         with open(os.path.join(out_dir, f"{s}_list.txt"), "w") as fh:
             fh.writelines(line + "\n" for line in sorted(lists[s]))
+    clips = {}
+    for (_, spk, _, _) in tasks:
+        clips[spk.spk_id] = clips.get(spk.spk_id, 0) + 1
+    _write_speakers(out_dir, speakers, {k: n / 60 for k, n in clips.items()}, train_engines)
     with open(os.path.join(out_dir, "README.md"), "w") as fh:
         fh.write("Synthetic keyword-spotting corpus in the Google Speech Commands v0.02 "
                  "layout, written by `denseshift-speech synth speech-commands` "

@@ -19,7 +19,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from denseshift_speech.integrations.speechbrain import recipe
-from denseshift_speech.data import prepare_librispeech, synthesize_librispeech
+from denseshift_speech.data import prepare_librispeech, read_speakers, synthesize_librispeech
 from denseshift_speech.integrations.speechbrain.augment import write_source_csvs
 from denseshift_speech.integrations.speechbrain.hparams import update_resolved_hparams
 
@@ -110,7 +110,8 @@ class ASR(sb.Brain):
                     self.wer_metric.write_stats(f)
             self.test_results[self.split] = {
                 "WER": stats["WER"], "CER": stats["CER"],
-                "WER_greedy": self.greedy_wer_metric.summarize("error_rate")}
+                "WER_greedy": self.greedy_wer_metric.summarize("error_rate"),
+                "WER_by_voice": recipe.wer_by_voice(self.wer_metric, self.voices)}
 
 
 def check_data(hparams):
@@ -270,13 +271,16 @@ def main():
 
     lm_tuning = tune_lm(asr, valid, hparams, tokenizer)
     asr.test_results = {}
+    asr.voices = read_speakers(hparams["data_folder"])  # per engine:voice WER (synthetic)
     for split, dataset in tests.items():
         asr.split = split
         asr.evaluate(dataset, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
     packed_paths = recipe.evaluate_packed_paths(asr, tests, hparams, summary)
     if if_main_process():
         metrics = {key.lower(): {s: r[key] for s, r in asr.test_results.items()}
-                   for key in ("WER", "CER", "WER_greedy")}
+                   for key in ("WER", "CER", "WER_greedy", "WER_by_voice")}
+        if not asr.voices:  # not a synthetic corpus: no SPEAKERS.TXT voices
+            metrics.pop("wer_by_voice")
         if packed_paths:
             metrics["packed_paths"] = packed_paths
         metrics["decoding"] = "attention_ctc" if attention else hparams["decoding"]

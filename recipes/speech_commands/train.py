@@ -24,7 +24,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from denseshift_speech.integrations.speechbrain import recipe
 from denseshift_speech.integrations.speechbrain.augment import write_source_csvs, write_wave_list
-from denseshift_speech.data import (DataError, prepare_speech_commands,
+from denseshift_speech.data import (DataError, prepare_speech_commands, read_speakers,
                                     synthesize_speech_commands)
 
 logger = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def dataio_prepare(hparams, classes):
 
     sb.dataio.dataset.add_dynamic_item(all_sets, audio_pipeline)
     sb.dataio.dataset.add_dynamic_item(all_sets, label_pipeline)
-    sb.dataio.dataset.set_output_keys(all_sets, ["id", "sig", "command_encoded"])
+    sb.dataio.dataset.set_output_keys(all_sets, ["id", "sig", "command_encoded", "spk_id"])
     return datasets
 
 
@@ -218,20 +218,33 @@ def export_model(hparams, summary, classes):
 
 
 @torch.no_grad()
-def accuracy_of(hparams, model, test_set):
-    """Test accuracy (%) of the recipe's modules ``model`` (a ModuleDict), run outside the
-    Brain, on the CPU."""
+def outcomes_of(hparams, model, test_set) -> list:
+    """``[(speaker id, right)]`` per test item for the recipe's modules ``model`` (a
+    ModuleDict), run outside the Brain, on the CPU."""
     loader = sb.dataio.dataloader.make_dataloader(test_set, **hparams["test_dataloader_opts"])
     model.eval()
-    right = total = 0
+    out = []
     for batch in loader:
         wavs, lens = batch.sig
         feats = model["mean_var_norm"](hparams["compute_features"](wavs), lens)
         pred = model["classifier"](model["embedding_model"](feats)).squeeze(1).argmax(-1)
         labels = batch.command_encoded[0].view(-1)
-        right += int((pred == labels).sum())
-        total += len(labels)
-    return 100.0 * right / max(total, 1)
+        out += zip(batch.spk_id, (pred == labels).tolist())
+    return out
+
+
+def accuracy(outcomes) -> float:
+    return round(100.0 * sum(right for _, right in outcomes) / max(len(outcomes), 1), 3)
+
+
+def accuracy_by_voice(outcomes, voices: dict) -> dict:
+    """``{"engine:voice": accuracy %}`` over the items whose speaker ``voices`` (the
+    corpus' SPEAKERS.TXT) names; silence and unnamed speakers are left out."""
+    groups = {}
+    for spk, right in outcomes:
+        if spk in voices:
+            groups.setdefault(voices[spk], []).append((spk, right))
+    return {v: accuracy(items) for v, items in sorted(groups.items())}
 
 
 def finish(hparams, brain, summary, classes, test_set, train_seconds, clock,
@@ -239,7 +252,11 @@ def finish(hparams, brain, summary, classes, test_set, train_seconds, clock,
     packed, deployed = export_model(hparams, summary, classes)
     confusion = brain.confusion
     total = int(confusion.sum())
-    accuracy = 100.0 * int(confusion.diag().sum()) / max(total, 1)
+    test_accuracy = 100.0 * int(confusion.diag().sum()) / max(total, 1)
+    outcomes = {"test": outcomes_of(hparams, deployed, test_set)}   # the file's
+    if other_set is not None:
+        outcomes["test_other"] = outcomes_of(hparams, deployed, other_set)
+    voices = read_speakers(hparams["data_folder"])
     results = {
         "task": "kws",
         "arch": hparams["arch"],
@@ -248,13 +265,16 @@ def finish(hparams, brain, summary, classes, test_set, train_seconds, clock,
         **recipe.parameter_counts(hparams["model"], summary),
         "packed_bytes": os.path.getsize(packed),
         "packed_file": os.path.basename(packed),
-        "accuracy": round(accuracy, 3),
-        "packed_accuracy": round(accuracy_of(hparams, deployed, test_set), 3),  # the file's
+        "accuracy": round(test_accuracy, 3),
+        "packed_accuracy": accuracy(outcomes["test"]),
         "test_items": total,
         # clips by a speech engine never used in training (the embedded corpus' festival
         # voices in simulated rooms with noise), run through the packed file
-        "accuracy_other_engine": (round(accuracy_of(hparams, deployed, other_set), 3)
+        "accuracy_other_engine": (accuracy(outcomes["test_other"])
                                   if other_set is not None else None),
+        # per engine:voice of the embedded corpus (SPEAKERS.TXT), the packed file's
+        "accuracy_by_voice": ({split: accuracy_by_voice(rows, voices)
+                               for split, rows in outcomes.items()} if voices else None),
         "test_loss": round(float(brain.test_stats["loss"]), 5),
         "classes": classes,
         "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted
@@ -271,11 +291,12 @@ def finish(hparams, brain, summary, classes, test_set, train_seconds, clock,
     if summary is not None:
         results["denseshift"] = hparams["denseshift"].to_dict()
     path = recipe.write_results(hparams["output_folder"], results)
-    logger.info("accuracy %.2f%% on %d test items; results in %s", accuracy, total, path)
+    logger.info("accuracy %.2f%% on %d test items; results in %s", test_accuracy, total,
+                path)
     if other_set is not None:
         print(f"held-out engine accuracy {results['accuracy_other_engine']:.2f}% "
               f"({len(other_set)} items)")
-    print(f"test accuracy {accuracy:.2f}% ({total} items), model file {packed} "
+    print(f"test accuracy {test_accuracy:.2f}% ({total} items), model file {packed} "
           f"({results['packed_bytes']:,} bytes), results {path}")
 
 

@@ -118,13 +118,17 @@ def plan(out: str, full: bool) -> tuple:
 
 def plan_ablation(out: str) -> tuple:
     """(trainings, then) of `--ablation`: the demo's fp32 conformer retrained with one
-    ingredient of the embedded corpus taken away at a time -- the flite voices, the
-    on-the-fly augmentation, the 1,300-word text (down to 288 words, the size of the
-    previous grammar) -- each on its own corpus folder; the report compares them with the
-    finished demo run on the same held-out engine (test-other)."""
+    ingredient of the embedded corpus taken away at a time -- mbrola, pico and RHVoice
+    (espeak-ng and flite left), then flite too (espeak-ng alone), the on-the-fly
+    augmentation, the 1,300-word text (down to 288 words, the size of the previous
+    grammar) -- each on its own corpus folder; the report compares them with the finished
+    demo run on the same held-out engine (test-other)."""
     data = "data/ablation"
     trainings = [
-        (asr_run("conformer_fp.yaml", out, "no_flite", "--synth_train_engines=[espeak-ng]",
+        (asr_run("conformer_fp.yaml", out, "espeak_flite",
+                 "--synth_train_engines=[espeak-ng,flite]",
+                 f"--data_folder={data}/espeak_flite"), None, 1),
+        (asr_run("conformer_fp.yaml", out, "espeak_only", "--synth_train_engines=[espeak-ng]",
                  f"--data_folder={data}/espeak_only"), None, 1),
         (asr_run("conformer_fp.yaml", out, "vocabulary_288", "--synth_vocabulary_size=288",
                  f"--data_folder={data}/vocabulary_288"), None, 1),

@@ -205,6 +205,19 @@ def finish(hparams: dict, task: str, metrics: dict, summary, clock: "WallClock",
     return results
 
 
+def wer_by_voice(metric, voices: dict) -> dict:
+    """``{"engine:voice": WER %}`` of a test split from SpeechBrain's ErrorRateStats
+    ``metric`` (utterance ids ``<speaker>-<chapter>-<n>``), for the speakers that
+    ``voices`` (a synthetic corpus' SPEAKERS.TXT, read_speakers) names."""
+    edits, words = {}, {}
+    for score in metric.scores:
+        voice = voices.get(str(score["key"]).split("-")[0])
+        if voice is not None:
+            edits[voice] = edits.get(voice, 0) + score["num_edits"]
+            words[voice] = words.get(voice, 0) + score["num_ref_tokens"]
+    return {v: round(100.0 * edits[v] / max(words[v], 1), 2) for v in sorted(edits)}
+
+
 def evaluate_packed_paths(brain, tests: dict, hparams: dict, summary) -> dict:
     """Test each kernel path of ``hparams['eval_packed_paths']`` on the packed model.
 
