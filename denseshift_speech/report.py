@@ -131,6 +131,14 @@ def read_result(path: str) -> dict:
                                for k, v in r.items() if isinstance(v, (int, float))}
                      for sp, r in splits.items() if isinstance(r, dict)}
             for p, splits in paths.items() if isinstance(splits, dict)}
+    metric = "accuracy" if task == "kws" else "wer"
+    for kind in ("engine", "voice"):  # synthetic corpora: {split: {engine[:voice]: %}}
+        groups = res.get(f"{metric}_by_{kind}")
+        if isinstance(groups, dict) and groups:
+            row[f"by_{kind}"] = {
+                str(sp): {str(k): float(_number(path, f"{metric}_by_{kind}.{sp}.{k}", v))
+                          for k, v in by.items()}
+                for sp, by in groups.items() if isinstance(by, dict)}
     config = res.get("denseshift")
     row["init"] = config.get("init") if isinstance(config, dict) else None
     # the size a deployed model takes on disk: packed file if there is one, else fp32
@@ -282,7 +290,33 @@ def markdown(rows: list) -> str:
                     cells.append("-" if "WER" not in m else
                                  f"{m['WER']:.2f}" + (f" ({m['WER_greedy']:.2f})" if "WER_greedy" in m else ""))
                 lines.append(f"| `{_display_path(r['source'])}` | {kp} | " + " | ".join(cells) + " |")
+    lines += _by_voice_tables(rows)
     return "\n".join(lines) + "\n"
+
+
+def _by_voice_tables(rows: list) -> list:
+    """Per engine, then per voice of the engines other than espeak-ng (whose hundreds of
+    accent+variant voices are one speaker each), of the runs on a synthetic corpus."""
+    lines = []
+    for kind, title in (("engine", "Per speech engine"),
+                        ("voice", "Per voice (engines other than espeak-ng)")):
+        cells = [(r, sp, name, v) for r in rows for sp, by in r.get(f"by_{kind}", {}).items()
+                 for name, v in by.items() if not name.startswith("espeak-ng:")]
+        if not cells:
+            continue
+        names = sorted({c[2] for c in cells})
+        lines += ["", f"## {title}", "",
+                  "Synthetic corpora (their SPEAKERS.TXT): WER % for ASR (the reported "
+                  "decoding), accuracy % for keyword spotting.", "",
+                  "| run | split | " + " | ".join(names) + " |",
+                  "|" + "---|" * (2 + len(names))]
+        for r in rows:
+            for sp, by in sorted(r.get(f"by_{kind}", {}).items()):
+                vals = [f"{by[n]:.2f}" if n in by else "-" for n in names]
+                if any(v != "-" for v in vals):
+                    lines.append(f"| `{_display_path(r['source'])}` | {sp} | "
+                                 + " | ".join(vals) + " |")
+    return lines
 
 
 def _training(row: dict) -> str:

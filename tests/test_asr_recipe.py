@@ -63,6 +63,8 @@ def test_smoke_training_writes_results_and_denseshift_checkpoint(hparams, tiny_l
     assert by_voice["test-other"] and all(v.startswith("festival:") for v in by_voice["test-other"])
     assert by_voice["test-clean"] and not any(v.startswith("festival:")
                                               for v in by_voice["test-clean"])
+    assert set(results["wer_by_engine"]["test-other"]) == {"festival"}
+    assert "espeak-ng" in results["wer_by_engine"]["test-clean"]
     assert (out / "save" / "lm_3gram.arpa").exists()
     assert (out / "wer_test-clean.txt").exists() and (out / "model.dsp").exists()
     ckpts = glob.glob(str(out / "save" / "CKPT+*" / "model.ckpt"))

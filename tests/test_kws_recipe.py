@@ -135,6 +135,7 @@ def test_fp_smoke(fp_run):
                                           for v in by_voice["test_other"])
     assert by_voice["test"] and not any(v.startswith("festival:") for v in by_voice["test"])
     assert all(0.0 <= a <= 100.0 for split in by_voice.values() for a in split.values())
+    assert set(res["accuracy_by_engine"]["test_other"]) == {"festival"}
 
 
 @pytest.mark.slow

@@ -157,3 +157,27 @@ def test_kws_other_engine_accuracy_in_rows_and_table(tmp_path):
     assert by[3]["delta_accuracy_other_engine"] == pytest.approx(-1.5)
     table = open(tmp_path / "out" / "report.md").read()
     assert "acc 97.00% / other engine 88.50%" in table and "-0.50 / -1.50 pts" in table
+
+
+def test_per_engine_and_voice_tables(tmp_path):
+    """results.json's wer_by_engine/by_voice (accuracy_ for keyword spotting) get their
+    own tables; espeak-ng's one-speaker voices only count in the per-engine table."""
+    root = tmp_path / "r"
+    write(root / "asr", task="asr", arch="conformer", bits=32, wer={"test-clean": 10.0},
+          wer_by_engine={"test-clean": {"espeak-ng": 8.0, "flite": 14.0}},
+          wer_by_voice={"test-clean": {"espeak-ng:en-us+m3": 8.0, "flite:slt": 14.0}})
+    write(root / "kws", task="kws", arch="xvector_tdnn", bits=32, accuracy=97.5,
+          accuracy_by_engine={"test_other": {"festival": 60.0}},
+          accuracy_by_voice={"test_other": {"festival:kal_diphone": 70.0,
+                                            "festival:ked_diphone": 50.0}})
+    rows = build_report([str(root)], str(tmp_path / "out"))
+    asr = [r for r in rows if r["task"] == "asr"][0]
+    assert asr["by_engine"] == {"test-clean": {"espeak-ng": 8.0, "flite": 14.0}}
+    md = (tmp_path / "out" / "report.md").read_text()
+    engines = md.split("## Per speech engine")[1].split("## Per voice")[0]
+    assert "| espeak-ng | festival | flite |" in engines
+    assert "| test-clean | 8.00 | - | 14.00 |" in engines
+    assert "| test_other | - | 60.00 | - |" in engines
+    voices = md.split("## Per voice")[1]
+    assert "espeak-ng:en-us+m3" not in voices
+    assert "| test_other | 70.00 | 50.00 | - |" in voices

@@ -111,11 +111,18 @@ class ASR(sb.Brain):
             self.test_results[self.split] = {
                 "WER": stats["WER"], "CER": stats["CER"],
                 "WER_greedy": self.greedy_wer_metric.summarize("error_rate"),
-                "WER_by_voice": recipe.wer_by_voice(self.wer_metric, self.voices)}
+                **self.by_voice()}
+
+    def by_voice(self) -> dict:
+        """WER_by_voice / WER_by_engine of the test split just decoded (synthetic corpus)."""
+        rates = recipe.rates_by_voice(
+            [(str(sc["key"]).split("-")[0], sc["num_edits"], sc["num_ref_tokens"])
+             for sc in self.wer_metric.scores], getattr(self, "voices", {}))
+        return {"WER_by_voice": rates["voice"], "WER_by_engine": rates["engine"]}
 
 
 def check_data(hparams):
-    """The corpus in data_folder, synthesized when missing (espeak-ng and flite; festival
+    """The corpus in data_folder, synthesized when missing (synth_train_engines; festival
     for test-other), and the lists of its rooms and noises for augmentation."""
     n_eval = hparams["synth_eval_utterances"]
     recipe.ensure_data(hparams, "LibriSpeech", synthesize_librispeech,
@@ -123,6 +130,7 @@ def check_data(hparams):
                        train_speakers=hparams["synth_train_speakers"],
                        test_utts=n_eval, test_other_utts=n_eval,
                        train_engines=tuple(hparams["synth_train_engines"]),
+                       engine_share=hparams["synth_engine_share"],
                        vocabulary_size=hparams["synth_vocabulary_size"])
     if hparams["apply_data_augmentation"]:
         run_on_main(write_source_csvs, args=[hparams["augmentation_folder"],
@@ -278,9 +286,9 @@ def main():
     packed_paths = recipe.evaluate_packed_paths(asr, tests, hparams, summary)
     if if_main_process():
         metrics = {key.lower(): {s: r[key] for s, r in asr.test_results.items()}
-                   for key in ("WER", "CER", "WER_greedy", "WER_by_voice")}
+                   for key in ("WER", "CER", "WER_greedy", "WER_by_voice", "WER_by_engine")}
         if not asr.voices:  # not a synthetic corpus: no SPEAKERS.TXT voices
-            metrics.pop("wer_by_voice")
+            metrics.pop("wer_by_voice"), metrics.pop("wer_by_engine")
         if packed_paths:
             metrics["packed_paths"] = packed_paths
         metrics["decoding"] = "attention_ctc" if attention else hparams["decoding"]

@@ -88,14 +88,15 @@ class KWS(sb.Brain):
 # ---------------------------------------------------------------------------
 
 def check_data(hparams):
-    """The corpus in data_folder, synthesized when missing (espeak-ng and flite; festival
+    """The corpus in data_folder, synthesized when missing (synth_train_engines; festival
     for the held-out-engine test list)."""
     n_eval = hparams["synth_eval_speakers"]
     recipe.ensure_data(hparams, "Speech Commands v0.02", synthesize_speech_commands,
                        train_speakers=hparams["synth_train_speakers"], valid_speakers=n_eval,
                        test_speakers=n_eval, test_other_speakers=n_eval,
                        repeats=hparams["synth_repeats"],
-                       train_engines=tuple(hparams["synth_train_engines"]))
+                       train_engines=tuple(hparams["synth_train_engines"]),
+                       engine_share=hparams["synth_engine_share"])
 
 
 def check_hparams(hparams):
@@ -237,14 +238,15 @@ def accuracy(outcomes) -> float:
     return round(100.0 * sum(right for _, right in outcomes) / max(len(outcomes), 1), 3)
 
 
-def accuracy_by_voice(outcomes, voices: dict) -> dict:
-    """``{"engine:voice": accuracy %}`` over the items whose speaker ``voices`` (the
-    corpus' SPEAKERS.TXT) names; silence and unnamed speakers are left out."""
-    groups = {}
-    for spk, right in outcomes:
-        if spk in voices:
-            groups.setdefault(voices[spk], []).append((spk, right))
-    return {v: accuracy(items) for v, items in sorted(groups.items())}
+def by_voice(outcomes: dict, voices: dict) -> dict:
+    """accuracy_by_voice / accuracy_by_engine: {split: {name: %}}, or None for a corpus
+    without synthetic voices."""
+    if not voices:
+        return {"accuracy_by_voice": None, "accuracy_by_engine": None}
+    rates = {split: recipe.rates_by_voice([(spk, int(right), 1) for spk, right in rows], voices)
+             for split, rows in outcomes.items()}
+    return {f"accuracy_by_{kind}": {split: r[kind] for split, r in rates.items()}
+            for kind in ("voice", "engine")}
 
 
 def finish(hparams, brain, summary, classes, test_set, train_seconds, clock,
@@ -272,9 +274,8 @@ def finish(hparams, brain, summary, classes, test_set, train_seconds, clock,
         # voices in simulated rooms with noise), run through the packed file
         "accuracy_other_engine": (accuracy(outcomes["test_other"])
                                   if other_set is not None else None),
-        # per engine:voice of the embedded corpus (SPEAKERS.TXT), the packed file's
-        "accuracy_by_voice": ({split: accuracy_by_voice(rows, voices)
-                               for split, rows in outcomes.items()} if voices else None),
+        # per engine:voice and per engine of the embedded corpus (SPEAKERS.TXT), the file's
+        **by_voice(outcomes, voices),
         "test_loss": round(float(brain.test_stats["loss"]), 5),
         "classes": classes,
         "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted

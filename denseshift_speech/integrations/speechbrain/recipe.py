@@ -205,17 +205,22 @@ def finish(hparams: dict, task: str, metrics: dict, summary, clock: "WallClock",
     return results
 
 
-def wer_by_voice(metric, voices: dict) -> dict:
-    """``{"engine:voice": WER %}`` of a test split from SpeechBrain's ErrorRateStats
-    ``metric`` (utterance ids ``<speaker>-<chapter>-<n>``), for the speakers that
-    ``voices`` (a synthetic corpus' SPEAKERS.TXT, read_speakers) names."""
-    edits, words = {}, {}
-    for score in metric.scores:
-        voice = voices.get(str(score["key"]).split("-")[0])
-        if voice is not None:
-            edits[voice] = edits.get(voice, 0) + score["num_edits"]
-            words[voice] = words.get(voice, 0) + score["num_ref_tokens"]
-    return {v: round(100.0 * edits[v] / max(words[v], 1), 2) for v in sorted(edits)}
+def rates_by_voice(items, voices: dict) -> dict:
+    """Error or accuracy rates per speaker group of a synthetic corpus: ``items`` are
+    ``(speaker id, count, total)`` (edits and reference words, or right and 1), ``voices``
+    its SPEAKERS.TXT (read_speakers: id -> ``engine:voice``).  Returns ``{"voice":
+    {engine:voice: %}, "engine": {engine: %}}`` over the named speakers (others, such as
+    the silence clips, are left out)."""
+    sums = {"voice": {}, "engine": {}}
+    for spk, count, total in items:
+        voice = voices.get(spk)
+        if voice is None:
+            continue
+        for kind, key in (("voice", voice), ("engine", voice.split(":")[0])):
+            c, t = sums[kind].get(key, (0, 0))
+            sums[kind][key] = (c + count, t + total)
+    return {kind: {k: round(100.0 * c / max(t, 1), 2) for k, (c, t) in sorted(d.items())}
+            for kind, d in sums.items()}
 
 
 def evaluate_packed_paths(brain, tests: dict, hparams: dict, summary) -> dict:
