@@ -5,6 +5,8 @@ import csv
 import json
 import os
 
+from ..fsio import atomic_open
+
 
 def already_prepared(save_folder: str, opt_file: str, options: dict, outputs) -> bool:
     """True when ``opt_file`` in ``save_folder`` records these ``options`` and every output
@@ -19,9 +21,7 @@ def already_prepared(save_folder: str, opt_file: str, options: dict, outputs) ->
 
 def write_csv(path: str, header, rows) -> None:
     """Write ``rows`` under ``header`` via a temporary file (never a half-written manifest)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_open(path, newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         w.writerows(rows)
-    os.replace(tmp, path)

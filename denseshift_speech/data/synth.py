@@ -45,6 +45,7 @@ import time
 import numpy as np
 import soundfile as sf
 
+from ..fsio import atomic_open, atomic_path
 from . import engines, grammar
 from .audio_checks import DataError, speech_check
 from .augment import Conditions, add_noise, make_noise, write_augmentation_sources
@@ -117,9 +118,8 @@ def _write_atomic(path: str, data: np.ndarray, **kw) -> None:
     """Write a sound file under a temporary name, then rename: an interrupted run leaves
     only complete files behind (a resumed run keeps them)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".part"
-    sf.write(tmp, data, SR, **kw)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".part") as tmp:
+        sf.write(tmp, data, SR, **kw)
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,10 +228,8 @@ def _check_or_clear(out_dir: str, options: dict, force: bool):
 
 
 def _finish(out_dir: str, options: dict, stats: dict):
-    tmp = os.path.join(out_dir, MARKER + ".tmp")
-    with open(tmp, "w") as fh:
+    with atomic_open(os.path.join(out_dir, MARKER)) as fh:
         json.dump({"options": options, "stats": stats}, fh, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(out_dir, MARKER))
     os.remove(os.path.join(out_dir, PARTIAL))
 
 

@@ -31,6 +31,7 @@ import os
 import torch
 from torch import nn
 
+from ..fsio import atomic_path
 from ..core.nn import iter_denseshift
 from ..kernels import layout
 from .fused import fuse_
@@ -145,10 +146,9 @@ def save_packed(model: nn.Module, path, metadata: dict | None = None, blobs: dic
     }
     meta["sha256"] = _digest(meta, tensors)
     path = os.fspath(path)
-    tmp = path + ".tmp"
-    save_file(tensors, tmp, metadata=meta)
-    os.chmod(tmp, 0o666 & ~current_umask())  # safetensors creates its file 0600
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o666 & ~current_umask())  # safetensors creates its file 0600
     sizes["file_bytes"] = os.path.getsize(path)
     return sizes
 

@@ -16,6 +16,7 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
+from ...fsio import atomic_open
 from .hparams import HparamsError
 
 TELEPHONE_RATE = 8000
@@ -135,8 +136,6 @@ def write_wave_list(csv_path: str, rows) -> None:
     """``rows`` of (id, seconds, wav path) as the CSV SpeechBrain's AddNoise/AddReverb
     read (ID,duration,wav,wav_format,wav_opts), written under a temporary name first."""
     os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
-    tmp = csv_path + ".tmp"
-    with open(tmp, "w") as fh:
+    with atomic_open(csv_path) as fh:
         fh.write("ID,duration,wav,wav_format,wav_opts\n")
         fh.writelines(f"{name},{seconds:.4f},{path},wav,\n" for name, seconds, path in rows)
-    os.replace(tmp, csv_path)

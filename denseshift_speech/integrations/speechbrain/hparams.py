@@ -15,6 +15,8 @@ from io import StringIO
 import ruamel.yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
+from ...fsio import atomic_open
+
 RESOLVED_HPARAMS = "hyperparams_resolved.yaml"
 
 
@@ -111,8 +113,6 @@ def update_resolved_hparams(folder: str, values: dict) -> str:
     if unknown:
         raise HparamsError(f"{path} has no hparam(s) {', '.join(unknown)} to update")
     doc.update(values)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         _yaml().dump(doc, f)
-    os.replace(tmp, path)
     return path

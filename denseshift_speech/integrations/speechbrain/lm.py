@@ -11,9 +11,10 @@ real corpus LM (LibriSpeech's own ``3-gram.arpa``, say) drops in at the same pla
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter, defaultdict
 from typing import Iterable
+
+from ...fsio import atomic_open
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 LOG0 = -99.0  # ARPA's log10(0)
@@ -41,10 +42,8 @@ def estimate_arpa(sentences: Iterable[str], order: int = 3) -> str:
 def write_arpa(sentences: Iterable[str], path: str, order: int = 3) -> str:
     """Estimate (:func:`estimate_arpa`) and write ``path`` atomically; returns ``path``."""
     text = estimate_arpa(sentences, order)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path, encoding="utf-8") as fh:
         fh.write(text)
-    os.replace(tmp, path)
     return path
 
 

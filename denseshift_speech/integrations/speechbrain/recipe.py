@@ -19,6 +19,7 @@ import torch
 
 from ...core.convert import DenseShiftConfig, QuantizeSummary, quantize_
 from ...core.diagnostics import CodeFlipTracker, code_histograms, summarize_histograms
+from ...fsio import atomic_open
 from ...packed.spec import module_container, restore_normalizer_stats
 from .export import PACKED_FILE, export_packed, normalizer_stats
 from .hparams import (RESOLVED_HPARAMS, HparamsError, exit_on_hparams_error, load_hparams,
@@ -130,10 +131,8 @@ def parameter_counts(model: torch.nn.Module, summary: QuantizeSummary | None) ->
 
 def write_results(folder: str, results: dict) -> str:
     path = os.path.join(folder, RESULTS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:  # never leave a half-written results file
         json.dump(results, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)  # never leave a half-written results file
     return path
 
 
