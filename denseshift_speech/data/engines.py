@@ -143,6 +143,21 @@ def _text(raw) -> str:
     return (raw or b"").decode(errors="replace").strip()[-400:]
 
 
+def _package_version(package: str) -> str:
+    """The installed Debian package's version (for engines without a --version)."""
+    try:
+        res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                             capture_output=True)
+    except OSError:  # not a Debian system
+        return "unknown"
+    return _text(res.stdout) or "unknown"
+
+
+def _pitch_percent(pitch: int) -> float:
+    """A speaker's pitch 0..99 as 85..120 % of the voice's own F0 (Pico, RHVoice)."""
+    return 85 + 35 * pitch / 99
+
+
 class Espeak(Engine):
     name, binary, package = "espeak-ng", "espeak-ng", "espeak-ng"
     voices = {f"{a}+{v}": "F" if v.lower() in ESPEAK_FEMALE or
@@ -259,15 +274,13 @@ class Pico(Engine):
 
     def version(self) -> str:
         self.require()
-        res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", self.package],
-                             capture_output=True)
-        return f"pico2wave {_text(res.stdout) or 'unknown'}"
+        return f"pico2wave {_package_version(self.package)}"
 
     def synthesize(self, items, speaker: Speaker) -> list:
         if speaker.voice not in self.voices:
             raise DataError(f"pico has no voice {speaker.voice!r}; English voices: "
                             f"{sorted(self.voices)}")
-        pitch = 85 + 35 * speaker.pitch / 99          # 85..120 % of the voice's own F0
+        pitch = _pitch_percent(speaker.pitch)
         out = []
         with tempfile.TemporaryDirectory(prefix="pico-") as tmp:
             for k, (text, factor) in enumerate(items):
@@ -291,15 +304,13 @@ class RHVoice(Engine):
 
     def version(self) -> str:
         self.require()
-        res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rhvoice"],
-                             capture_output=True)
-        return f"RHVoice {_text(res.stdout) or 'unknown'}"
+        return f"RHVoice {_package_version('rhvoice')}"
 
     def synthesize(self, items, speaker: Speaker) -> list:
         if not os.path.isdir(os.path.join(self.VOICES, speaker.voice)):
             raise DataError(f"RHVoice voice {speaker.voice} is not installed; install the "
                             "Debian package (non-free): apt-get install -y rhvoice-english")
-        pitch = 85 + 35 * speaker.pitch / 99
+        pitch = _pitch_percent(speaker.pitch)
         out = []
         with tempfile.TemporaryDirectory(prefix="rhvoice-") as tmp:
             for k, (text, factor) in enumerate(items):
