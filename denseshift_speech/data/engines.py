@@ -119,6 +119,19 @@ class Engine:
                             f"{_text(res.stderr) or _text(res.stdout)}")
         return res
 
+    def _one_file_each(self, items, speaker: Speaker, command) -> list:
+        """One process per item: ``command(text, rate %, wav path)`` gives its argv and
+        stdin; the rate is the speaker's words per minute times the item's factor, in
+        percent of NATURAL_WPM."""
+        out = []
+        with tempfile.TemporaryDirectory(prefix=f"{self.name}-") as tmp:
+            for k, (text, factor) in enumerate(items):
+                path = os.path.join(tmp, f"{k}.wav")
+                cmd, stdin = command(text, 100 * speaker.rate * factor / NATURAL_WPM, path)
+                self._run(cmd, speaker, stdin=stdin)
+                out.append(self._read(path, speaker, text))
+        return out
+
     def _version(self) -> str:
         """The first line ``<binary> --version`` prints (some exit non-zero)."""
         res = self._run([self.binary, "--version"], Speaker("", self.name, "", 0), check=False)
@@ -281,17 +294,13 @@ class Pico(Engine):
             raise DataError(f"pico has no voice {speaker.voice!r}; English voices: "
                             f"{sorted(self.voices)}")
         pitch = _pitch_percent(speaker.pitch)
-        out = []
-        with tempfile.TemporaryDirectory(prefix="pico-") as tmp:
-            for k, (text, factor) in enumerate(items):
-                path = os.path.join(tmp, f"{k}.wav")
-                speed = 100 * speaker.rate * factor / NATURAL_WPM
-                quoted = text.lower().replace("<", " ").replace(">", " ")
-                markup = (f"<speed level='{speed:.0f}'><pitch level='{pitch:.0f}'>"
-                          f"{quoted}</pitch></speed>")
-                self._run([self.binary, "-l", speaker.voice, "-w", path, markup], speaker)
-                out.append(self._read(path, speaker, text))
-        return out
+
+        def command(text, speed, path):
+            quoted = text.lower().replace("<", " ").replace(">", " ")
+            markup = (f"<speed level='{speed:.0f}'><pitch level='{pitch:.0f}'>"
+                      f"{quoted}</pitch></speed>")
+            return [self.binary, "-l", speaker.voice, "-w", path, markup], None
+        return self._one_file_each(items, speaker, command)
 
 
 class RHVoice(Engine):
@@ -311,16 +320,11 @@ class RHVoice(Engine):
             raise DataError(f"RHVoice voice {speaker.voice} is not installed; install the "
                             "Debian package (non-free): apt-get install -y rhvoice-english")
         pitch = _pitch_percent(speaker.pitch)
-        out = []
-        with tempfile.TemporaryDirectory(prefix="rhvoice-") as tmp:
-            for k, (text, factor) in enumerate(items):
-                path = os.path.join(tmp, f"{k}.wav")
-                rate = 100 * speaker.rate * factor / NATURAL_WPM
-                self._run([self.binary, "-p", speaker.voice, "-R", str(SR),
-                           "-r", f"{rate:.0f}", "-t", f"{pitch:.0f}", "-o", path],
-                          speaker, stdin=text.lower().encode())
-                out.append(self._read(path, speaker, text))
-        return out
+
+        def command(text, rate, path):
+            return ([self.binary, "-p", speaker.voice, "-R", str(SR), "-r", f"{rate:.0f}",
+                     "-t", f"{pitch:.0f}", "-o", path], text.lower().encode())
+        return self._one_file_each(items, speaker, command)
 
 
 class Festival(Engine):
