@@ -300,11 +300,10 @@ def _by_voice_tables(rows: list) -> list:
     lines = []
     for kind, title in (("engine", "Per speech engine"),
                         ("voice", "Per voice (engines other than espeak-ng)")):
-        cells = [(r, sp, name, v) for r in rows for sp, by in r.get(f"by_{kind}", {}).items()
-                 for name, v in by.items() if not name.startswith("espeak-ng:")]
-        if not cells:
+        names = sorted({name for r in rows for by in r.get(f"by_{kind}", {}).values()
+                        for name in by if not name.startswith("espeak-ng:")})
+        if not names:
             continue
-        names = sorted({c[2] for c in cells})
         lines += ["", f"## {title}", "",
                   "Synthetic corpora (their SPEAKERS.TXT): WER % for ASR (the reported "
                   "decoding), accuracy % for keyword spotting.", "",
