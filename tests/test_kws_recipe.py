@@ -272,3 +272,19 @@ def test_missing_data_folder_without_synthesis_fails_at_start(tmp_path):
     fails_at_start(proc, out, "no_corpus_here", "synthesize_if_missing")
     assert not os.path.exists(missing)
     assert not glob.glob(os.path.join(out, "*.csv"))
+
+
+def test_by_voice_keys_only_for_a_synthetic_corpus():
+    """A real corpus (no SPEAKERS.TXT voices) gets no accuracy_by_* keys, as the ASR
+    recipe leaves out wer_by_*; a synthetic one gets {split: {name: %}} per voice and
+    per engine."""
+    import runpy
+    by_voice = runpy.run_path(TRAIN, run_name="recipe")["by_voice"]
+    outcomes = {"test": [("a1", True), ("a1", False), ("b2", True)],
+                "test_other": [("c3", False)]}
+    assert by_voice(outcomes, {}) == {}
+    voices = {"a1": "espeak-ng:en-us+m1", "b2": "flite:slt", "c3": "festival:kal_diphone"}
+    got = by_voice(outcomes, voices)
+    assert got["accuracy_by_voice"]["test"] == {"espeak-ng:en-us+m1": 50.0, "flite:slt": 100.0}
+    assert got["accuracy_by_engine"] == {"test": {"espeak-ng": 50.0, "flite": 100.0},
+                                         "test_other": {"festival": 0.0}}

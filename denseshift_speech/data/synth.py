@@ -434,7 +434,7 @@ def _engine_setup(names, engine_share: float) -> tuple:
 def _write_speakers(out_dir: str, speakers: dict, minutes: dict, train_engines) -> None:
     """SPEAKERS.TXT in LibriSpeech's format: one row per speaker (``speakers``: subset ->
     [Speaker]) with its minutes of audio and its engine:voice name (read_speakers)."""
-    with open(os.path.join(out_dir, "SPEAKERS.TXT"), "w") as fh:
+    with atomic_open(os.path.join(out_dir, "SPEAKERS.TXT")) as fh:
         fh.write(f"{SPEAKERS_HEADER}  NAME is "
                  "engine:voice s<words per minute> p<pitch> g<word gap>.\n"
                  f"; Training engines: {', '.join(train_engines)}; held-out engine: "

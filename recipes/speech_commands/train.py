@@ -239,10 +239,10 @@ def accuracy(outcomes) -> float:
 
 
 def by_voice(outcomes: dict, voices: dict) -> dict:
-    """accuracy_by_voice / accuracy_by_engine: {split: {name: %}}, or None for a corpus
-    without synthetic voices."""
+    """accuracy_by_voice / accuracy_by_engine: {split: {name: %}}; no keys for a corpus
+    without synthetic voices (as the ASR recipe's wer_by_voice / wer_by_engine)."""
     if not voices:
-        return {"accuracy_by_voice": None, "accuracy_by_engine": None}
+        return {}
     rates = {split: recipe.rates_by_voice([(spk, int(right), 1) for spk, right in rows], voices)
              for split, rows in outcomes.items()}
     return {f"accuracy_by_{kind}": {split: r[kind] for split, r in rates.items()}
