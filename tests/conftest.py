@@ -15,7 +15,7 @@ def tiny_librispeech(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_librispeech") / "LibriSpeech"
     synthesize_librispeech(out, seed=3, train_utts=24, dev_utts=6, test_utts=6,
                            test_other_utts=6, train_speakers=4, dev_speakers=2,
-                           test_speakers=2, test_other_speakers=2)
+                           test_speakers=2, test_other_speakers=2, lm_sentences=200)
     return str(out)
 
 

@@ -211,6 +211,19 @@ def test_bad_hparams_fail_at_start(override, message, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_missing_lm_text_fails_before_training(tiny_librispeech, tmp_path):
+    """An lm_text that is not there stops the run once the corpus is in place, before
+    any training (not at the test splits, after it)."""
+    out = tmp_path / "bad"
+    proc = run_recipe("recipes/librispeech/train.py", "conformer_fp.yaml",
+                      *tiny_args("conformer", tiny_librispeech, out),
+                      "--lm_text=/nonexistent/lm.txt", check=False, timeout=180)
+    assert proc.returncode != 0
+    assert "lm_text: no text file at /nonexistent/lm.txt" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (out / "save").exists() or not list((out / "save").glob("CKPT+*"))
+
+
 def test_interrupted_save_is_invisible(tmp_path, monkeypatch):
     """A checkpoint killed half-way through saving is never picked up for resuming."""
     from denseshift_speech.integrations.speechbrain.checkpoints import AtomicCheckpointer

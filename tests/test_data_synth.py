@@ -19,7 +19,7 @@ from denseshift_speech.data.synth import (synthesize_librispeech,  # noqa: E402
                                           synthesize_speech_commands)
 
 LS_KW = dict(train_utts=40, dev_utts=8, test_utts=8, test_other_utts=8, train_speakers=8,
-             dev_speakers=2, test_speakers=6, test_other_speakers=2, jobs=2)
+             dev_speakers=2, test_speakers=6, test_other_speakers=2, lm_sentences=300, jobs=2)
 CORE = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 GSC_KW = dict(words=tuple(CORE) + ("bed", "cat", "marvin"), train_speakers=3,
               valid_speakers=2, test_speakers=2, test_other_speakers=2, repeats=1,
@@ -72,7 +72,8 @@ def check_librispeech_layout(root):
     """Independent checker of the LibriSpeech layout; returns {split: {spk: [texts]}}."""
     top = set(os.listdir(root))
     assert LS_SPLITS <= top, top
-    assert top - LS_SPLITS <= {"SPEAKERS.TXT", ".denseshift_synth.json", "_augmentation_"}, top
+    assert top - LS_SPLITS <= {"SPEAKERS.TXT", ".denseshift_synth.json", "_augmentation_",
+                               "librispeech-lm-norm.txt"}, top
     out = {}
     for split in LS_SPLITS:
         out[split] = {}
@@ -120,6 +121,32 @@ def test_librispeech_layout_and_stats(ls):
         assert stats[split]["hours"] > 0
     assert stats["total"]["utterances"] == 64
     assert stats["speech_check_failures"] == 0
+
+
+def test_librispeech_lm_text_is_held_out_text(ls):
+    """librispeech-lm-norm.txt: the asked number of transcript-style sentences, made only
+    of training words, none of them a dev or test sentence (the LM must not have read the
+    test set), and most of them new text rather than training transcripts."""
+    a, _, stats, _ = ls
+    content = check_librispeech_layout(a)
+    with open(os.path.join(a, "librispeech-lm-norm.txt")) as fh:
+        lines = fh.read().splitlines()
+    assert len(lines) == 300 == stats["lm_text"]["sentences"]
+    assert stats["lm_text"]["words"] == sum(len(t.split()) for t in lines)
+    assert all(re.fullmatch(r"[A-Z']+(?: [A-Z']+)*", t) for t in lines)
+    texts = {s: {t for v in content[s].values() for t in v} for s in content}
+    train_words = {w for t in texts["train-clean-100"] for w in t.split()}
+    assert {w for t in lines for w in t.split()} <= train_words
+    held_out = texts["dev-clean"] | texts["test-clean"] | texts["test-other"]
+    assert not held_out & set(lines)
+    distinct = set(lines)  # (40 training sentences allow few words: lines repeat)
+    assert len(distinct) > 100 and len(distinct - texts["train-clean-100"]) > 0.8 * len(distinct)
+
+
+def test_librispeech_bad_lm_sentences_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="lm_sentences must be a whole number >= 0"):
+        synthesize_librispeech(tmp_path / "x", **dict(LS_KW, lm_sentences=-5))
+    assert not (tmp_path / "x").exists()
 
 
 def test_librispeech_deterministic(ls, tmp_path):
@@ -542,6 +569,12 @@ def test_a_corpus_of_an_older_generator_is_outdated(ls, tmp_path):
     old.mkdir()
     (old / MARKER).write_text(json.dumps({"options": {"generator": 4}, "stats": {}}))
     assert is_outdated_corpus(old)
+    # versions are per kind: a LibriSpeech-layout corpus without the LM text is outdated,
+    # a Speech Commands one of the same generator version is not
+    for kind, outdated in (("librispeech", True), ("speech-commands", False)):
+        (old / MARKER).write_text(json.dumps({"options": {"generator": 6, "kind": kind},
+                                              "stats": {}}))
+        assert is_outdated_corpus(old) is outdated
     assert not is_outdated_corpus(tmp_path / "missing")
 
 

@@ -70,3 +70,49 @@ def test_fused_lm_corrects_an_acoustically_ambiguous_spelling(tmp_path):
                                      alpha=0.5, beta=1.0, prune_history=False)
     assert searcher(log_probs)[0][0].text == "STOP THE MUSIC"
     assert math.isfinite(searcher(log_probs)[0][0].score)
+
+
+def _manifest(path, sentences):
+    import csv
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["ID", "wrd"])
+        w.writeheader()
+        w.writerows({"ID": str(i), "wrd": s} for i, s in enumerate(sentences))
+    return str(path)
+
+
+def test_recipe_lm_reads_the_transcripts_and_the_lm_text(tmp_path):
+    """The recipes' LM: the training transcripts plus lm_text's lines (blank lines
+    skipped), so a word or word pair only the text holds is known to it."""
+    from denseshift_speech.integrations.speechbrain import recipe
+    csv_file = _manifest(tmp_path / "train.csv", SENTENCES)
+    text = tmp_path / "lm.txt"
+    text.write_text("PLAY THE RADIO AGAIN\n\nCALL MY SISTER\n")
+    both = kenlm.Model(_estimate(recipe, csv_file, tmp_path / "both.arpa", str(text)))
+    alone = kenlm.Model(_estimate(recipe, csv_file, tmp_path / "alone.arpa", None))
+    assert "SISTER" in both and "SISTER" not in alone
+    assert "STOP" in both
+    # a pair only the text holds gets more probability with it than without
+    assert (both.score("PLAY THE RADIO", bos=True, eos=False)
+            > alone.score("PLAY THE RADIO", bos=True, eos=False))
+
+
+def _estimate(recipe, csv_file, path, text_file):
+    recipe._estimate_lm(csv_file, str(path), 3, text_file)
+    return str(path)
+
+
+def test_lm_text_missing_or_too_large_is_one_clear_error(tmp_path, monkeypatch):
+    from denseshift_speech.integrations.speechbrain import recipe
+    hp = {"decoding": "beam_lm", "lm_arpa": None, "lm_text": str(tmp_path / "none.txt")}
+    with pytest.raises(recipe.HparamsError, match="lm_text: no text file at"):
+        recipe.check_lm_text(hp)
+    text = tmp_path / "lm.txt"
+    text.write_text("STOP THE MUSIC\n" * 100)
+    recipe.check_lm_text(dict(hp, lm_text=str(text)))                  # fine
+    recipe.check_lm_text(dict(hp, lm_text=None))                       # transcripts only
+    recipe.check_lm_text(dict(hp, decoding="greedy"))                  # no LM at all
+    recipe.check_lm_text(dict(hp, lm_arpa=str(text)))                  # an ARPA instead
+    monkeypatch.setattr(recipe, "LM_TEXT_MAX_BYTES", 1000)
+    with pytest.raises(recipe.HparamsError, match="more than the built-in n-gram estimator"):
+        recipe.check_lm_text(dict(hp, lm_text=str(text)))

@@ -6,12 +6,17 @@ speech engines (:mod:`.engines`) under varied acoustic conditions (:mod:`.augmen
   16 kHz mono 16-bit FLAC:
 
   ================  ==================================================================
-  train-clean-100   espeak-ng and flite voices (flite: awb, rms)
-  dev-clean         held-out voices of the same engines (flite: kal16)
-  test-clean        other held-out voices of the same engines (flite: slt)
+  train-clean-100   espeak-ng voices, and flite, mbrola, pico and rhvoice ones
+                    (ROLE_VOICES says which)
+  dev-clean         held-out voices of espeak-ng and flite (kal16)
+  test-clean        other held-out voices of espeak-ng, flite (slt), mbrola (en1) and
+                    rhvoice (lyubov)
   test-other        festival, an engine never used in training, in simulated rooms,
                     with noise and sometimes a telephone channel
   ================  ==================================================================
+
+  plus ``librispeech-lm-norm.txt``: text for the n-gram LM, as LibriSpeech's LM corpus
+  (grammar sentences of the training words, none of them a dev or test sentence).
 
 * :func:`synthesize_speech_commands` -- a keyword-spotting corpus in the Google Speech
   Commands v0.02 layout (``<word>/<speaker>_nohash_<n>.wav`` 1-second 16 kHz 16-bit WAVs,
@@ -53,7 +58,9 @@ from .engines import Speaker
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 6
+# per corpus kind, raised when what that kind's synthesizer writes changes, so that an
+# older corpus of the kind is written anew (librispeech 7: the LM text)
+GENERATOR_VERSIONS = {"librispeech": 7, "speech-commands": 6}
 MARKER = ".denseshift_synth.json"
 PARTIAL = ".denseshift_synth.partial"
 SR = 16000
@@ -88,6 +95,9 @@ GSC_FILLERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 NOISE_FILES = ("white_noise", "pink_noise", "brown_noise", "running_tap", "hum", "babble")
 OTHER_ENGINE_DIR = "_other_engine_"
 SPEAKERS_HEADER = "; Synthetic speakers, written by denseshift-speech synth."
+# the text corpus for the n-gram LM, by the name of LibriSpeech's own (openslr.org/11)
+LM_TEXT = "librispeech-lm-norm.txt"
+LM_SENTENCES = 50000
 MAX_SPEAKERS = 1000
 
 
@@ -286,12 +296,15 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
                            test_other_telephone_prob: float = 0.25, rt60=(0.25, 0.9),
                            room_size=(3.0, 8.0), train_engines=TRAIN_ENGINES,
                            engine_share: float = ENGINE_SHARE, vocabulary_size: int | None = None,
-                           jobs: int | None = None, force: bool = False) -> dict:
+                           lm_sentences: int = LM_SENTENCES, jobs: int | None = None,
+                           force: bool = False) -> dict:
     """Write a LibriSpeech-layout ASR corpus into ``out_dir``; return stats per split.
 
     ``out_dir`` plays the role of the ``LibriSpeech/`` folder: it receives
     ``train-clean-100/``, ``dev-clean/``, ``test-clean/``, ``test-other/``,
-    ``SPEAKERS.TXT`` and ``_augmentation_/``.  ``train_engines`` speak train, dev and
+    ``SPEAKERS.TXT``, ``_augmentation_/`` and ``librispeech-lm-norm.txt`` (``lm_sentences``
+    sentences of text for the n-gram LM, as LibriSpeech's LM corpus is for the real one:
+    :func:`_lm_text`).  ``train_engines`` speak train, dev and
     test-clean (``engine_share`` of the speakers by the engines other than espeak-ng);
     festival speaks test-other, in simulated rooms (``test_other_reverb_prob``, ``rt60``,
     ``room_size``), with noise at ``test_other_snr`` dB and a telephone channel with
@@ -318,11 +331,14 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
         "other": Conditions(speed=speed, reverb_prob=test_other_reverb_prob, rt60=rt60,
                             room_size=room_size, noise_prob=1.0, snr_db=test_other_snr,
                             telephone_prob=test_other_telephone_prob)}
+    if not isinstance(lm_sentences, int) or lm_sentences < 0:
+        raise DataError(f"lm_sentences must be a whole number >= 0, got {lm_sentences!r}")
     if vocabulary_size is not None and int(vocabulary_size) < 1:
         raise DataError(f"vocabulary_size must be a positive number of words, got "
                         f"{vocabulary_size!r}")
-    options = {"kind": "librispeech", "generator": GENERATOR_VERSION, "seed": int(seed),
+    options = {"kind": "librispeech", "generator": GENERATOR_VERSIONS["librispeech"], "seed": int(seed),
                "utts": utts, "speakers": spks, "engine_share": float(engine_share),
+               "lm_sentences": lm_sentences,
                "conditions": {k: c.as_dict() for k, c in conditions.items()},
                "engines": versions}
     if vocabulary_size is not None:  # (absent by default: older markers stay valid)
@@ -400,6 +416,12 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     for task, result in zip(tasks, results):
         minutes[task[2].spk_id] = minutes.get(task[2].spk_id, 0.0) + result[0] / SR / 60
     _write_speakers(out_dir, speakers, minutes, train_engines)
+    lm_text = _lm_text(texts, random.Random(f"librispeech-{seed}-lm-text"), lm_sentences,
+                       vocabulary_size)
+    with atomic_open(os.path.join(out_dir, LM_TEXT)) as fh:
+        fh.writelines(t + "\n" for t in lm_text)
+    stats["lm_text"] = {"sentences": len(lm_text),
+                        "words": sum(len(t.split()) for t in lm_text)}
     stats["total"] = {"hours": round(sum(stats[s]["hours"] for s in LS_SPLITS), 4),
                       "utterances": len(tasks),
                       "speakers": sum(len(speakers[s]) for s in LS_SPLITS),
@@ -518,6 +540,34 @@ def _texts(utts: dict, split_rng: dict, vocabulary_size: int | None = None) -> d
     return texts
 
 
+def _lm_text(texts: dict, rng: random.Random, n: int, vocabulary_size: int | None) -> list:
+    """``n`` sentences for the n-gram LM: grammar sentences made only of training words,
+    as the held-out splits' are (drawn the way ``_texts`` draws those), and none of them a
+    dev or test sentence: LibriSpeech's LM corpus likewise leaves out the books of its test
+    sets.  Fewer than ``n`` when the held-out splits hold nearly every sentence a tiny
+    vocabulary allows (at most 20 draws a sentence)."""
+    train = LS_SPLITS[0]
+    vocab = {w for t in texts[train] for w in t.split()}
+    held_out = {t for s in LS_SPLITS[1:] for t in texts[s]}
+    if not vocab:
+        return []
+
+    def draw():
+        for _ in range(0 if vocabulary_size is not None else 200):
+            t = grammar.sentence(rng)
+            if all(w in vocab for w in t.split()):
+                return t
+        return grammar.sentence_within(rng, vocab)
+    out = []
+    for _ in range(20 * n):
+        if len(out) == n:
+            break
+        t = draw()
+        if t not in held_out:
+            out.append(t)
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Speech Commands layout
 
@@ -561,7 +611,7 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
         "testing_other": Conditions(peak_db=(-14.0, -2.0), reverb_prob=test_other_reverb_prob,
                                     rt60=rt60, room_size=room_size, noise_prob=1.0,
                                     snr_db=test_other_snr)}
-    options = {"kind": "speech-commands", "generator": GENERATOR_VERSION, "seed": int(seed),
+    options = {"kind": "speech-commands", "generator": GENERATOR_VERSIONS["speech-commands"], "seed": int(seed),
                "words": list(words), "speakers": splits, "repeats": int(repeats),
                "filler_prob": float(filler_prob), "noise_prob": float(noise_prob),
                "noise_seconds": float(noise_seconds), "engine_share": float(engine_share),
@@ -708,12 +758,13 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "synth", help="write an offline synthetic corpus (espeak-ng, flite, festival) in a "
+        "synth", help="write an offline synthetic corpus (several speech engines) in a "
                       "real dataset's layout",
-        description="Write a synthetic corpus with espeak-ng and flite (festival for the "
-                    "held-out-engine test split) in the LibriSpeech or Google "
-                    "Speech Commands v0.02 layout. Deterministic from --seed; re-running "
-                    "with the same options on a finished corpus does nothing.")
+        description="Write a synthetic corpus with offline speech engines (espeak-ng, "
+                    "flite, mbrola, pico, rhvoice; festival for the held-out-engine test "
+                    "split) in the LibriSpeech or Google Speech Commands v0.02 layout. "
+                    "Deterministic from --seed; re-running with the same options on a "
+                    "finished corpus does nothing.")
     sub = p.add_subparsers(dest="corpus", metavar="CORPUS")
     sub.required = True
     ls = sub.add_parser("librispeech", help="ASR corpus, LibriSpeech layout")
@@ -729,6 +780,8 @@ def add_parser(subparsers):
     ls.add_argument("--test-other-speakers", type=int, default=6)
     ls.add_argument("--train-engines", default=",".join(TRAIN_ENGINES),
                     help="comma-separated engines of train/dev/test-clean (espeak-ng first)")
+    ls.add_argument("--lm-sentences", type=int, default=LM_SENTENCES,
+                    help=f"sentences of n-gram LM text ({LM_TEXT}; default {LM_SENTENCES})")
     ls.add_argument("--jobs", type=int, default=None, help="parallel engine processes")
     ls.add_argument("--force", action="store_true", help="synthesize even if already done")
     ls.set_defaults(func=_run_librispeech)
@@ -772,7 +825,8 @@ def _run_librispeech(args):
         test_utts=args.test_utts, test_other_utts=args.test_other_utts,
         train_speakers=args.train_speakers, dev_speakers=args.dev_speakers,
         test_speakers=args.test_speakers, test_other_speakers=args.test_other_speakers,
-        train_engines=_names(args.train_engines), jobs=args.jobs, force=args.force)))
+        train_engines=_names(args.train_engines), lm_sentences=args.lm_sentences,
+        jobs=args.jobs, force=args.force)))
 
 
 def _names(csv: str) -> tuple:
@@ -801,7 +855,8 @@ def is_outdated_corpus(folder) -> bool:
     """True if ``folder`` is a finished corpus written by an older generator version."""
     try:
         with open(os.path.join(folder, MARKER)) as fh:
-            return json.load(fh)["options"]["generator"] != GENERATOR_VERSION
+            options = json.load(fh)["options"]
+        return options["generator"] != GENERATOR_VERSIONS.get(options.get("kind"))
     except (OSError, ValueError, KeyError, TypeError):
         return False
 

@@ -123,7 +123,8 @@ class ASR(sb.Brain):
 
 def check_data(hparams):
     """The corpus in data_folder, synthesized when missing (synth_train_engines; festival
-    for test-other), and the lists of its rooms and noises for augmentation."""
+    for test-other; synth_lm_sentences of LM text), the lists of its rooms and noises for
+    augmentation, and the LM text it may hold."""
     n_eval = hparams["synth_eval_utterances"]
     recipe.ensure_data(hparams, "LibriSpeech", synthesize_librispeech,
                        train_utts=hparams["synth_train_utterances"], dev_utts=n_eval,
@@ -131,10 +132,12 @@ def check_data(hparams):
                        test_utts=n_eval, test_other_utts=n_eval,
                        train_engines=tuple(hparams["synth_train_engines"]),
                        engine_share=hparams["synth_engine_share"],
-                       vocabulary_size=hparams["synth_vocabulary_size"])
+                       vocabulary_size=hparams["synth_vocabulary_size"],
+                       lm_sentences=hparams["synth_lm_sentences"])
     if hparams["apply_data_augmentation"]:
         run_on_main(write_source_csvs, args=[hparams["augmentation_folder"],
                                              hparams["rir_csv"], hparams["noise_csv"]])
+    recipe.check_lm_text(hparams)
 
 
 def test_searcher(hparams, tokenizer, **weights):

@@ -157,11 +157,33 @@ def check_decoding(hparams: dict) -> None:
         raise HparamsError(f"lm_order must be 2..6 (KenLM), got {hparams['lm_order']}")
 
 
+# The built-in estimator (lm.py) holds every n-gram count in Python dicts: fine for a
+# few million words, not for LibriSpeech's 800-million-word LM text (use its ARPA files).
+LM_TEXT_MAX_BYTES = 200 * 2**20
+
+
+def check_lm_text(hparams: dict) -> None:
+    """Fail at start (after the corpus is in place) on an ``lm_text`` the LM estimate
+    could only fail on after training: missing, or too large for the estimator."""
+    text = hparams["lm_text"]
+    if hparams["decoding"] != "beam_lm" or hparams["lm_arpa"] or not text:
+        return
+    if not os.path.isfile(text):
+        raise HparamsError(f"lm_text: no text file at {text} (one sentence per line, as "
+                           "LibriSpeech's librispeech-lm-norm.txt; null: the training "
+                           "transcripts only)")
+    if os.path.getsize(text) > LM_TEXT_MAX_BYTES:
+        raise HparamsError(f"lm_text: {text} is {os.path.getsize(text) / 2**20:.0f} MiB, "
+                           f"more than the built-in n-gram estimator takes "
+                           f"({LM_TEXT_MAX_BYTES // 2**20} MiB); estimate an ARPA file "
+                           "with KenLM's lmplz and pass it as lm_arpa")
+
+
 def language_model(hparams: dict) -> str | None:
     """The word n-gram LM the test searcher fuses: ``lm_arpa`` when set (an existing
     ARPA or KenLM binary, e.g. LibriSpeech's 3-gram), else an ``lm_order``-gram estimated
-    from the training transcripts into the save folder (main process only).  ``None``
-    with ``decoding: greedy``."""
+    from the training transcripts plus the sentences of ``lm_text`` (when set) into the
+    save folder (main process only).  ``None`` with ``decoding: greedy``."""
     from speechbrain.utils.distributed import run_on_main
     if hparams["decoding"] == "greedy":
         return None
@@ -169,19 +191,25 @@ def language_model(hparams: dict) -> str | None:
         return hparams["lm_arpa"]
     path = os.path.join(hparams["save_folder"], f"lm_{hparams['lm_order']}gram.arpa")
     run_on_main(_estimate_lm, kwargs={"csv_file": hparams["train_csv"], "path": path,
-                                      "order": hparams["lm_order"]})
+                                      "order": hparams["lm_order"],
+                                      "text_file": hparams["lm_text"]})
     return path
 
 
-def _estimate_lm(csv_file, path, order):
+def _estimate_lm(csv_file, path, order, text_file=None):
     from .lm import LMError, write_arpa
     if os.path.isfile(path):
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    sentences = _transcripts(csv_file)
+    if text_file:
+        with open(text_file, encoding="utf-8") as fh:
+            sentences += [line.strip() for line in fh if line.strip()]
     try:
-        write_arpa(_transcripts(csv_file), path, order)
+        write_arpa(sentences, path, order)
     except LMError as err:
-        raise HparamsError(f"language model from {csv_file}: {err}") from err
+        raise HparamsError(f"language model from {csv_file}"
+                           f"{' and ' + text_file if text_file else ''}: {err}") from err
 
 
 def finish(hparams: dict, task: str, metrics: dict, summary, clock: "WallClock",
