@@ -336,9 +336,9 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     if vocabulary_size is not None and int(vocabulary_size) < 1:
         raise DataError(f"vocabulary_size must be a positive number of words, got "
                         f"{vocabulary_size!r}")
-    options = {"kind": "librispeech", "generator": GENERATOR_VERSIONS["librispeech"], "seed": int(seed),
-               "utts": utts, "speakers": spks, "engine_share": float(engine_share),
-               "lm_sentences": lm_sentences,
+    options = {"kind": "librispeech", "generator": GENERATOR_VERSIONS["librispeech"],
+               "seed": int(seed), "utts": utts, "speakers": spks,
+               "engine_share": float(engine_share), "lm_sentences": lm_sentences,
                "conditions": {k: c.as_dict() for k, c in conditions.items()},
                "engines": versions}
     if vocabulary_size is not None:  # (absent by default: older markers stay valid)
@@ -553,10 +553,11 @@ def _lm_text(texts: dict, rng: random.Random, n: int, vocabulary_size: int | Non
         return []
 
     def draw():
-        for _ in range(0 if vocabulary_size is not None else 200):
-            t = grammar.sentence(rng)
-            if all(w in vocab for w in t.split()):
-                return t
+        if vocabulary_size is None:  # redrawn until it fits, as _texts does
+            for _ in range(200):
+                t = grammar.sentence(rng)
+                if all(w in vocab for w in t.split()):
+                    return t
         return grammar.sentence_within(rng, vocab)
     out = []
     for _ in range(20 * n):
@@ -611,8 +612,9 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
         "testing_other": Conditions(peak_db=(-14.0, -2.0), reverb_prob=test_other_reverb_prob,
                                     rt60=rt60, room_size=room_size, noise_prob=1.0,
                                     snr_db=test_other_snr)}
-    options = {"kind": "speech-commands", "generator": GENERATOR_VERSIONS["speech-commands"], "seed": int(seed),
-               "words": list(words), "speakers": splits, "repeats": int(repeats),
+    options = {"kind": "speech-commands", "generator": GENERATOR_VERSIONS["speech-commands"],
+               "seed": int(seed), "words": list(words), "speakers": splits,
+               "repeats": int(repeats),
                "filler_prob": float(filler_prob), "noise_prob": float(noise_prob),
                "noise_seconds": float(noise_seconds), "engine_share": float(engine_share),
                "conditions": {k: c.as_dict() for k, c in conditions.items()},
