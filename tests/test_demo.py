@@ -29,13 +29,16 @@ def test_a_failure_stops_the_demo_with_its_log(tmp_path):
         demo.run_pool([(job("bad", code), None, 1)], 2, str(tmp_path))
 
 
-def test_plan_fine_tunes_the_conformer_from_its_fp32_twin():
+def test_plan_fine_tunes_the_3bit_models_from_their_fp32_twins():
     trainings, then = demo.plan("results/demo", full=False)
     by_name = {demo._name(cmd): (cmd, after) for cmd, after, _ in trainings}
     assert set(by_name) == {"conformer_fp", "conformer_ds3", "kws_fp", "kws_ds3"}
     cmd, after = by_name["conformer_ds3"]
     assert after == "conformer_fp"
     assert "--ds_init=from_float" in cmd and "--init_from_fp=results/demo/conformer_fp" in cmd
+    cmd, after = by_name["kws_ds3"]  # the keyword spotter likewise, from its own twin
+    assert after == "kws_fp"
+    assert "--ds_init=from_float" in cmd and "--init_from_fp=results/demo/kws_fp" in cmd
     full, _ = demo.plan("results/demo", full=True)
     assert {demo._name(c) for c, _, _ in full} >= {"crdnn_fp", "crdnn_ds3", "conformer_ds2",
                                                   "conformer_ds4", "conformer_ds3_scratch",
