@@ -520,24 +520,26 @@ def _texts(utts: dict, split_rng: dict, vocabulary_size: int | None = None) -> d
                             "sentence of the grammar") from None
         vocab = {w for t in texts[train] for w in t.split()}
         for s in LS_SPLITS[1:]:
-            texts[s] = [grammar.sentence_within(split_rng[s], vocab) for _ in range(utts[s])]
+            texts[s] = [_sentence_of(split_rng[s], vocab, redraws=0) for _ in range(utts[s])]
         return texts
     texts = {train: [grammar.sentence(split_rng[train]) for _ in range(utts[train])]}
     if not texts[train] and any(utts[s] for s in LS_SPLITS[1:]):
         raise DataError("held-out splits need training sentences: raise train_utts")
     train_vocab = {w for t in texts[train] for w in t.split()}
     for s in LS_SPLITS[1:]:
-        lst = []
-        for _ in range(utts[s]):
-            for _try in range(200):
-                t = grammar.sentence(split_rng[s])
-                if all(w in train_vocab for w in t.split()):
-                    break
-            else:  # a small training set: build one from its words instead
-                t = grammar.sentence_within(split_rng[s], train_vocab)
-            lst.append(t)
-        texts[s] = lst
+        texts[s] = [_sentence_of(split_rng[s], train_vocab) for _ in range(utts[s])]
     return texts
+
+
+def _sentence_of(rng: random.Random, words, redraws: int = 200) -> str:
+    """A grammar sentence made only of ``words``: drawn up to ``redraws`` times until one
+    fits, else (a small training set, or ``redraws=0``) built from them
+    (``grammar.sentence_within``)."""
+    for _ in range(redraws):
+        t = grammar.sentence(rng)
+        if all(w in words for w in t.split()):
+            return t
+    return grammar.sentence_within(rng, words)
 
 
 def _lm_text(texts: dict, rng: random.Random, n: int, vocabulary_size: int | None) -> list:
@@ -552,18 +554,12 @@ def _lm_text(texts: dict, rng: random.Random, n: int, vocabulary_size: int | Non
     if not vocab:
         return []
 
-    def draw():
-        if vocabulary_size is None:  # redrawn until it fits, as _texts does
-            for _ in range(200):
-                t = grammar.sentence(rng)
-                if all(w in vocab for w in t.split()):
-                    return t
-        return grammar.sentence_within(rng, vocab)
+    redraws = 0 if vocabulary_size is not None else 200  # as _texts draws held-out text
     out = []
     for _ in range(20 * n):
         if len(out) == n:
             break
-        t = draw()
+        t = _sentence_of(rng, vocab, redraws)
         if t not in held_out:
             out.append(t)
     return out

@@ -80,6 +80,8 @@ def fine_tune(fp_run: str, epochs: int | None = None) -> list:
 FINE_TUNE_EPOCHS = 1
 FINE_TUNE_LR = 0.001
 FINE_TUNE_WARMUP = 100
+KWS_FINE_TUNE_EPOCHS = 5
+KWS_FINE_TUNE_LR = 0.001
 
 
 def fine_tune_kws(fp_run: str) -> list:
@@ -89,10 +91,6 @@ def fine_tune_kws(fp_run: str) -> list:
     points (two seeds); fine-tuned, it was 2.5 points above it (README)."""
     return ["--ds_init=from_float", f"--init_from_fp={fp_run}",
             f"--number_of_epochs={KWS_FINE_TUNE_EPOCHS}", f"--lr={KWS_FINE_TUNE_LR}"]
-
-
-KWS_FINE_TUNE_EPOCHS = 5
-KWS_FINE_TUNE_LR = 0.001
 
 
 def plan(out: str, full: bool) -> tuple:

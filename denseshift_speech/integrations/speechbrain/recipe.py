@@ -172,8 +172,9 @@ def check_lm_text(hparams: dict) -> None:
         raise HparamsError(f"lm_text: no text file at {text} (one sentence per line, as "
                            "LibriSpeech's librispeech-lm-norm.txt; null: the training "
                            "transcripts only)")
-    if os.path.getsize(text) > LM_TEXT_MAX_BYTES:
-        raise HparamsError(f"lm_text: {text} is {os.path.getsize(text) / 2**20:.0f} MiB, "
+    size = os.path.getsize(text)
+    if size > LM_TEXT_MAX_BYTES:
+        raise HparamsError(f"lm_text: {text} is {size / 2**20:.0f} MiB, "
                            f"more than the built-in n-gram estimator takes "
                            f"({LM_TEXT_MAX_BYTES // 2**20} MiB); estimate an ARPA file "
                            "with KenLM's lmplz and pass it as lm_arpa")
