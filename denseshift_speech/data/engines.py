@@ -15,7 +15,8 @@ Six engine families from Debian packages, each run as a subprocess:
   ``ked_diphone`` and the HTS voice ``cmu_us_slt_arctic_hts``.
 
 mbrola, pico and rhvoice come from Debian's ``contrib`` and ``non-free`` components
-(``make system-deps`` enables them).
+(``make system-deps`` enables them).  Two neural engines, ``kokoro`` and ``piper``, run
+in this process on onnxruntime (:mod:`.neural`).
 
 A :class:`Speaker` is an engine, a voice and a rate/pitch profile.  Every engine turns
 ``[(text, rate_factor)]`` into float32 mono 16 kHz arrays; a missing binary or voice is
@@ -24,6 +25,7 @@ one naming the engine, the voice and the text.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -75,7 +77,7 @@ class Speaker:
 
     @property
     def sex(self) -> str:
-        return ENGINES[self.engine].sex(self.voice)
+        return engine(self.engine).sex(self.voice)
 
     @property
     def description(self) -> str:
@@ -368,15 +370,23 @@ class Festival(Engine):
         return out
 
 
-ENGINES = {e.name: e for e in (Espeak(), Flite(), Mbrola(), Pico(), RHVoice(), Festival())}
+DEBIAN_ENGINES = (Espeak(), Flite(), Mbrola(), Pico(), RHVoice(), Festival())
+
+
+@functools.lru_cache(maxsize=1)
+def all_engines() -> dict:
+    """``{name: Engine}``: the Debian programs' and the neural ones (:mod:`.neural`
+    subclasses Engine, so it is imported once this module is)."""
+    from . import neural
+    return {e.name: e for e in DEBIAN_ENGINES + neural.ENGINES}
 
 
 def engine(name: str) -> Engine:
     try:
-        return ENGINES[name]
+        return all_engines()[name]
     except KeyError:
         raise DataError(f"unknown speech engine {name!r}; expected one of "
-                        f"{sorted(ENGINES)}") from None
+                        f"{sorted(all_engines())}") from None
 
 
 def versions(names) -> dict:

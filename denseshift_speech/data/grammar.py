@@ -5,7 +5,8 @@ The sentences are what a person says to a voice assistant or to someone at home:
 commands (lights, alarms, timers, music), numbers and arithmetic, times and dates,
 calendar entries, reminders and messages, weather, travel, shopping and cooking, reading
 and the news, questions ("WHAT TIME DOES THE LIBRARY OPEN ON SATURDAY") and short
-statements ("THE TRAIN TO BOSTON LEAVES AT HALF PAST SEVEN").
+statements ("THE TRAIN TO BOSTON LEAVES AT HALF PAST SEVEN").  :func:`device_utterance`
+draws what people also say to a device: single words, short commands, digit strings.
 
 Text format: upper-case words made only of ``A-Z`` and the apostrophe, single spaces,
 no punctuation, numbers spelled out, as in LibriSpeech transcripts.  Only common English
@@ -23,7 +24,7 @@ in a small notation, and so is every entry of the word lists in :data:`SLOTS`:
 
 :func:`sentence` draws one sentence and is a pure function of the state of the
 ``random.Random`` it is given.  :func:`vocabulary` is every word the grammar can produce,
-computed from the templates and lists, not by sampling (1,325 words);
+computed from the templates and lists, not by sampling (1,346 words);
 :func:`length_bounds` gives the shortest and longest sentence the same way (4 and 18
 words; about 8 on average).  The lists are sized and the weights set so that word use is
 not too skewed: 3,000 sentences hold about 1,300 distinct words, about 1,100 of them
@@ -365,6 +366,15 @@ def spell(n: int) -> str:
     return " ".join(words)
 
 
+# ---------------------------------------------------------------------------------------
+# what people say to a device besides sentences: single words (Speech Commands' command
+# words, digits and its other words), short commands and digit strings
+
+COMMAND_WORDS = ["YES", "NO", "UP", "DOWN", "LEFT", "RIGHT", "ON", "OFF", "STOP", "GO"]
+SPEECH_COMMANDS_OTHER_WORDS = ["BED", "BIRD", "CAT", "DOG", "HAPPY", "HOUSE", "MARVIN",
+                               "SHEILA", "TREE", "WOW", "BACKWARD", "FORWARD", "FOLLOW",
+                               "LEARN", "VISUAL"]
+
 SLOTS = {
     "time": TIMES, "clock": CLOCKS, "daypart": DAYPARTS, "date": DATES, "dayord": DAY_ORDINALS,
     "month": MONTHS, "day": DAYS, "when": WHEN, "day_ref": DAY_REFS, "past_when": PAST_WHEN,
@@ -391,7 +401,22 @@ SLOTS = {
     "show": SHOWS, "exp_adj": EXPERIENCE_ADJ, "place_adj": PLACE_ADJ, "adverb": ADVERBS,
     "feeling": FEELINGS, "status": STATUS, "symptom": SYMPTOMS, "event": EVENTS,
     "event_a": EVENTS_A,
+    "digit": ["ZERO"] + ONES, "command_word": COMMAND_WORDS,
 }
+DEVICE_TEMPLATES = [
+    (8, "{command_word}"),
+    (6, "{digit}"),
+    (2, "[%s]" % "|".join(SPEECH_COMMANDS_OTHER_WORDS)),
+    (5, "{digit} {digit} [|{digit}|{digit} {digit}|{digit} {digit} {digit}|{digit} {digit} "
+        "{digit} {digit} {digit}]"),
+    (2, "{command_word} {command_word}"),
+    (2, "[GO|TURN|MOVE|LOOK|SCROLL|SWIPE] [LEFT|RIGHT|UP|DOWN] [|PLEASE|NOW|AGAIN]"),
+    (2, "[TURN|SWITCH] [IT|THAT|THE LIGHT|THE LIGHTS|THE RADIO] [ON|OFF] [|PLEASE|NOW]"),
+    (2, "[YES|NO] [PLEASE|THANKS|THANK YOU|NOT NOW|OF COURSE|I DO|I DON'T]"),
+    (1, "STOP [IT|NOW|THAT|THE MUSIC|PLEASE]"),
+    (1, "GO [ON|BACK|HOME|AHEAD|AWAY|FASTER|SLOWER]"),
+    (1, "[VOLUME|SOUND] [UP|DOWN]"),
+]
 
 # ---------------------------------------------------------------------------------------
 # sentence templates: (weight, template)
@@ -736,6 +761,7 @@ class _Choice:
 
 _SLOTS = {name: _Choice(entries) for name, entries in SLOTS.items()}
 _TEMPLATES = _Choice(TEMPLATES)
+_DEVICE_TEMPLATES = _Choice(DEVICE_TEMPLATES)
 
 
 def _expand(seq: tuple, rng: random.Random, out: list) -> None:
@@ -761,6 +787,14 @@ def sentence(rng: random.Random) -> str:
     """One upper-case sentence, spaces normalised; a pure function of ``rng``'s state."""
     out = []
     _expand(_TEMPLATES.pick(rng), rng, out)
+    return " ".join(" ".join(out).split())
+
+
+def device_utterance(rng: random.Random) -> str:
+    """A single word, a short command or a digit string (one to seven digits), as people
+    say to a device; a pure function of ``rng``'s state."""
+    out = []
+    _expand(_DEVICE_TEMPLATES.pick(rng), rng, out)
     return " ".join(" ".join(out).split())
 
 
@@ -809,7 +843,7 @@ def vocabulary() -> frozenset:
     """Every word :func:`sentence` can produce, from the templates and word lists (every
     alternative and list entry is drawn with a positive probability)."""
     words = set()
-    for seq in _TEMPLATES.seqs:
+    for seq in _TEMPLATES.seqs + _DEVICE_TEMPLATES.seqs:
         words |= _seq_words(seq)
     return frozenset(words)
 

@@ -6,17 +6,19 @@ speech engines (:mod:`.engines`) under varied acoustic conditions (:mod:`.augmen
   16 kHz mono 16-bit FLAC:
 
   ================  ==================================================================
-  train-clean-100   espeak-ng voices, and flite, mbrola, pico and rhvoice ones
-                    (ROLE_VOICES says which)
-  dev-clean         held-out voices of espeak-ng and flite (kal16)
-  test-clean        other held-out voices of espeak-ng, flite (slt), mbrola (en1) and
-                    rhvoice (lyubov)
+  train-clean-100   espeak-ng voices, and flite, mbrola, pico, rhvoice, kokoro (voices
+                    and blends of two) and piper ones (ROLE_VOICES says which)
+  dev-clean         held-out voices of espeak-ng, flite (kal16) and kokoro
+  test-clean        other held-out voices of espeak-ng, flite (slt), mbrola (en1),
+                    rhvoice (lyubov) and kokoro
   test-other        festival, an engine never used in training, in simulated rooms,
                     with noise and sometimes a telephone channel
   ================  ==================================================================
 
   plus ``librispeech-lm-norm.txt``: text for the n-gram LM, as LibriSpeech's LM corpus
-  (grammar sentences of the training words, none of them a dev or test sentence).
+  (utterances of the training words, none of them a dev or test one).  Besides grammar
+  sentences, DEVICE_SHARE of each split are single words, short commands and digit
+  strings, as people say to a device.
 
 * :func:`synthesize_speech_commands` -- a keyword-spotting corpus in the Google Speech
   Commands v0.02 layout (``<word>/<speaker>_nohash_<n>.wav`` 1-second 16 kHz 16-bit WAVs,
@@ -60,16 +62,26 @@ log = logging.getLogger(__name__)
 
 # per corpus kind, raised when what that kind's synthesizer writes changes, so that an
 # older corpus of the kind is written anew (librispeech 7: the LM text)
-GENERATOR_VERSIONS = {"librispeech": 7, "speech-commands": 6}
+GENERATOR_VERSIONS = {"librispeech": 8, "speech-commands": 7}
 MARKER = ".denseshift_synth.json"
 PARTIAL = ".denseshift_synth.partial"
 SR = 16000
 
-TRAIN_ENGINES = ("espeak-ng", "flite", "mbrola", "pico", "rhvoice")
+TRAIN_ENGINES = ("espeak-ng", "flite", "mbrola", "pico", "rhvoice", "kokoro", "piper")
 HELD_OUT_ENGINE = "festival"
-# share of each split's speakers spoken by the training engines other than espeak-ng
-# (split evenly among those with voices for the split); espeak-ng speaks the rest
-ENGINE_SHARE = 0.5
+# share of each split's speakers spoken by the training engines other than espeak-ng,
+# dealt among those with voices for the split in proportion to ENGINE_WEIGHTS (1 where
+# not listed: the neural voices sound most like people); espeak-ng speaks the rest
+ENGINE_SHARE = 0.7
+ENGINE_WEIGHTS = {"kokoro": 6, "piper": 2}
+# Kokoro's 28 English voices: 20 train (and blends of two of them, further training
+# speakers), 4 dev, 4 test, each group with American and British, female and male voices
+KOKORO_TRAIN = ("af_alloy", "af_aoede", "af_bella", "af_heart", "af_jessica", "af_kore",
+                "af_nicole", "af_sarah", "af_sky", "am_adam", "am_fenrir", "am_liam",
+                "am_michael", "am_onyx", "am_puck", "am_santa", "bf_alice", "bf_emma",
+                "bm_daniel", "bm_george")
+KOKORO_BLENDS = tuple(f"{a}+{KOKORO_TRAIN[(k * 7 + 3) % 20]}@{0.3 + 0.1 * (k % 3):.2f}"
+                      for k, a in enumerate(KOKORO_TRAIN))
 # The voices each split role may use, per engine (roles: train, dev, test, other), so
 # that no voice is in two splits.  espeak-ng's accent+variant pairs are dealt out by
 # _speakers.  flite's kal, festival's kal_diphone and flite's, RHVoice's and festival's
@@ -84,6 +96,10 @@ ROLE_VOICES = {
     "mbrola": {"train": ("mb-us1", "mb-us2"), "test": ("mb-en1",)},
     "pico": {"train": ("en-US", "en-GB")},
     "rhvoice": {"train": ("bdl", "clb", "alan", "evgeniy-eng"), "test": ("lyubov",)},
+    "kokoro": {"train": KOKORO_TRAIN + KOKORO_BLENDS,
+               "dev": ("af_river", "am_eric", "bf_lily", "bm_lewis"),
+               "test": ("af_nova", "am_echo", "bf_isabella", "bm_fable")},
+    "piper": {"train": ("joe",)},
     "festival": {"other": ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")},
 }
 LS_SPLITS = ("train-clean-100", "dev-clean", "test-clean", "test-other")
@@ -98,6 +114,9 @@ SPEAKERS_HEADER = "; Synthetic speakers, written by denseshift-speech synth."
 # the text corpus for the n-gram LM, by the name of LibriSpeech's own (openslr.org/11)
 LM_TEXT = "librispeech-lm-norm.txt"
 LM_SENTENCES = 50000
+# share of the ASR corpus' utterances that are single words, short commands and digit
+# strings rather than grammar sentences
+DEVICE_SHARE = 0.3
 MAX_SPEAKERS = 1000
 
 
@@ -140,8 +159,8 @@ def _speakers(tag: str, counts: dict, profiles: dict, id_fn, train_engines,
     """Speakers per role (``counts``: role -> number, held-out roles listed first).
 
     Role "other" speaks with the held-out engine's voices; the others mix espeak-ng with
-    ``share`` of flite speakers (when flite is among ``train_engines``), on the voices of
-    ROLE_VOICES.  espeak-ng's accent+variant pairs come from one shuffled list in the
+    ``share`` of speakers by the other ``train_engines`` (dealt by ``_deal``), on the
+    voices of ROLE_VOICES.  espeak-ng's accent+variant pairs come from one shuffled list in the
     order of ``counts``, ids from one list drawn up front, and every other draw from a
     stream of its own role, so the held-out roles are the same whatever the training
     count is.
@@ -165,9 +184,7 @@ def _speakers(tag: str, counts: dict, profiles: dict, id_fn, train_engines,
             extra = [e for e in train_engines
                      if e != "espeak-ng" and ROLE_VOICES.get(e, {}).get(role)]
             n_extra = 0 if not extra else max(int(n >= 2), int(round(share * n)))
-            plan = [("espeak-ng", n - n_extra)] + [
-                (e, n_extra // len(extra) + (k < n_extra % len(extra)))
-                for k, e in enumerate(extra)]
+            plan = [("espeak-ng", n - n_extra)] + list(zip(extra, _deal(n_extra, extra)))
         spk = []
         for eng, m in plan:
             for j in range(m):
@@ -187,6 +204,17 @@ def _speakers(tag: str, counts: dict, profiles: dict, id_fn, train_engines,
                                    pitch=pitch, gap=gap))
         out[role] = sorted(spk, key=lambda s: s.spk_id)
     return out
+
+
+def _deal(n: int, names) -> list:
+    """``n`` speakers dealt among ``names`` in proportion to ENGINE_WEIGHTS (largest
+    remainders, ties to the earlier name)."""
+    weights = [ENGINE_WEIGHTS.get(e, 1) for e in names]
+    exact = [n * w / sum(weights) for w in weights]
+    counts = [int(x) for x in exact]
+    for k in sorted(range(len(names)), key=lambda k: counts[k] - exact[k])[:n - sum(counts)]:
+        counts[k] += 1
+    return counts
 
 
 def _exclusive(synthesize):
@@ -296,6 +324,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
                            test_other_telephone_prob: float = 0.25, rt60=(0.25, 0.9),
                            room_size=(3.0, 8.0), train_engines=TRAIN_ENGINES,
                            engine_share: float = ENGINE_SHARE, vocabulary_size: int | None = None,
+                           device_share: float = DEVICE_SHARE,
                            lm_sentences: int = LM_SENTENCES, jobs: int | None = None,
                            force: bool = False) -> dict:
     """Write a LibriSpeech-layout ASR corpus into ``out_dir``; return stats per split.
@@ -309,7 +338,9 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     festival speaks test-other, in simulated rooms (``test_other_reverb_prob``, ``rt60``,
     ``room_size``), with noise at ``test_other_snr`` dB and a telephone channel with
     ``test_other_telephone_prob``.  ``vocabulary_size`` limits the text to that many of
-    the grammar's most common words (default: all of them).  Stats: ``{split: {hours, utterances, speakers,
+    the grammar's most common words (default: all of them).  ``device_share`` of each
+    split's utterances are single words, short commands and digit strings
+    (``grammar.device_utterance``), as people say to a device.  Stats: ``{split: {hours, utterances, speakers,
     vocabulary, engines}}`` plus ``total`` and ``seconds`` (synthesis wall time of the
     run that made it).
     """
@@ -331,6 +362,8 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
         "other": Conditions(speed=speed, reverb_prob=test_other_reverb_prob, rt60=rt60,
                             room_size=room_size, noise_prob=1.0, snr_db=test_other_snr,
                             telephone_prob=test_other_telephone_prob)}
+    if not 0.0 <= float(device_share) <= 1.0:
+        raise DataError(f"device_share must be in [0, 1], got {device_share!r}")
     if not isinstance(lm_sentences, int) or lm_sentences < 0:
         raise DataError(f"lm_sentences must be a whole number >= 0, got {lm_sentences!r}")
     if vocabulary_size is not None and int(vocabulary_size) < 1:
@@ -339,6 +372,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     options = {"kind": "librispeech", "generator": GENERATOR_VERSIONS["librispeech"],
                "seed": int(seed), "utts": utts, "speakers": spks,
                "engine_share": float(engine_share), "lm_sentences": lm_sentences,
+               "device_share": float(device_share),
                "conditions": {k: c.as_dict() for k, c in conditions.items()},
                "engines": versions}
     if vocabulary_size is not None:  # (absent by default: older markers stay valid)
@@ -360,7 +394,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     # each split draws its chapters and sentences from its own stream, so the held-out
     # splits do not change with the number of training speakers
     split_rng = {s: random.Random(f"librispeech-{seed}-{s}") for s in LS_SPLITS}
-    texts = _texts(utts, split_rng, vocabulary_size)
+    texts = _texts(utts, split_rng, vocabulary_size, device_share)
 
     tasks = []
     for s in LS_SPLITS:
@@ -417,7 +451,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
         minutes[task[2].spk_id] = minutes.get(task[2].spk_id, 0.0) + result[0] / SR / 60
     _write_speakers(out_dir, speakers, minutes, train_engines)
     lm_text = _lm_text(texts, random.Random(f"librispeech-{seed}-lm-text"), lm_sentences,
-                       vocabulary_size)
+                       vocabulary_size, device_share)
     with atomic_open(os.path.join(out_dir, LM_TEXT)) as fh:
         fh.writelines(t + "\n" for t in lm_text)
     stats["lm_text"] = {"sentences": len(lm_text),
@@ -504,31 +538,45 @@ def common_words(n: int) -> frozenset:
     return frozenset(sorted(counts, key=lambda w: (-counts[w], w))[:n])
 
 
-def _texts(utts: dict, split_rng: dict, vocabulary_size: int | None = None) -> dict:
-    """Sentences per split: train first; the held-out splits only use training words.
-    A held-out sentence is redrawn until it does; when a small training set makes that
-    unlikely (200 draws), one is built from the training words (sentence_within).  ``vocabulary_size``
-    limits every sentence to that many of the grammar's most common words."""
+def _texts(utts: dict, split_rng: dict, vocabulary_size: int | None = None,
+           device_share: float = 0.0) -> dict:
+    """Utterances per split: train first; the held-out splits only use training words.
+    ``device_share`` of them are what people say to a device (``grammar.device_utterance``:
+    single words, short commands, digit strings), the rest grammar sentences.  A held-out
+    utterance is redrawn until it uses training words only; when a small training set
+    makes that unlikely (200 draws), a sentence is built from the training words
+    (sentence_within).  ``vocabulary_size`` limits every sentence to that many of the
+    grammar's most common words."""
     train = LS_SPLITS[0]
-    if vocabulary_size is not None:
-        words = common_words(vocabulary_size)
-        try:
-            texts = {train: [grammar.sentence_within(split_rng[train], words)
-                             for _ in range(utts[train])]}
-        except ValueError:
-            raise DataError(f"vocabulary_size {vocabulary_size} is too small for any "
-                            "sentence of the grammar") from None
-        vocab = {w for t in texts[train] for w in t.split()}
-        for s in LS_SPLITS[1:]:
-            texts[s] = [_sentence_of(split_rng[s], vocab, redraws=0) for _ in range(utts[s])]
-        return texts
-    texts = {train: [grammar.sentence(split_rng[train]) for _ in range(utts[train])]}
+    limited = vocabulary_size is not None
+    words = common_words(vocabulary_size) if limited else None
+    rng = split_rng[train]
+    try:
+        texts = {train: [_utterance(rng, words, device_share, redraws=0 if limited else None)
+                         for _ in range(utts[train])]}
+    except ValueError:
+        raise DataError(f"vocabulary_size {vocabulary_size} is too small for any "
+                        "sentence of the grammar") from None
     if not texts[train] and any(utts[s] for s in LS_SPLITS[1:]):
         raise DataError("held-out splits need training sentences: raise train_utts")
     train_vocab = {w for t in texts[train] for w in t.split()}
     for s in LS_SPLITS[1:]:
-        texts[s] = [_sentence_of(split_rng[s], train_vocab) for _ in range(utts[s])]
+        texts[s] = [_utterance(split_rng[s], train_vocab, device_share,
+                               redraws=0 if limited else 200) for _ in range(utts[s])]
     return texts
+
+
+def _utterance(rng: random.Random, words, device_share: float, redraws) -> str:
+    """A device utterance (with probability ``device_share``) or a grammar sentence, made
+    only of ``words`` unless that is None (``redraws``: as for ``_sentence_of``)."""
+    if device_share and rng.random() < device_share:
+        for _ in range(200 if words is not None else 1):
+            t = grammar.device_utterance(rng)
+            if words is None or all(w in words for w in t.split()):
+                return t
+    if words is None:
+        return grammar.sentence(rng)
+    return _sentence_of(rng, words, redraws)
 
 
 def _sentence_of(rng: random.Random, words, redraws: int = 200) -> str:
@@ -542,9 +590,10 @@ def _sentence_of(rng: random.Random, words, redraws: int = 200) -> str:
     return grammar.sentence_within(rng, words)
 
 
-def _lm_text(texts: dict, rng: random.Random, n: int, vocabulary_size: int | None) -> list:
-    """``n`` sentences for the n-gram LM: grammar sentences made only of training words,
-    as the held-out splits' are (drawn the way ``_texts`` draws those), and none of them a
+def _lm_text(texts: dict, rng: random.Random, n: int, vocabulary_size: int | None,
+             device_share: float = 0.0) -> list:
+    """``n`` sentences for the n-gram LM: utterances made only of training words, as the
+    held-out splits' are (drawn the way ``_texts`` draws those), and none of them a
     dev or test sentence: LibriSpeech's LM corpus likewise leaves out the books of its test
     sets.  Fewer than ``n`` when the held-out splits hold nearly every sentence a tiny
     vocabulary allows (at most 20 draws a sentence)."""
@@ -559,7 +608,7 @@ def _lm_text(texts: dict, rng: random.Random, n: int, vocabulary_size: int | Non
     for _ in range(20 * n):
         if len(out) == n:
             break
-        t = _sentence_of(rng, vocab, redraws)
+        t = _utterance(rng, vocab, device_share, redraws)
         if t not in held_out:
             out.append(t)
     return out
@@ -759,7 +808,8 @@ def add_parser(subparsers):
         "synth", help="write an offline synthetic corpus (several speech engines) in a "
                       "real dataset's layout",
         description="Write a synthetic corpus with offline speech engines (espeak-ng, "
-                    "flite, mbrola, pico, rhvoice; festival for the held-out-engine test "
+                    "flite, mbrola, pico, rhvoice and the neural kokoro and piper; "
+                    "festival for the held-out-engine test "
                     "split) in the LibriSpeech or Google Speech Commands v0.02 layout. "
                     "Deterministic from --seed; re-running with the same options on a "
                     "finished corpus does nothing.")
@@ -778,6 +828,9 @@ def add_parser(subparsers):
     ls.add_argument("--test-other-speakers", type=int, default=6)
     ls.add_argument("--train-engines", default=",".join(TRAIN_ENGINES),
                     help="comma-separated engines of train/dev/test-clean (espeak-ng first)")
+    ls.add_argument("--device-share", type=float, default=DEVICE_SHARE,
+                    help="share of single words, short commands and digit strings "
+                         f"(default {DEVICE_SHARE})")
     ls.add_argument("--lm-sentences", type=int, default=LM_SENTENCES,
                     help=f"sentences of n-gram LM text ({LM_TEXT}; default {LM_SENTENCES})")
     ls.add_argument("--jobs", type=int, default=None, help="parallel engine processes")
@@ -824,6 +877,7 @@ def _run_librispeech(args):
         train_speakers=args.train_speakers, dev_speakers=args.dev_speakers,
         test_speakers=args.test_speakers, test_other_speakers=args.test_other_speakers,
         train_engines=_names(args.train_engines), lm_sentences=args.lm_sentences,
+        device_share=args.device_share,
         jobs=args.jobs, force=args.force)))
 
 
