@@ -32,7 +32,7 @@ single layers
     (``denseshift::linear(..., method="add")``).
 
 Ratios are the alternative's time over DenseShift's (``> 1``: DenseShift is faster). The
-run ends with the deploy-speed targets (issue 10), each PASS / MISS with the measured ratio
+run ends with the deploy-speed targets, each PASS / MISS with the measured ratio
 (:mod:`denseshift_speech.benchmarks.targets`), and writes everything to ``--json``.
 
 training (``--training``)
@@ -519,7 +519,7 @@ def run(args) -> int:
     if layer_rows:
         print("\n".join(layer_tables(layer_rows)))
         print()
-    print(f"## targets (issue 10; {args.bits}-bit, {args.threads} thread(s), ds-int8 is the "
+    print(f"## targets ({args.bits}-bit, {args.threads} thread(s), ds-int8 is the "
           "default path)")
     print("\n".join(T.format_summary(records)))
     elapsed = time.perf_counter() - t_start

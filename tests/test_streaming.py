@@ -447,10 +447,90 @@ def test_cli_beam_lm_and_a_missing_lm(tiny, wav, arpa, tmp_path, capsys):
     sf.write(path, wav.numpy(), 16000)
     assert _stream(tiny["packed"], "--wav", path, "--decoding", "beam_lm", "--lm-arpa", arpa, "--json") == 0
     out = json.loads(capsys.readouterr().out)
-    assert "summary" in out or "rtf" in out
+    assert out["rtf"] > 0
+    assert (out["decoding"], out["lm_arpa"]) == ("beam_lm", arpa)
+    assert out["decoding_reason"] == f"beam_lm: asked for ({arpa})"
     assert _stream(tiny["packed"], "--wav", path, "--decoding", "beam_lm",
                    "--lm-arpa", tmp_path / "none.arpa") == 2
     assert "LM file not found" in capsys.readouterr().err
+
+
+# The default decoding: the best the model file supports (lm_search.default_decoding).
+
+@pytest.fixture
+def run_with_lm(tiny, arpa, tmp_path):
+    """A run folder as the recipe leaves it: model.dsp with save/lm_3gram.arpa beside it."""
+    import shutil
+    run = tmp_path / "run"
+    (run / "save").mkdir(parents=True)
+    shutil.copy(tiny["packed"], run / "model.dsp")
+    shutil.copy(arpa, run / "save" / "lm_3gram.arpa")
+    return str(run / "model.dsp"), str(run / "save" / "lm_3gram.arpa")
+
+
+def test_default_decoding_is_beam_lm_when_the_lm_sits_beside_the_model(run_with_lm, arpa, wav,
+                                                                       tmp_path, capsys):
+    from denseshift_speech.streaming.lm_search import default_decoding
+    model, lm = run_with_lm
+    choice = default_decoding(model)             # lm_order read from the file's hparams
+    assert choice == ("beam_lm", lm, f"beam_lm: LM beside the model ({lm})")
+    assert default_decoding(model, load_model(model).hparams) == choice
+    f = _write(tmp_path / "a.wav", wav.numpy())
+    assert _stream(model, "--wav", f, "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["decoding"], out["lm_arpa"], out["decoding_reason"]) == choice
+    assert _stream(model, "--wav", f, "--json", "--decoding", "beam_lm", "--lm-arpa", arpa) == 0
+    assert json.loads(capsys.readouterr().out)["transcript"] == out["transcript"]  # same LM
+    assert _stream(model, "--wav", f) == 0
+    assert f"  decoding         beam_lm: LM beside the model ({lm})" in capsys.readouterr().out
+    s = stream_manifest(model, _two_utterance_manifest(tmp_path), out=None)  # the API too
+    assert s["decoding"] == "beam_lm" and s["lm_arpa"] == lm
+
+
+def test_default_decoding_is_greedy_without_an_lm(tiny, wav, tmp_path, capsys):
+    from denseshift_speech.streaming.lm_search import default_decoding, lm_beside_model
+    looked = lm_beside_model(tiny["packed"])
+    assert not os.path.exists(looked)
+    reason = f"greedy: no LM beside the model (looked for {looked})"
+    assert default_decoding(tiny["packed"]) == ("greedy", None, reason)
+    f = _write(tmp_path / "a.wav", wav.numpy())
+    assert _stream(tiny["packed"], "--wav", f, "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["decoding"], out["lm_arpa"], out["decoding_reason"]) == ("greedy", None, reason)
+    from denseshift_speech.streaming import DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CONTEXT
+    expect = stream_samples(StreamingDecoder(load_model(tiny["packed"]), DEFAULT_CHUNK_SIZE,
+                                             DEFAULT_LEFT_CONTEXT),
+                            torch.from_numpy(sf.read(f, dtype="float32")[0]))
+    assert out["transcript"] == expect.text
+    assert _stream(tiny["packed"], "--wav", f) == 0
+    assert f"  decoding         {reason}" in capsys.readouterr().out
+    s = stream_manifest(tiny["packed"], _two_utterance_manifest(tmp_path), out=None)
+    assert (s["decoding"], s["decoding_reason"]) == ("greedy", reason)
+
+
+def test_explicit_decoding_overrides_the_default(run_with_lm, tiny, wav, tmp_path, capsys, monkeypatch):
+    from denseshift_speech.streaming import lm_search
+    model, lm = run_with_lm
+    f = _write(tmp_path / "a.wav", wav.numpy())
+    assert _stream(model, "--wav", f, "--json", "--decoding", "greedy") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["decoding"], out["lm_arpa"], out["decoding_reason"]) == ("greedy", None, "greedy: asked for")
+    assert _stream(tiny["packed"], "--wav", f, "--json") == 0      # greedy by default there
+    assert json.loads(capsys.readouterr().out)["transcript"] == out["transcript"]
+    # an explicit beam_lm with no LM stays a clear error, naming where it looked
+    assert _stream(tiny["packed"], "--wav", f, "--decoding", "beam_lm") == 2
+    err = capsys.readouterr().err
+    assert "--decoding beam_lm: LM file not found" in err
+    assert lm_search.lm_beside_model(tiny["packed"]) in err
+    # a named LM asks for it: missing, it is an error, not a quiet greedy run
+    assert _stream(tiny["packed"], "--wav", f, "--lm-arpa", tmp_path / "none.arpa") == 2
+    assert "--lm-arpa: LM file not found" in capsys.readouterr().err
+    # without kenlm the default falls back to greedy and says why; beam_lm asked for fails
+    monkeypatch.setattr(lm_search, "_kenlm_installed", lambda: False)
+    choice = lm_search.default_decoding(model)
+    assert choice.decoding == "greedy" and "'kenlm'" in choice.reason and lm in choice.reason
+    with pytest.raises(lm_search.LMSearchError, match="kenlm"):
+        lm_search.choose_decoding(model, "beam_lm")
 
 
 # -------------------------------------------------------------------- endpointing ------

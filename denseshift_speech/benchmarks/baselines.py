@@ -21,11 +21,9 @@ Settings, chosen to make the baselines as strong as what is shipped today:
   weight becomes ``MatMulInteger`` (ORT fuses it to ``DynamicQuantizeMatMul`` at load).
   Activation-by-activation MatMuls (attention scores and context) stay fp32. Conv is left out
   on purpose: quantizing it (ORT's default op list) turns the conformer's pointwise and
-  depthwise Conv1d into ``ConvInteger``, which made the conformer-small encoder about 1.5x
-  *slower* (5.3 vs 3.4 ms at T=16, 22 vs 13.5 ms at T=100, 1 thread) with no accuracy gain.
-  ``per_channel=True`` lowers the encoder's relative output error only a little
-  (about 2.3 % -> 1.9 %) and costs up to 30 % at M=1 for single layers, so it is an option,
-  not the default.
+  depthwise Conv1d into ``ConvInteger``, which made the encoder slower with no accuracy
+  gain. ``per_channel=True`` is an option, not the default: it barely lowers the encoder's
+  output error and slows single layers down.
 * torch dynamic int8: ``torch.ao.quantization.quantize_dynamic({nn.Linear}, qint8)``, i.e.
   fbgemm with per-tensor weights and 7-bit (``reduce_range``) activations. It only sees
   ``nn.Linear`` modules: ``RelPosMHAXL``'s in-projection is a bare parameter and stays fp32.
@@ -36,14 +34,14 @@ Settings, chosen to make the baselines as strong as what is shipped today:
 
 Calls are made as cheap as onnxruntime allows: :class:`OrtModel` binds the input and output
 names once and calls the session's C++ ``run`` directly (``InferenceSession._sess.run``,
-falling back to the public ``run``). Measured per call against the alternatives: public
-``run`` costs about 1.5 us more; IOBinding with a pre-bound output costs 0-0.5 us more per
-call, and more still when the input must be re-bound or copied. Torch int8 layer callables
-call ``torch.ops.quantized.linear_dynamic`` with the module's own packed weights and
-``reduce_range``, skipping the module's Python ``forward``.
+falling back to the public ``run``), which costs less per call than the public ``run`` or
+IOBinding. Torch int8 layer callables call ``torch.ops.quantized.linear_dynamic`` with the
+module's own packed weights and ``reduce_range``, skipping the module's Python ``forward``.
 
 Threads: onnxruntime callables use the ``threads`` their session was made with; torch ones
 use ``torch.get_num_threads()``, so set ``torch.set_num_threads`` to the same number.
+
+The measurements behind these settings: docs/results/2026-12-02-onnxruntime-baseline-settings.md.
 
 Nothing here downloads anything; onnxruntime / onnx are imported only when needed (see
 :func:`available`).

@@ -1,4 +1,4 @@
-"""The deploy-speed targets (issue 10) as data, checked against a bench run's rows.
+"""The deploy-speed targets as data, checked against a bench run's rows.
 
 Every target is a speed (or size) ratio ``numerator / denominator`` that must reach a
 threshold on a set of cases, all of them: ``>1`` means the packed DenseShift model (or
@@ -18,7 +18,7 @@ from typing import NamedTuple
 #: conformer-small layer shapes (in_features, out_features): attention in-projection, output
 #: projection, FFN up, FFN down, pointwise conv before GLU.
 SMALL_SHAPES = ((144, 432), (144, 144), (144, 1024), (1024, 144), (144, 288))
-#: the two larger single-row shapes the issue names 2048x512 and 4096x1024 (out x in).
+#: the two larger single-row shapes of the targets, 2048x512 and 4096x1024 (out x in).
 BIG_SHAPES = ((512, 2048), (1024, 4096))
 
 

@@ -4,10 +4,11 @@ the reference one (``denseshift-speech bench --training``).
 One *training step* is what the conformer recipe does per batch, without data loading and
 feature extraction: ``zero_grad``, the forward of the recipe's modules (SpeechBrain
 ``ConvolutionFrontEnd`` -> ``CTCTransformerASR.encode`` -> ``ctc_lin`` -> log-softmax, as
-in hparams/conformer_fp.yaml, dropout 0.1, full context), SpeechBrain's CTC loss, backward
-and the optimizer step, on a batch of ``batch`` utterances of ``seconds`` of random
-features (10 ms frames) with random targets of 40 tokens per 3 s (vocabulary 32).  Not included:
-SpeechBrain's gradient clipping, dynamic chunk training and the learning-rate schedule.
+in hparams/conformer_fp.yaml, with its real-data dropout 0.1, full context), SpeechBrain's
+CTC loss, backward and the optimizer step, on a batch of ``batch`` utterances of
+``seconds`` of random features (10 ms frames) with random targets of 40 tokens per 3 s
+(vocabulary 32).  Not included: SpeechBrain's gradient clipping, dynamic chunk training
+and the learning-rate schedule.
 
 Configurations, each in its own Python process (``python -m
 denseshift_speech.benchmarks.training serve JSON``) so that its peak memory is its own; the
@@ -19,7 +20,8 @@ three processes of one geometry and optimizer step in turn, one step each per ro
                   (``DenseShiftConfig(bits, scale channel, init low_variance, exclude
                   ["ctc_lin*", "*seq_lin*"], keep_first, not keep_last)`` on the modules
                   CNN / Transformer / ctc_lin) and ``core.optim.grouped(AdamW, latent_lr_scale
-                  0.005)``; the weights through ``quant.fused_weight`` (the default)
+                  0.005)`` (the recipe's scale differs; a step's cost does not depend on
+                  it); the weights through ``quant.fused_weight`` (the default)
 ``ds<b>-reference`` the same, through ``quant.reference_weight`` (the op-by-op math the
                   fused node replaced), to show the speed-up
 
@@ -40,24 +42,7 @@ latents (sign, thermometer levels, log2 alpha), their gradients, and the AdamW s
 for them (``exp_avg``, ``exp_avg_sq``), over the number of quantized weights; for fp32 the
 same quantities for those weights' float tensors.
 
-Measured on 2026-12-02 (third session) on an idle 2-core machine, ``bench --training
---adamw both`` (2 threads, 3 bits), ms per step (DenseShift / fp32); the fused node
-runs the C++ ops ``denseshift::latent_weight[_backward]``:
-
-=================  =======  ======  ============  ================
-geometry           AdamW    fp32    fused         reference
-=================  =======  ======  ============  ================
-demo               plain    105.3   123.4 (1.17)  139.5 (1.33)
-demo               fused    104.2   111.2 (1.07)  135.4 (1.30)
-conformer-small    plain    514.0   647.4 (1.26)  730.9 (1.42)
-conformer-small    fused    489.8   543.6 (1.11)  641.6 (1.31)
-=================  =======  ======  ============  ================
-
-Same losses through both parametrizations in every row.  Optimizer step of
-conformer-small: plain AdamW 97 ms for DenseShift against 17 ms for fp32, fused AdamW 22
-against 8.  Peak RSS of conformer-small: fp32 1484 MiB, fused 1861, reference 2256.  The
-C++ ops alone (1 thread, forward / backward over 9.2 M 3-bit weights, beside two
-training jobs): 36 / 83 ms, against 174 / 357 ms for their PyTorch twins.
+Measured results: docs/results/2026-12-02-training-step.md.
 """
 from __future__ import annotations
 

@@ -10,6 +10,11 @@
 Input policy: other sample rates are resampled to the model's rate, multi-channel audio is
 downmixed (mean), empty files are refused, silent files are decoded and flagged,
 non-finite samples are zeroed chunk by chunk and reported.
+
+Decoding: the best the model file supports -- CTC prefix beam search fused with the
+run's word n-gram LM when that LM is found (save/lm_<order>gram.arpa beside the model
+file, as the recipe writes it, or --lm-arpa FILE), greedy CTC when there is none;
+--decoding greedy|beam_lm overrides.  The summary (and --json) says which ran, and why.
 """
 from __future__ import annotations
 
@@ -40,8 +45,9 @@ def add_parser(subparsers):
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--kernel-path", choices=["int8", "exact", "shift"], default=None,
                    help="packed kernel path (default: the one recorded in the model file)")
-    p.add_argument("--decoding", choices=["greedy", "beam_lm"], default="greedy",
-                   help="greedy CTC (default) or CTC prefix beam search fused with a word n-gram LM")
+    p.add_argument("--decoding", choices=["greedy", "beam_lm"], default=None,
+                   help="greedy CTC, or CTC prefix beam search fused with a word n-gram LM "
+                        "(default: beam_lm when the LM is found, see --lm-arpa; else greedy)")
     p.add_argument("--endpoint", action="store_true",
                    help="cut long audio into segments at pauses (trailing blank CTC frames); "
                         "each segment is finalized and printed with start/end times")
@@ -50,7 +56,7 @@ def add_parser(subparsers):
     p.add_argument("--max-segment", type=float, default=30.0, metavar="SEC",
                    help="--endpoint: longest segment before a forced cut (30)")
     p.add_argument("--lm-arpa", metavar="FILE",
-                   help="--decoding beam_lm: the ARPA LM (default: save/lm_<order>gram.arpa "
+                   help="the ARPA LM of beam_lm decoding (default: save/lm_<order>gram.arpa "
                         "beside the model file, as the recipe writes it)")
     p.add_argument("--realtime", action="store_true",
                    help="pace file input in real time (default: as fast as possible)")
@@ -109,7 +115,7 @@ def run(args) -> int:
     except ModelFileError as err:
         raise UserError(str(err)) from None
     try:
-        args.lm_search = _lm_search(args, model)
+        args.lm_search, args.decoding_choice = _lm_search(args, model)
         if args.manifest:
             return _run_manifest(args, model)
         if args.mic:
@@ -132,19 +138,24 @@ def _endpointing(args):
 
 
 def _lm_search(args, model):
-    """The LM-fused search of --decoding beam_lm, or None (greedy)."""
-    if args.decoding != "beam_lm":
-        return None
-    import os
-
+    """(the LM-fused search or None for greedy, the DecodingChoice): --decoding when given,
+    else the best the model file supports (streaming.lm_search.choose_decoding)."""
     from ..errors import UserError
-    from ..streaming.lm_search import LMSearchError, StreamingLMSearch
-    arpa = args.lm_arpa or os.path.join(os.path.dirname(os.path.abspath(args.model)), "save",
-                                        f"lm_{int(model.hparams.get('lm_order', 3))}gram.arpa")
+    from ..streaming.lm_search import DecodingChoice, LMSearchError, StreamingLMSearch, choose_decoding
+    if args.compare_fp32:  # a compute comparison: the two models' greedy tokens
+        if args.decoding == "beam_lm":
+            raise UserError("--compare-fp32 compares greedy tokens; drop --decoding beam_lm")
+        return None, DecodingChoice("greedy", None, "greedy: --compare-fp32 compares the packed "
+                                                    "and fp32 models' greedy tokens")
+    flag = (f"--decoding {args.decoding}" if args.decoding else "--lm-arpa" if args.lm_arpa
+            else "the LM beside the model (--decoding greedy decodes without it)")
     try:
-        return StreamingLMSearch.for_model(model, arpa)
+        choice = choose_decoding(args.model, args.decoding, model.hparams, args.lm_arpa)
+        if choice.decoding != "beam_lm":
+            return None, choice
+        return StreamingLMSearch.for_model(model, choice.lm_path), choice
     except LMSearchError as err:
-        raise UserError(f"--decoding beam_lm: {err}") from None
+        raise UserError(f"{flag}: {err}") from None
 
 
 def _run_manifest(args, model) -> int:
@@ -152,19 +163,24 @@ def _run_manifest(args, model) -> int:
     if args.compare_fp32:
         res = compare_fp32(args.model, args.manifest, args.limit or None, args.chunk_size,
                            args.left_context, args.repeats, out=None if args.json else sys.stdout)
-        if args.json:
-            print(json.dumps(res))
+        res["decoding"], res["decoding_reason"] = "greedy", args.decoding_choice.reason
+        print(json.dumps(res) if args.json else f"decoding: {res['decoding_reason']}")
         return 0
     if args.sweep:
+        out = None if args.json else sys.stdout
+        if out is not None:
+            print(f"decoding: {args.decoding_choice.reason}", file=out)
         rows = sweep(model, args.manifest, _parse_sweep(args.sweep), args.limit or None,
-                     out=None if args.json else sys.stdout, lm_search=args.lm_search)
+                     out=out, lm_search=args.lm_search)
         if args.json:
-            print(json.dumps({"model": model.path, "manifest": args.manifest, "sweep": rows}))
+            c = args.decoding_choice
+            print(json.dumps({"model": model.path, "manifest": args.manifest, "decoding": c.decoding,
+                              "decoding_reason": c.reason, "lm_arpa": c.lm_path, "sweep": rows}))
         return 0
     s = stream_manifest(model, args.manifest, args.limit or None, args.chunk_size,
                         args.left_context, full_context=True, realtime=args.realtime,
                         threads=None, out=None if args.json else sys.stdout,
-                        lm_search=args.lm_search)
+                        lm_search=args.lm_search, decoding=args.decoding_choice)
     if args.json:
         print(json.dumps(s))
     return 0
@@ -249,7 +265,7 @@ def _run_files(args, model) -> int:
                 if not args.json:
                     print(f"  full context: {utt['transcript_full_context']}")
             utts.append(utt)
-    s = summary(model, dec, merge_stats(stats), calls["calls"])
+    s = summary(model, dec, merge_stats(stats), calls["calls"], args.decoding_choice)
     if len(utts) == 1:
         s["transcript"] = utts[0]["transcript"]
     s["utterances"] = utts
@@ -307,7 +323,7 @@ def _run_mic(args, model) -> int:
             from ..errors import UserError
             raise UserError(f"--mic: cannot record ({err})") from None
         hyp = dec.finish()
-    s = summary(model, dec, dec.stats, calls["calls"])
+    s = summary(model, dec, dec.stats, calls["calls"], args.decoding_choice)
     s["transcript"] = hyp.text
     if dec.endpoint is not None:
         s["segments"] = list(dec.segments)

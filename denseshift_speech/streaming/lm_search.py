@@ -11,16 +11,110 @@ settings stored in the model file (``lm_weight``, ``word_bonus``, ``oov_penalty`
 
 After each chunk, :meth:`partial` gives the best beam's text and the words every live
 beam agrees on: all later beams extend today's beams, so those words can no longer change.
+
+Which decoding a model file gets (:func:`default_decoding`, :func:`choose_decoding`): the
+best it supports -- ``beam_lm`` when its LM is found (``save/lm_<order>gram.arpa`` beside
+the model file, or the ARPA file the caller names) and KenLM is installed, else
+``greedy`` -- each with a one-line reason for the summaries.
 """
 from __future__ import annotations
 
 import os
+import re
+from typing import NamedTuple
 
 import torch
+
+DECODINGS = ("greedy", "beam_lm")
 
 
 class LMSearchError(ValueError):
     """The LM or its settings cannot be used (message names the file or setting)."""
+
+
+class DecodingChoice(NamedTuple):
+    """How a model file is decoded: ``decoding`` ("greedy" or "beam_lm"), the ARPA file
+    of ``beam_lm`` (else None), and ``reason``, one line starting with the decoding
+    (e.g. "greedy: no LM beside the model (looked for .../save/lm_3gram.arpa)")."""
+    decoding: str
+    lm_path: str | None
+    reason: str
+
+
+def lm_beside_model(model_path, lm_order: int = 3) -> str:
+    """Where the recipe writes the LM of the run whose ``model.dsp`` is ``model_path``:
+    ``save/lm_<lm_order>gram.arpa`` in the same folder (the file may not exist)."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(model_path)))
+    return os.path.join(folder, "save", f"lm_{int(lm_order)}gram.arpa")
+
+
+def _stored_lm_order(model_path) -> int:
+    """``lm_order`` of the hparams stored in a model file (3 when absent or unreadable);
+    reads the header only."""
+    from ..packed import PackedFileError, read_packed_metadata
+    try:
+        text = read_packed_metadata(os.fspath(model_path))["metadata"].get("hparams_yaml", "")
+    except (PackedFileError, OSError):
+        return 3
+    m = re.search(r"^lm_order:\s*(\d+)\s*$", text, flags=re.M)
+    return int(m.group(1)) if m else 3
+
+
+def _kenlm_installed() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("kenlm") is not None
+
+
+def _lm_to_use(model_path, hparams: dict | None, lm_arpa: str | None) -> tuple[str, str]:
+    """(ARPA path, how it was found): ``lm_arpa`` when named, else the LM beside the model
+    for the stored ``lm_order``.  The file may not exist."""
+    if lm_arpa:
+        return os.fspath(lm_arpa), "the LM given"
+    order = hparams.get("lm_order", 3) if hparams is not None else _stored_lm_order(model_path)
+    return lm_beside_model(model_path, order), "LM beside the model"
+
+
+def default_decoding(model_path, hparams: dict | None = None,
+                     lm_arpa: str | None = None) -> DecodingChoice:
+    """The best decoding the model file ``model_path`` supports, and why.
+
+    ``beam_lm`` (CTC prefix beam search fused with the word n-gram LM, at the settings
+    stored in the file) when the LM is there: ``lm_arpa`` if given, else
+    :func:`lm_beside_model` for the stored ``lm_order``; ``greedy`` when there is none,
+    or when the ``kenlm`` package is missing.  ``hparams``: the file's stored hparams
+    (``StreamingModel.hparams``) when already loaded, else they are read from the file.
+    A named ``lm_arpa`` that does not exist raises :class:`LMSearchError`: naming an LM
+    asks for it.
+    """
+    path, where = _lm_to_use(model_path, hparams, lm_arpa)
+    if not os.path.isfile(path):
+        if lm_arpa:
+            raise LMSearchError(f"LM file not found: {path!r}")
+        return DecodingChoice("greedy", None, f"greedy: no LM beside the model (looked for {path})")
+    if not _kenlm_installed():
+        return DecodingChoice("greedy", None, f"greedy: {where} ({path}) needs the 'kenlm' "
+                                              "package, which is not installed")
+    return DecodingChoice("beam_lm", path, f"beam_lm: {where} ({path})")
+
+
+def choose_decoding(model_path, decoding: str | None = None, hparams: dict | None = None,
+                    lm_arpa: str | None = None) -> DecodingChoice:
+    """``decoding`` as asked ("greedy" or "beam_lm"), or :func:`default_decoding` when
+    None.  An explicit ``beam_lm`` without its LM file or without kenlm raises
+    :class:`LMSearchError`."""
+    if decoding is None:
+        return default_decoding(model_path, hparams, lm_arpa)
+    if decoding not in DECODINGS:
+        raise LMSearchError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+    if decoding == "greedy":
+        return DecodingChoice("greedy", None, "greedy: asked for")
+    path, _ = _lm_to_use(model_path, hparams, lm_arpa)
+    if not os.path.isfile(path):
+        raise LMSearchError(f"LM file not found: {path!r} (an ARPA n-gram, e.g. the recipe's "
+                            "save/lm_3gram.arpa; or --lm-arpa FILE)")
+    if not _kenlm_installed():
+        raise LMSearchError("LM decoding needs the 'kenlm' package (pip install kenlm)")
+    return DecodingChoice("beam_lm", path, f"beam_lm: asked for ({path})")
 
 
 class StreamingLMSearch:

@@ -1,10 +1,15 @@
 """Streaming sessions: utterances, manifests (hypothesis beside reference), summaries, sweeps.
 
-:func:`stream_manifest` is what ``make demo`` calls after training and export::
+:func:`stream_manifest` streams a recipe manifest, as ``denseshift-speech stream MODEL
+--manifest CSV`` (which ``make demo`` runs after training and export) does::
 
     from denseshift_speech.streaming import stream_manifest
     stream_manifest("results/demo/conformer_ds3/model.dsp",
                     "results/demo/conformer_ds3/test-clean.csv", limit=5)
+
+Decoding: the best the model file supports unless told otherwise
+(:func:`.lm_search.default_decoding`: the LM-fused beam search when the run's LM sits
+beside the model file, else greedy CTC); summaries say which, and why.
 """
 from __future__ import annotations
 
@@ -20,7 +25,32 @@ from .. import kernels
 from .audio import AudioError, read_audio
 from .decoder import (DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CONTEXT, StreamingDecoder, StreamStats,
                       _percentile, decode_full)
+from .lm_search import DecodingChoice, StreamingLMSearch, default_decoding
 from .model import StreamingModel, load_model
+
+AUTO = "auto"  # lm_search="auto": the best decoding the model file supports
+
+
+def resolve_lm_search(model: StreamingModel, lm_search=AUTO, decoding: DecodingChoice | None = None):
+    """(LM search or None, :class:`~.lm_search.DecodingChoice`) for ``lm_search``:
+
+    * ``"auto"``: :func:`~.lm_search.default_decoding` of the model file (the LM beside it
+      when there is one, else greedy);
+    * None: greedy;
+    * a :class:`~.lm_search.StreamingLMSearch`: that search.
+
+    ``decoding``: the choice that built ``lm_search`` (the CLI's), kept as the label.
+    """
+    if isinstance(lm_search, str):
+        if lm_search != AUTO:
+            raise ValueError(f"lm_search must be {AUTO!r}, None or a StreamingLMSearch, got {lm_search!r}")
+        decoding = default_decoding(model.path, model.hparams)
+        lm_search = (StreamingLMSearch.for_model(model, decoding.lm_path)
+                     if decoding.decoding == "beam_lm" else None)
+    if decoding is None:
+        decoding = (DecodingChoice("greedy", None, "greedy: no LM search given") if lm_search is None
+                    else DecodingChoice("beam_lm", None, "beam_lm: the LM search given"))
+    return lm_search, decoding
 
 
 def word_errors(ref: str, hyp: str) -> tuple[int, int]:
@@ -101,9 +131,12 @@ def merge_stats(stats_list) -> StreamStats:
 
 
 def summary(model: StreamingModel, decoder: StreamingDecoder, stats: StreamStats,
-            packed_calls: int) -> dict:
-    """The end-of-stream summary (what ``--json`` prints, plus the transcript(s))."""
+            packed_calls: int, decoding: DecodingChoice | None = None) -> dict:
+    """The end-of-stream summary (what ``--json`` prints, plus the transcript(s)).
+
+    ``decoding``: how it was decoded and why (default: from ``decoder.lm_search``)."""
     native_ran = bool(kernels.native_available() and packed_calls > 0)
+    _, decoding = resolve_lm_search(model, decoder.lm_search, decoding)
     return {
         "model": model.path,
         "model_file_bytes": model.file_bytes,
@@ -133,6 +166,9 @@ def summary(model: StreamingModel, decoder: StreamingDecoder, stats: StreamStats
         "final_ms_median": round(1000 * _percentile(stats.final_delays, 50), 1),
         "final_ms_p95": round(1000 * _percentile(stats.final_delays, 95), 1),
         "nonfinite_samples_zeroed": stats.nonfinite_samples,
+        "decoding": decoding.decoding,
+        "decoding_reason": decoding.reason,
+        "lm_arpa": decoding.lm_path,
     }
 
 
@@ -165,6 +201,8 @@ def format_summary(s: dict) -> str:
         f"  compute path     {s['compute']}",
         f"  native kernel    {native}",
     ]
+    if s.get("decoding_reason"):
+        lines.append(f"  decoding         {s['decoding_reason']}")
     if s.get("nonfinite_samples_zeroed"):
         lines.append(f"  non-finite input {s['nonfinite_samples_zeroed']} samples zeroed")
     if "wer_stream" in s:
@@ -211,11 +249,14 @@ def stream_manifest(model, manifest, limit: int | None = 5,
                     chunk_size: int = DEFAULT_CHUNK_SIZE,
                     left_context_chunks: int = DEFAULT_LEFT_CONTEXT, fp32: bool = False,
                     full_context: bool = True, realtime: bool = False, threads: int | None = 1,
-                    out="stdout", show_partials: bool = False, lm_search=None) -> dict:
+                    out="stdout", show_partials: bool = False, lm_search=AUTO,
+                    decoding: DecodingChoice | None = None) -> dict:
     """Stream ``limit`` utterances of a recipe manifest; print hypothesis beside reference.
 
-    ``lm_search``: a :class:`~.lm_search.StreamingLMSearch` for LM-fused decoding (then the
-    full-context reference is decoded offline with the same LM search).
+    ``lm_search``: ``"auto"`` (the best decoding the model file supports: the LM beside
+    it, else greedy), None (greedy) or a :class:`~.lm_search.StreamingLMSearch`; the
+    full-context reference is decoded with the same search.  ``decoding``: the
+    :class:`~.lm_search.DecodingChoice` behind a given search, for the summary.
 
     ``model``: a path or a loaded :class:`StreamingModel`.  ``out``: a text stream,
     ``"stdout"`` or None (silent).  ``full_context``: also decode
@@ -228,6 +269,7 @@ def stream_manifest(model, manifest, limit: int | None = 5,
     if not isinstance(model, StreamingModel):
         model = load_model(model, fp32=fp32)
     rows = read_manifest(os.fspath(manifest), limit)
+    lm_search, decoding = resolve_lm_search(model, lm_search, decoding)
     dec = StreamingDecoder(model, chunk_size, left_context_chunks, lm_search=lm_search)
     utts, stats, errs, errs_full, n_ref = [], [], 0, 0, 0
 
@@ -262,8 +304,7 @@ def stream_manifest(model, manifest, limit: int | None = 5,
                 say(f"    FULL: {full}")
             utts.append(utt)
     total = merge_stats(stats)
-    s = summary(model, dec, total, calls["calls"])
-    s["decoding"] = "greedy" if lm_search is None else "beam_lm"
+    s = summary(model, dec, total, calls["calls"], decoding)
     s["utterances"] = utts
     s["ref_words"] = n_ref
     s["wer_stream"] = round(100.0 * errs / max(n_ref, 1), 2)
@@ -275,13 +316,14 @@ def stream_manifest(model, manifest, limit: int | None = 5,
 
 
 def sweep(model: StreamingModel, manifest, configs, limit: int | None = None,
-          out="stdout", lm_search=None) -> list:
+          out="stdout", lm_search=AUTO) -> list:
     """Latency/WER trade-off: one row per (chunk_size, left_context_chunks) config.
 
     Full-context WER (the recipe's offline decoding) is computed once, as the reference;
-    with ``lm_search`` both sides use that LM-fused beam search.
+    both sides decode as ``lm_search`` says (see :func:`stream_manifest`).
     """
     out = sys.stdout if out == "stdout" else out   # None: silent
+    lm_search, _ = resolve_lm_search(model, lm_search)
     rows = read_manifest(os.fspath(manifest), limit)
     audios = [(r, read_audio(r["wav"], model.sample_rate)) for r in rows]
     n_ref = errs_full = 0

@@ -11,9 +11,11 @@ validation WER or accuracy, time left; see :mod:`.progress`), or one line per fi
 epoch when stdout is not a terminal.  `--full` adds CRDNN, the 2- and 4-bit conformers and keyword
 spotters, and a 3-bit conformer trained from scratch (the paper's initialization).
 
-    python -m denseshift_speech.integrations.speechbrain.demo --out results/demo           # about 20 minutes (README)
+    python -m denseshift_speech.integrations.speechbrain.demo --out results/demo
     python -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full    # + CRDNN, 2/3/4-bit sweep
                                                                   # (reuses finished demo runs)
+
+How long it takes: docs/results/2026-12-03-make-demo-time.md.
 
 It runs the recipes of a checkout (``recipes/`` and ``hparams/``; ``--out`` is relative to
 it): the current directory when it has them (an installed wheel, run from a checkout),
@@ -86,9 +88,8 @@ KWS_FINE_TUNE_LR = 0.001
 
 def fine_tune_kws(fp_run: str) -> list:
     """The same for a keyword spotter: ``KWS_FINE_TUNE_EPOCHS`` epochs of its per-epoch
-    linear decay, from a quarter of its rate down to its lr_final.  From scratch, the
-    3-bit keyword spotter trailed its fp32 twin on the unseen engine by 3.0 and 6.9
-    points (two seeds); fine-tuned, it was 2.5 points above it (README)."""
+    linear decay, from a quarter of its rate down to its lr_final (against training from
+    scratch: docs/results/2026-12-03-keyword-spotter-augmentation-and-fine-tuning.md)."""
     return ["--ds_init=from_float", f"--init_from_fp={fp_run}",
             f"--number_of_epochs={KWS_FINE_TUNE_EPOCHS}", f"--lr={KWS_FINE_TUNE_LR}"]
 
@@ -99,9 +100,8 @@ def plan(out: str, full: bool) -> tuple:
 
     The fp32 conformer, the longest run, starts first on one core while the keyword
     spotters take turns on the other; then its 3-bit fine-tuning.  Every run gets one
-    thread: a second one barely speeds a demo-sized conformer up, and with any other job
-    on the machine two threads measured 10-70x slower per step than one (OpenMP
-    threads waiting on each other).
+    thread: a second one barely speeds a demo-sized conformer up, and beside any other
+    job OpenMP threads wait on each other (docs/results/2026-11-26-one-thread-per-run.md).
     """
     # Each recipe synthesizes its corpus when missing (the first of two runs to get
     # there writes it, the other waits on its lock).
@@ -132,8 +132,8 @@ def plan_ablation(out: str) -> tuple:
     """(trainings, then) of `--ablation`: the demo's fp32 conformer retrained with one
     ingredient of the embedded corpus taken away at a time -- mbrola, pico and RHVoice
     (espeak-ng and flite left), then flite too (espeak-ng alone), the on-the-fly
-    augmentation, the 1,300-word text (down to 288 words, the size of the previous
-    grammar) -- each on its own corpus folder; the report compares them with the finished
+    augmentation, the grammar's 1,325-word vocabulary (down to its 288 commonest words) --
+    each on its own corpus folder; the report compares them with the finished
     demo run on the same held-out engine (test-other)."""
     data = "data/ablation"
     trainings = [
@@ -153,9 +153,9 @@ def plan_ablation(out: str) -> tuple:
 
 # `--scratch-study`: the 3-bit conformer trained from scratch (the paper's low-variance
 # init) with the demo's 12-epoch budget, one setting changed per run, beside its fp32 twin
-# (README, "Training from scratch").  The study ran on the recipe of the time (Noam with
-# a 100-step warm-up, dropout 0.1): every run starts from SCRATCH_BASE, and a row's own
-# value of a key replaces it.
+# (docs/results/2026-12-02-training-from-scratch.md).  SCRATCH_BASE pins the recipe the
+# study's rows ran on (Noam with a 100-step warm-up, dropout 0.1): every run starts from
+# it, and a row's own value of a key replaces it.
 SCRATCH_BASE = ["--warmup_steps=100", "--lr_schedule=noam", "--dropout=0.1",
                 "--number_of_epochs=12"]
 SCRATCH_FP32 = "fp32_warmup_100"

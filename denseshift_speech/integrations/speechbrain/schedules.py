@@ -4,9 +4,8 @@ Both shapes warm up linearly to ``lr`` over ``warmup_steps`` optimizer steps, th
 
 * ``linear``: fall linearly to 0 at the run's last step (SpeechBrain's
   ``LinearWarmupScheduler``; the recipe counts the steps, see
-  ``recipe.set_training_steps``).  The conformer's default: on the demo corpus it took
-  test-clean from 42.83 to 37.34 % WER against ``noam`` in the same 12 epochs (README,
-  Results).
+  ``recipe.set_training_steps``).  The conformer's default (measured against ``noam``:
+  docs/results/2026-12-02-conformer-recipe-changes.md).
 * ``noam``: decay as 1/sqrt(step) and never reach 0 (SpeechBrain's ``NoamScheduler``).
 """
 from __future__ import annotations

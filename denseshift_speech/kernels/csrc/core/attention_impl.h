@@ -1,7 +1,8 @@
 // Relative-position self-attention of one sequence (speechbrain RelPosMHAXL, Transformer-XL
 // style), written as plain loops the compiler vectorizes for the target of the file that
-// includes it (tiled_scalar.cpp: baseline; tiled_avx2.cpp / tiled_avx512.cpp: under
-// their target pragmas).  Define DS_ATTENTION_NAME before including.
+// includes it (tiled_scalar.cpp: baseline; tiled_avx2.cpp: under its target pragma;
+// neon.cpp: baseline ARMv8.0 NEON; the AVX-512 kernels have a GEMM-based version).
+// Define DS_ATTENTION_NAME before including.
 //
 //   qkv  (T, H, 3D)  in-projection output: per head q | k | v
 //   pk   (P, H, D)   projected positional embeddings, P = 2T - 1 (relative offsets T-1..-(T-1))

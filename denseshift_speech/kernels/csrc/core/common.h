@@ -1,6 +1,6 @@
 // DenseShift fused shift kernel: shared declarations.
 //
-// Packed layout (see denseshift_speech/packing.py for the full description):
+// Packed layout (see denseshift_speech/kernels/layout.py for the full description):
 // a weight row of K codes is padded to Kp = ceil(K/64)*64 codes (pad code 0) and
 // stored as Kp/64 blocks of 8*b bytes.  A block is split into bit planes (greedy
 // widths 8,4,2,1: b=2 -> [2], b=3 -> [2,1], b=4 -> [4], b=5 -> [4,1], ...), low bits
@@ -143,7 +143,8 @@ void linear_fma_avx512(const LinArgs&, int64_t, int64_t);
 void dw_add_avx512(const DwArgs&);
 void dw_fma_avx512(const DwArgs&);
 #endif
-// A NEON file (neon.cpp) would add linear_add_neon / ... under __aarch64__ and one
-// entry in the dispatch table of ops.cpp.
+// A NEON file-layout kernel (arch/arm/, beside the tiled ones of neon.cpp) would add
+// linear_add_neon / ... under __aarch64__ and one entry in pick_linear's dispatch table
+// (torch/ops_file_layout.cpp).
 
 }  // namespace denseshift

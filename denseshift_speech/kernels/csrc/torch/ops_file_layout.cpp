@@ -358,7 +358,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   }, "tiled-kernel paths this CPU can run, best first");
   m.def("selected_tiled_path", [](const std::string& req) { return std::string(denseshift::resolve_path(req).name); },
         "The tiled path `isa=req` resolves to (honours $DENSESHIFT_ISA for 'auto')");
-  // Layout facts, checked against the Python side by tests/test_layout.py.
+  // Layout facts, checked against the Python side by tests/test_tiled.py.
   m.attr("BLOCK") = denseshift::kBlock;
   m.attr("TILE_LANES") = denseshift::tiled::kLanes;
   m.attr("TILE_GROUP_K") = denseshift::tiled::kGroupK;

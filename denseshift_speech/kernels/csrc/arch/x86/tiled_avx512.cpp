@@ -254,7 +254,7 @@ namespace tiled {
 namespace {
 
 // exp(x) for x <= 0 (and moderately positive): 2^n * 2^f, degree-6 polynomial on f,
-// the same polynomial as attention_impl.h's ds_exp.
+// the same polynomial as exp_impl.h's ds_exp.
 inline __m512 exp512(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
   x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
