@@ -133,7 +133,8 @@ def check_data(hparams):
                        train_engines=tuple(hparams["synth_train_engines"]),
                        engine_share=hparams["synth_engine_share"],
                        vocabulary_size=hparams["synth_vocabulary_size"],
-                       lm_sentences=hparams["synth_lm_sentences"])
+                       lm_sentences=hparams["synth_lm_sentences"],
+                       device_share=hparams["synth_device_share"])
     if hparams["apply_data_augmentation"]:
         run_on_main(write_source_csvs, args=[hparams["augmentation_folder"],
                                              hparams["rir_csv"], hparams["noise_csv"]])
