@@ -36,11 +36,16 @@ $(STAMP): setup.cfg setup.py pyproject.toml constraints.txt $(NATIVE) $(VOICES) 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# REAL_SPEECH="DIR ...": folders of real recordings every model is also measured on
+# (a Speech Commands-layout test set, a folder of spoken digits; README, Real speech)
+REAL_SPEECH ?=
+REAL_ARGS := $(foreach d,$(REAL_SPEECH),--real-speech $(d))
+
 demo: $(STAMP)
-	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/demo
+	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/demo $(REAL_ARGS)
 
 results: $(STAMP)
-	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full
+	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full $(REAL_ARGS)
 
 # after `make demo`: the fp32 conformer without each corpus ingredient (README, Results)
 ablation: $(STAMP)

@@ -139,6 +139,11 @@ def read_result(path: str) -> dict:
                 str(sp): {str(k): float(_number(path, f"{metric}_by_{kind}.{sp}.{k}", v))
                           for k, v in by.items()}
                 for sp, by in groups.items() if isinstance(by, dict)}
+    real = res.get("real_speech")  # {folder name: {accuracy | wer, exact_rate, ...}}
+    if isinstance(real, dict) and real:
+        row["real_speech"] = {str(name): {k: v for k, v in r.items()
+                                          if isinstance(v, (int, float, str))}
+                              for name, r in real.items() if isinstance(r, dict)}
     config = res.get("denseshift")
     row["init"] = config.get("init") if isinstance(config, dict) else None
     # the size a deployed model takes on disk: packed file if there is one, else fp32
@@ -290,8 +295,44 @@ def markdown(rows: list) -> str:
                     cells.append("-" if "WER" not in m else
                                  f"{m['WER']:.2f}" + (f" ({m['WER_greedy']:.2f})" if "WER_greedy" in m else ""))
                 lines.append(f"| `{_display_path(r['source'])}` | {kp} | " + " | ".join(cells) + " |")
+    lines += _real_speech_table(rows)
     lines += _by_voice_tables(rows)
     return "\n".join(lines) + "\n"
+
+
+# where users get the public real-speech test sets (the runs take their folders)
+REAL_SPEECH_SOURCES = (
+    "Speech Commands v0.02 test set: the archive speech_commands_test_set_v0.02.tar.gz "
+    "(Warden 2018, arXiv:1804.03209; CC BY 4.0), unpacked: one folder per class",
+    "Free Spoken Digit Dataset (Zenodo DOI 10.5281/zenodo.1342401; CC BY-SA 4.0): its "
+    "recordings/ folder of {digit}_{speaker}_{n}.wav")
+
+
+def _real_speech_table(rows: list) -> list:
+    """One row per run and folder of real recordings (hparam real_speech_folders), or how
+    to get such folders when no run was given any."""
+    lines = ["", "## Real speech", ""]
+    measured = [r for r in rows if r.get("real_speech")]
+    if not measured:
+        return lines + [
+            "No run was measured on real recordings. Give the recipes folders of them "
+            "(`--real_speech_folders=[DIR,...]`, or `make demo REAL_SPEECH=\"DIR ...\"`); "
+            "public test sets:", ""] + [f"- {src}" for src in REAL_SPEECH_SOURCES]
+    lines += ["Human recordings, never trained on: accuracy % for keyword spotting; for ASR "
+              "the share of utterances transcribed exactly right and the WER %.", "",
+              "| run | bits | real-speech set | items | accuracy / exactly right | WER | "
+              "decoding |", "|---|---|---|---|---|---|---|"]
+    for r in measured:
+        bits = "fp32" if r["bits"] == 32 else f"{r['bits']}-bit DS"
+        for name, m in sorted(r["real_speech"].items()):
+            if "accuracy" in m:
+                cells = [str(m.get("clips", "-")), f"{m['accuracy']:.2f}", "-", "-"]
+            else:
+                cells = [str(m.get("utterances", "-")), f"{m.get('exact_rate', 0):.2f}",
+                         f"{m.get('wer', 0):.2f}", str(m.get("decoding", "-"))]
+            lines.append(f"| `{_display_path(r['source'])}` | {bits} | {name} | "
+                         + " | ".join(cells) + " |")
+    return lines
 
 
 def _by_voice_tables(rows: list) -> list:

@@ -181,3 +181,29 @@ def test_per_engine_and_voice_tables(tmp_path):
     voices = md.split("## Per voice")[1]
     assert "espeak-ng:en-us+m3" not in voices
     assert "| test_other | 70.00 | 50.00 | - |" in voices
+
+
+def test_real_speech_rows_or_where_to_get_them(runs, tmp_path):
+    """Runs measured on real recordings get one row per folder; without any, the report
+    says where the public test sets come from."""
+    build_report([runs], tmp_path / "none")
+    text = (tmp_path / "none" / "report.md").read_text()
+    assert "No run was measured on real recordings" in text
+    assert "speech_commands_test_set_v0.02.tar.gz" in text
+    res = json.loads((runs / "kws" / "kws_fp" / "results.json").read_text())
+    res["real_speech"] = {"real/speech_commands_v0.02_test": {
+        "layout": "speech_commands", "accuracy": 91.25, "clips": 2652, "correct": 2420}}
+    write(runs / "kws" / "kws_fp", **res)
+    res = json.loads((runs / "conformer_fp" / "results.json").read_text())
+    res["real_speech"] = {"free_spoken_digits/recordings": {
+        "layout": "digits", "wer": 12.5, "exact_rate": 87.5, "utterances": 1500,
+        "exact": 1312, "decoding": "beam_lm"}}
+    write(runs / "conformer_fp", **res)
+    build_report([runs], tmp_path / "some")
+    lines = (tmp_path / "some" / "report.md").read_text().splitlines()
+    rows = [line for line in lines if "real/speech_commands" in line or
+            "free_spoken_digits" in line]
+    assert any("| fp32 | real/speech_commands_v0.02_test | 2652 | 91.25 | - | - |" in r
+               for r in rows), rows
+    assert any("| fp32 | free_spoken_digits/recordings | 1500 | 87.50 | 12.50 | beam_lm |" in r
+               for r in rows), rows

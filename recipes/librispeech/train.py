@@ -255,6 +255,7 @@ def main():
     recipe.exit_on_hparams_error(lambda: recipe.check_decoding(hparams))
     attention = recipe.exit_on_hparams_error(lambda: attention_decoder(hparams))
     recipe.exit_on_hparams_error(lambda: check_data(hparams))
+    recipe.exit_on_hparams_error(lambda: recipe.check_real_speech(hparams))
     run_on_main(prepare_librispeech, kwargs={
         "data_folder": hparams["data_folder"], "save_folder": hparams["output_folder"],
         "tr_splits": hparams["train_splits"], "dev_splits": hparams["dev_splits"],

@@ -291,6 +291,9 @@ def finish(hparams, brain, summary, classes, test_set, train_seconds, clock,
     }
     if summary is not None:
         results["denseshift"] = hparams["denseshift"].to_dict()
+    real = recipe.real_speech(hparams, packed)
+    if real:
+        results["real_speech"] = real
     path = recipe.write_results(hparams["output_folder"], results)
     logger.info("accuracy %.2f%% on %d test items; results in %s", test_accuracy, total,
                 path)
@@ -318,6 +321,7 @@ def main():
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved = user_errors(lambda: recipe.load_hparams(hparams_file, overrides))
     user_errors(lambda: check_hparams(hparams))
+    user_errors(lambda: recipe.check_real_speech(hparams))
     if hparams["torch_threads"]:
         torch.set_num_threads(hparams["torch_threads"])
     sb.utils.distributed.ddp_init_group(run_opts)

@@ -202,6 +202,17 @@ def plan_scratch_study(out: str) -> tuple:
     return trainings, then
 
 
+def with_real_speech(trainings: list, folders: list) -> list:
+    """Every training measured on ``folders`` of real recordings after it is trained."""
+    if not folders:
+        return trainings
+    missing = [f for f in folders if not os.path.exists(f)]
+    if missing:
+        sys.exit(f"demo: --real-speech folder not found: {', '.join(missing)}")
+    arg = "--real_speech_folders=[" + ",".join(os.path.abspath(f) for f in folders) + "]"
+    return [(cmd + [arg], after, threads) for cmd, after, threads in trainings]
+
+
 def run_pool(trainings: list, cores: int, log_dir: str, board: progress.Board | None = None) -> None:
     """Run ``trainings`` ((command, prerequisite name or None, threads)) on ``cores``
     threads in all, each logging to <log_dir>/<name>.log.  Ready trainings start in
@@ -295,6 +306,10 @@ def main(argv=None) -> int:
                         help="threads for all trainings together (default: this machine's 2)")
     parser.add_argument("--root", help="the checkout with recipes/ and hparams/ (default: the "
                         "current directory if it has them, else this package's checkout)")
+    parser.add_argument("--real-speech", action="append", default=[], metavar="DIR",
+                        help="a folder of real recordings every trained model is measured on "
+                             "(recipe hparam real_speech_folders; repeat for several): "
+                             "rows in the report")
     parser.add_argument("--dry-run", action="store_true",
                         help="show the checkout and the commands, run nothing")
     args = parser.parse_args(argv)
@@ -311,6 +326,7 @@ def main(argv=None) -> int:
     trainings, then = (plan_ablation(args.out) if args.ablation else
                        plan_scratch_study(args.out) if args.scratch_study else
                        plan(args.out, args.full))
+    trainings = with_real_speech(trainings, args.real_speech)
     if args.dry_run:
         print(f"root: {ROOT}")
         print(f"package: {os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}")

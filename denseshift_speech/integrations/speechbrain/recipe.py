@@ -32,6 +32,7 @@ __all__ = [
     "merged_yaml_text", "exit_on_hparams_error", "save_resolved_hparams", "apply_denseshift",
     "module_container", "restore_normalizer_stats", "normalizer_stats",
     "load_float_checkpoint", "EpochDiagnostics", "parameter_counts", "write_results",
+    "real_speech", "check_real_speech",
     "WallClock", "train_tokenizer", "tokenizer_file", "export_packed", "check_decoding",
     "language_model", "finish", "end_distributed", "ensure_data",
 ]
@@ -228,9 +229,45 @@ def finish(hparams: dict, task: str, metrics: dict, summary, clock: "WallClock",
         **counts, "packed_bytes": os.path.getsize(packed), "packed_file": packed,
         "train_seconds": train_seconds, **metrics,
     }
+    real = real_speech(hparams, packed)
+    if real:
+        results["real_speech"] = real
     write_results(hparams["output_folder"], results)
     logger.info("results: %s", json.dumps({k: v for k, v in results.items() if k != "denseshift"}))
     return results
+
+
+def real_speech(hparams: dict, model_file: str) -> dict:
+    """The exported ``model_file`` on each folder of real recordings in the hparam
+    ``real_speech_folders`` (a Speech Commands-layout folder, a folder of spoken digits,
+    or a CSV of wav + transcript: ``denseshift-speech evaluate``): ``{name: figures}``,
+    ``name`` the folder's last two path parts.  Measured only, never trained on or used to
+    pick a checkpoint.  A folder that is missing is one clear error before training
+    (:func:`check_real_speech`)."""
+    from ...streaming.evaluate import evaluate
+    out = {}
+    for folder in hparams.get("real_speech_folders") or []:
+        res = evaluate(model_file, folder)
+        keep = ("accuracy", "clips", "correct") if res["task"] == "kws" else (
+            "wer", "exact_rate", "utterances", "exact", "decoding")
+        name = "/".join(os.path.normpath(os.fspath(folder)).split(os.sep)[-2:])
+        out[name] = {"layout": res["layout"], **{k: res[k] for k in keep},
+                     "rtf": res.get("rtf")}
+        logger.info("real speech %s: %s", name, out[name])
+    return out
+
+
+def check_real_speech(hparams: dict) -> None:
+    """Each of ``real_speech_folders`` exists and is a layout ``evaluate`` reads."""
+    folders = hparams.get("real_speech_folders") or []
+    if not isinstance(folders, (list, tuple)):
+        raise HparamsError(f"real_speech_folders must be a list of folders, got {folders!r}")
+    for folder in folders:
+        from ...streaming.evaluate import detect_layout
+        try:
+            detect_layout(folder)
+        except Exception as err:  # the evaluate layer's own one-line error
+            raise HparamsError(f"real_speech_folders: {err}") from None
 
 
 def rates_by_voice(items, voices: dict) -> dict:
