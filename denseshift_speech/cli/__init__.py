@@ -21,6 +21,7 @@ VERBS = {
     "bench": "denseshift_speech.bench",
     "export": "denseshift_speech.cli.export",
     "stream": "denseshift_speech.cli.stream",
+    "evaluate": "denseshift_speech.cli.evaluate",
     "report": "denseshift_speech.report",
 }
 

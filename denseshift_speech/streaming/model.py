@@ -4,7 +4,9 @@ The file written by :func:`denseshift_speech.integrations.speechbrain.export.exp
 metadata holds the resolved hparams YAML (the architecture), the global feature
 normalization statistics, and the SentencePiece tokenizer as a blob.  Only the inference
 part of the hparams is instantiated (features, normalization, CNN front-end, conformer,
-CTC head): no checkpointer, logger or seed side effects.
+CTC head): no checkpointer, logger or seed side effects.  :func:`rebuild` (stored
+hparams -> inference modules -> the file's weights) is shared with the keyword-spotter
+loader (:mod:`.kws`).
 """
 from __future__ import annotations
 
@@ -66,8 +68,10 @@ class StreamingModel:
         return kernels.native_available() and bool(self.packed_modules())
 
 
-def _inference_yaml(text: str, path: str) -> tuple[str, dict]:
-    """Keep only plain values and the inference modules of a resolved hparams YAML."""
+def _inference_yaml(text: str, path: str, keys=INFERENCE_KEYS,
+                    kind: str = "a streaming conformer CTC model") -> tuple[str, dict]:
+    """Keep only plain values and the inference modules (``keys``) of a resolved hparams
+    YAML; ``kind`` names the model the keys make, for the error message."""
     import ruamel.yaml
     yaml = ruamel.yaml.YAML()
     try:
@@ -80,16 +84,15 @@ def _inference_yaml(text: str, path: str) -> tuple[str, dict]:
     for key in list(doc):
         value = doc[key]
         tag = getattr(getattr(value, "tag", None), "value", None)
-        if key in INFERENCE_KEYS:
+        if key in keys:
             continue
         if tag is not None and str(tag).startswith("!") or _has_tag(value):
             del doc[key]
         else:
             plain[key] = value
-    missing = [k for k in INFERENCE_KEYS if k not in doc]
+    missing = [k for k in keys if k not in doc]
     if missing:
-        raise ModelFileError(f"{path}: not a streaming conformer CTC model (hparams lack "
-                             f"{', '.join(missing)})")
+        raise ModelFileError(f"{path}: not {kind} (hparams lack {', '.join(missing)})")
     out = io.StringIO()
     yaml.dump(doc, out)
     return out.getvalue(), plain
@@ -106,36 +109,35 @@ def _has_tag(value) -> bool:
     return False
 
 
-def load_model(path, fp32: bool = False, kernel_path: str | None = None) -> StreamingModel:
-    """Build the model stored in ``path`` (a packed or full-precision ``model.dsp``).
+def read_header(path) -> dict:
+    """The file's header (:func:`~denseshift_speech.packed.read_packed_metadata`), with a
+    missing, truncated or foreign file reported as :class:`ModelFileError`."""
+    from ..packed import PackedFileError, read_packed_metadata
+    try:
+        return read_packed_metadata(os.fspath(path))
+    except PackedFileError as err:
+        raise ModelFileError(str(err)) from None
 
-    ``fp32=True`` decodes the packed weights into dense fp32 layers (same values, fp32
-    matmuls): the compute twin for packed-vs-fp32 comparisons.  Raises
-    :class:`ModelFileError` (missing/truncated/corrupt/not-ASR file) with one clear line.
+
+def rebuild(path: str, meta: dict, keys, kind: str, fp32: bool = False,
+            kernel_path: str | None = None):
+    """Rebuild the inference modules ``keys`` of a model file's stored hparams and load
+    the file's weights into them (packed layers become the packed modules).
+
+    Returns ``(hp, plain, container, info)``: the instantiated inference hparams, the plain
+    (untagged) hparams values, the module container (eval mode, no gradients; normalizer
+    statistics restored when the file has them) and the file's PackedInfo.  ``kind`` names
+    the model in error messages; ``fp32``/``kernel_path`` as in :func:`load_model`.
     """
     from hyperpyyaml import load_hyperpyyaml
 
-    from ..packed import PackedFileError, load_packed, read_packed_metadata
+    from ..packed import PackedFileError, load_packed
     from ..packed.spec import module_container, restore_normalizer_stats, upgrade_stored_hparams
 
-    path = os.fspath(path)
-    try:
-        header = read_packed_metadata(path)
-    except PackedFileError as err:
-        raise ModelFileError(str(err)) from None
-    meta = header["metadata"]
-    if meta.get("task") not in (None, "asr"):
-        raise ModelFileError(f"{path}: a {meta.get('task')!r} model, not an ASR model; "
-                             "`stream` needs a conformer CTC model from recipes/librispeech")
     if "hparams_yaml" not in meta:
         raise ModelFileError(f"{path}: the file carries no hparams_yaml metadata (was it written "
                              "by the recipe's export_packed?)")
-    if meta.get("arch") not in (None, "conformer"):
-        raise ModelFileError(f"{path}: arch {meta.get('arch')!r} cannot stream; only the "
-                             "dynamic-chunk-trained conformer (arch: conformer) can")
-    if "tokenizer.model" not in header["blobs"]:
-        raise ModelFileError(f"{path}: no tokenizer.model blob in the file")
-    text, plain = _inference_yaml(upgrade_stored_hparams(meta["hparams_yaml"]), path)
+    text, plain = _inference_yaml(upgrade_stored_hparams(meta["hparams_yaml"]), path, keys, kind)
     try:
         hp = load_hyperpyyaml(text)
     except Exception as err:
@@ -153,17 +155,45 @@ def load_model(path, fp32: bool = False, kernel_path: str | None = None) -> Stre
         except ValueError as err:
             raise ModelFileError(str(err)) from None
     container.eval()
-    norm = hp["normalize"]
     stats = json.loads(meta.get("normalizers", "{}"))
-    if "normalize" in stats:
+    if stats:
         restore_normalizer_stats(container, stats)
-    elif getattr(norm, "norm_type", "global") == "global":
-        raise ModelFileError(f"{path}: no normalizer statistics in the file")
-    norm.eval()
-    hp["compute_features"].eval()
     if fp32:
         from ..packed import decode_to_float_
         decode_to_float_(container)
+    for p in container.parameters():
+        p.requires_grad_(False)
+    return hp, plain, container, info
+
+
+def load_model(path, fp32: bool = False, kernel_path: str | None = None) -> StreamingModel:
+    """Build the model stored in ``path`` (a packed or full-precision ``model.dsp``).
+
+    ``fp32=True`` decodes the packed weights into dense fp32 layers (same values, fp32
+    matmuls): the compute twin for packed-vs-fp32 comparisons.  Raises
+    :class:`ModelFileError` (missing/truncated/corrupt/not-ASR file) with one clear line.
+    """
+    path = os.fspath(path)
+    header = read_header(path)
+    meta = header["metadata"]
+    if meta.get("task") not in (None, "asr"):
+        raise ModelFileError(f"{path}: a {meta.get('task')!r} model, not an ASR model; "
+                             "`stream` needs a conformer CTC model from recipes/librispeech "
+                             "(keyword spotters load with streaming.kws.load_kws_model and "
+                             "run with `denseshift-speech evaluate`)")
+    if meta.get("arch") not in (None, "conformer"):
+        raise ModelFileError(f"{path}: arch {meta.get('arch')!r} cannot stream; only the "
+                             "dynamic-chunk-trained conformer (arch: conformer) can")
+    if "tokenizer.model" not in header["blobs"]:
+        raise ModelFileError(f"{path}: no tokenizer.model blob in the file")
+    hp, plain, container, info = rebuild(path, meta, INFERENCE_KEYS,
+                                         "a streaming conformer CTC model", fp32, kernel_path)
+    norm = hp["normalize"]
+    if "normalize" not in json.loads(meta.get("normalizers", "{}")) \
+            and getattr(norm, "norm_type", "global") == "global":
+        raise ModelFileError(f"{path}: no normalizer statistics in the file")
+    norm.eval()
+    hp["compute_features"].eval()
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor()
     try:
@@ -171,8 +201,6 @@ def load_model(path, fp32: bool = False, kernel_path: str | None = None) -> Stre
     except Exception as err:
         raise ModelFileError(f"{path}: the tokenizer blob is not a SentencePiece model "
                              f"({err})") from None
-    for p in container.parameters():
-        p.requires_grad_(False)
     return StreamingModel(
         path=path, compute_features=hp["compute_features"], normalize=norm,
         CNN=container["CNN"], Transformer=container["Transformer"], ctc_lin=container["ctc_lin"],

@@ -1,0 +1,149 @@
+"""Load an exported keyword-spotter file (``model.dsp`` of recipes/speech_commands).
+
+The file (written by the recipe's ``export_model`` through ``export_packed``, task
+``kws``) holds the resolved hparams YAML (features, sentence normalization, the x-vector
+TDNN and its classifier), the normalizer statistics and, from the recipe, the class names
+(metadata ``classes``, a JSON list in the classifier's output order).  Only the inference
+part of the hparams is instantiated, as :func:`~.model.load_model` does for ASR; packed
+layers run through the packed modules (the native kernel).
+
+    from denseshift_speech.streaming.kws import load_kws_model
+    model = load_kws_model("results/kws_ds3/model.dsp")
+    probs = model.posteriors(wavs)        # (batch, classes), wavs: (batch, samples) at 16 kHz
+    print(model.labels[int(probs[0].argmax())])
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import torch
+from torch import nn
+
+from .. import kernels
+from .model import ModelFileError, read_header, rebuild
+
+# hparams keys the classifier needs; every other tagged key (augmentation, optimizer,
+# checkpointer, ...) is dropped.
+KWS_INFERENCE_KEYS = ("compute_features", "mean_var_norm", "embedding_model", "classifier",
+                      "modules")
+# The recipe's class list, when an older file lacks the ``classes`` metadata
+# (denseshift-speech export of a run): written beside model.dsp by the preparer.
+CLASSES_FILE = "classes.txt"
+
+
+@dataclasses.dataclass
+class KWSModel:
+    path: str
+    labels: list                  # class names, in the classifier's output order
+    compute_features: nn.Module   # speechbrain Fbank
+    normalize: nn.Module          # InputNormalization (per-sentence, as in training)
+    embedding_model: nn.Module    # x-vector TDNN
+    classifier: nn.Module         # ends in log-softmax over the classes
+    sample_rate: int
+    hparams: dict                 # plain (untagged) hparams values
+    sizes: dict                   # from the file header (bytes)
+    packed: bool                  # the file holds packed DenseShift weights
+    fp32: bool                    # packed weights were decoded to dense fp32 layers
+    bits: list
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples of the 1-second clips the spotter was trained on."""
+        return self.sample_rate
+
+    @torch.no_grad()
+    def posteriors(self, wavs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Class probabilities ``(batch, classes)`` of mono waveforms ``(batch, samples)`` at
+        :attr:`sample_rate` (one clip: ``(samples,)``).  ``lengths``: each clip's share of
+        the padded length (1.0: no padding), as in the recipe's batches; the sentence
+        normalization then ignores the padding."""
+        wavs = torch.as_tensor(wavs, dtype=torch.float32)
+        if wavs.dim() == 1:
+            wavs = wavs.unsqueeze(0)
+        if lengths is None:
+            lengths = torch.ones(wavs.shape[0])
+        feats = self.normalize(self.compute_features(wavs), torch.as_tensor(lengths).float())
+        out = self.classifier(self.embedding_model(feats)).reshape(wavs.shape[0], -1)
+        # the classifier gives log-probabilities; softmax of them is the probabilities
+        # (and would normalize raw scores alike)
+        return torch.softmax(out.float(), -1)
+
+    def packed_modules(self):
+        """Packed inference modules that run the native op (not the decoded-dense ones)."""
+        from ..packed import PackedConv1d, PackedLinear
+        return [m for mod in (self.embedding_model, self.classifier) for m in mod.modules()
+                if isinstance(m, PackedLinear) or (isinstance(m, PackedConv1d) and m.mode != "dense")]
+
+    def uses_native_kernel(self) -> bool:
+        return kernels.native_available() and bool(self.packed_modules())
+
+
+def _labels(path: str, meta: dict, plain: dict) -> list:
+    """Class names: the file's ``classes`` metadata; else the preparer's classes.txt beside
+    the file; else the hparams' words + unknown + silence when they account for every
+    class (the preparer's order)."""
+    if "classes" in meta:
+        try:
+            labels = json.loads(meta["classes"])
+        except ValueError:
+            raise ModelFileError(f"{path}: the classes metadata is not a JSON list") from None
+        if isinstance(labels, list) and all(isinstance(c, str) for c in labels):
+            return labels
+        raise ModelFileError(f"{path}: the classes metadata is not a list of class names")
+    beside = os.path.join(os.path.dirname(os.path.abspath(path)), CLASSES_FILE)
+    if os.path.isfile(beside):
+        with open(beside) as f:
+            return [line.strip() for line in f if line.strip()]
+    words = [str(w) for w in plain.get("words") or []]
+    extra = (["unknown"] if plain.get("percentage_unknown", 0) > 0 else []) + \
+        (["silence"] if plain.get("percentage_silence", 0) > 0 else [])
+    if words and int(plain.get("num_classes", -1)) == len(words) + len(extra):
+        return words + extra
+    raise ModelFileError(f"{path}: the file names no classes (no classes metadata, no "
+                         f"{CLASSES_FILE} beside it, and its hparams' words do not account for "
+                         f"num_classes={plain.get('num_classes')})")
+
+
+def _output_size(classifier: nn.Module) -> int | None:
+    """Outputs of the classifier's last linear layer (packed or not)."""
+    from ..packed import PackedLinear
+    last = None
+    for m in classifier.modules():
+        if isinstance(m, (nn.Linear, PackedLinear)):
+            last = m
+    return None if last is None else int(last.out_features)
+
+
+def load_kws_model(path, fp32: bool = False, kernel_path: str | None = None) -> KWSModel:
+    """Build the keyword spotter stored in ``path`` (a packed or full-precision model.dsp).
+
+    ``fp32=True`` decodes the packed weights into dense fp32 layers (the compute twin);
+    ``kernel_path`` (int8, exact, shift) overrides the path recorded in the file.  Raises
+    :class:`~.model.ModelFileError` with one clear line for a missing, corrupt or non-KWS
+    file (an ASR conformer among them).
+    """
+    path = os.fspath(path)
+    meta = read_header(path)["metadata"]
+    task = meta.get("task")
+    if task != "kws":
+        what = "an ASR model (task 'asr')" if task in (None, "asr") else f"a {task!r} model"
+        raise ModelFileError(f"{path}: {what}, not a keyword spotter; keyword spotters come "
+                             "from recipes/speech_commands (ASR files load with "
+                             "streaming.model.load_model)")
+    hp, plain, container, info = rebuild(path, meta, KWS_INFERENCE_KEYS,
+                                         "a keyword spotter (x-vector classifier)", fp32,
+                                         kernel_path)
+    labels = _labels(path, meta, plain)
+    outputs = _output_size(container["classifier"])
+    if outputs is not None and outputs != len(labels):
+        raise ModelFileError(f"{path}: the classifier has {outputs} outputs but the file names "
+                             f"{len(labels)} classes ({', '.join(labels)})")
+    hp["compute_features"].eval()
+    return KWSModel(
+        path=path, labels=labels, compute_features=hp["compute_features"],
+        normalize=container["mean_var_norm"], embedding_model=container["embedding_model"],
+        classifier=container["classifier"], sample_rate=int(plain.get("sample_rate", 16000)),
+        hparams=plain, sizes=dict(info.sizes), packed=bool(info.layers),
+        fp32=bool(fp32 and info.layers), bits=sorted({int(r["bits"]) for r in info.layers}))
