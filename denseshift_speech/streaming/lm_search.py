@@ -119,7 +119,8 @@ def choose_decoding(model_path, decoding: str | None = None, hparams: dict | Non
 
 class StreamingLMSearch:
     def __init__(self, vocab: list, blank_index: int, arpa: str, beam_size: int = 20,
-                 lm_weight: float = 0.3, word_bonus: float = 1.0, oov_penalty: float = -10.0):
+                 lm_weight: float = 0.3, word_bonus: float = 1.0, oov_penalty: float = -10.0,
+                 blank_skip_threshold: float = 1.0):
         if not arpa or not os.path.isfile(arpa):
             raise LMSearchError(f"LM file not found: {arpa!r} (an ARPA n-gram, e.g. the "
                                 f"recipe's save/lm_3gram.arpa)")
@@ -131,7 +132,8 @@ class StreamingLMSearch:
             self.searcher = CTCPrefixBeamSearcher(
                 blank_index=int(blank_index), vocab_list=list(vocab), kenlm_model_path=arpa,
                 beam_size=int(beam_size), alpha=float(lm_weight), beta=float(word_bonus),
-                unk_score_offset=float(oov_penalty))
+                unk_score_offset=float(oov_penalty),
+                blank_skip_threshold=float(blank_skip_threshold))
         except Exception as err:  # kenlm raises plain exceptions on a bad file
             raise LMSearchError(f"{arpa}: cannot load the LM ({type(err).__name__}: {err})") from None
         self.reset()
@@ -143,7 +145,8 @@ class StreamingLMSearch:
         vocab = [sp.id_to_piece(i) for i in range(sp.vocab_size())]
         hp = model.hparams
         settings = {"beam_size": hp.get("beam_size", 20), "lm_weight": hp.get("lm_weight", 0.3),
-                    "word_bonus": hp.get("word_bonus", 1.0), "oov_penalty": hp.get("oov_penalty", -10.0)}
+                    "word_bonus": hp.get("word_bonus", 1.0), "oov_penalty": hp.get("oov_penalty", -10.0),
+                    "blank_skip_threshold": hp.get("blank_skip_threshold", 1.0)}
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls(vocab, model.blank_index, arpa, **settings)
 
