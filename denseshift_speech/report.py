@@ -325,6 +325,8 @@ def _real_speech_table(rows: list) -> list:
     for r in measured:
         bits = "fp32" if r["bits"] == 32 else f"{r['bits']}-bit DS"
         for name, m in sorted(r["real_speech"].items()):
+            if "skipped" in m:
+                continue
             if "accuracy" in m:
                 cells = [str(m.get("clips", "-")), f"{m['accuracy']:.2f}", "-", "-"]
             else:

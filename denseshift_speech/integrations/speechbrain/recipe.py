@@ -241,16 +241,23 @@ def real_speech(hparams: dict, model_file: str) -> dict:
     """The exported ``model_file`` on each folder of real recordings in the hparam
     ``real_speech_folders`` (a Speech Commands-layout folder, a folder of spoken digits,
     or a CSV of wav + transcript: ``denseshift-speech evaluate``): ``{name: figures}``,
-    ``name`` the folder's last two path parts.  Measured only, never trained on or used to
-    pick a checkpoint.  A folder that is missing is one clear error before training
-    (:func:`check_real_speech`)."""
+    ``name`` the folder's last two path parts; a set the model cannot be measured on (spoken
+    digits for a keyword spotter) is recorded as ``{"skipped": why}``.  Measured only,
+    never trained on or used to pick a checkpoint.  A missing folder is one clear error
+    before training (:func:`check_real_speech`)."""
+    from ...errors import UserError
     from ...streaming.evaluate import evaluate
     out = {}
     for folder in hparams.get("real_speech_folders") or []:
-        res = evaluate(model_file, folder)
+        name = "/".join(os.path.normpath(os.fspath(folder)).split(os.sep)[-2:])
+        try:
+            res = evaluate(model_file, folder)
+        except UserError as err:  # e.g. spoken digits for a keyword spotter: not its classes
+            out[name] = {"skipped": str(err)}
+            logger.warning("real speech %s skipped: %s", name, err)
+            continue
         keep = ("accuracy", "clips", "correct") if res["task"] == "kws" else (
             "wer", "exact_rate", "utterances", "exact", "decoding")
-        name = "/".join(os.path.normpath(os.fspath(folder)).split(os.sep)[-2:])
         out[name] = {"layout": res["layout"], **{k: res[k] for k in keep},
                      "rtf": res.get("rtf")}
         logger.info("real speech %s: %s", name, out[name])
