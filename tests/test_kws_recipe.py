@@ -4,6 +4,7 @@ and hparams errors that stop the run at start with one clear line."""
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,9 +82,26 @@ def results(out):
 
 
 @pytest.fixture(scope="module")
-def fp_run(corpus, tmp_path_factory):
+def real_like(corpus, tmp_path_factory):
+    """Stand-ins for the real-speech sets, made from the corpus' test clips: a Speech
+    Commands-layout folder (two words and _unknown_) and a folder of spoken digits."""
+    root = tmp_path_factory.mktemp("real_like")
+    tests = open(os.path.join(corpus, "testing_list.txt")).read().split()
+    for folder, words in (("sc", ("yes", "no", "cat")),):
+        for rel in [t for t in tests if t.split("/")[0] in words]:
+            word = rel.split("/")[0]
+            dest = root / folder / (word if word in ("yes", "no") else "_unknown_")
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy(os.path.join(corpus, rel), dest / os.path.basename(rel))
+    (root / "digits").mkdir()
+    shutil.copy(os.path.join(corpus, tests[0]), root / "digits" / "3_alice_0.wav")
+    return str(root / "sc"), str(root / "digits")
+
+
+@pytest.fixture(scope="module")
+def fp_run(corpus, real_like, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("kws_fp"))
-    ok(run_recipe(FP, *tiny(corpus, out)))
+    ok(run_recipe(FP, *tiny(corpus, out), f"--real_speech_folders=[{','.join(real_like)}]"))
     return out
 
 
@@ -117,6 +135,25 @@ def load_model_file(out):
     model = recipe.module_container(hparams["modules"])
     info = load_packed(model, os.path.join(out, "model.dsp"))
     return model, info
+
+
+def test_real_speech_folders_are_measured_after_training(fp_run, real_like):
+    """The exported file on each real-speech folder: counts for the Speech Commands
+    layout, and spoken digits (not a keyword spotter's classes) recorded as skipped."""
+    real = results(fp_run)["real_speech"]
+    sc, digits = ("/".join(p.split(os.sep)[-2:]) for p in real_like)
+    clips = sum(len(files) for _, _, files in os.walk(real_like[0]))
+    assert real[sc]["layout"] == "speech_commands" and real[sc]["clips"] == clips > 0
+    assert 0.0 <= real[sc]["accuracy"] <= 100.0
+    assert "skipped" in real[digits] and "digit" in real[digits]["skipped"]
+
+
+def test_missing_real_speech_folder_fails_at_start(corpus, tmp_path):
+    proc = run_recipe(FP, *tiny(corpus, str(tmp_path / "out")),
+                      f"--real_speech_folders=[{tmp_path / 'nowhere'}]", timeout=120)
+    assert proc.returncode != 0
+    assert "real_speech_folders" in proc.stderr + proc.stdout
+    assert not glob.glob(str(tmp_path / "out" / "save" / "CKPT*"))  # stopped before training
 
 
 @pytest.mark.slow
