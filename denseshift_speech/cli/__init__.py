@@ -22,6 +22,7 @@ VERBS = {
     "export": "denseshift_speech.cli.export",
     "stream": "denseshift_speech.cli.stream",
     "evaluate": "denseshift_speech.cli.evaluate",
+    "spot": "denseshift_speech.cli.spot",
     "report": "denseshift_speech.report",
 }
 

@@ -4,12 +4,15 @@ The recipes already export at the end of training; this verb re-exports any chec
 e.g. one saved mid-training (see
 :func:`denseshift_speech.integrations.speechbrain.export.export_run`).
 
-With ``--onnx`` it writes instead the ONNX twin of the ASR model (CNN front-end, conformer
-encoder, CTC head; DenseShift weights as exact int8 with per-channel scales, for stock
-onnxruntime: :mod:`denseshift_speech.integrations.speechbrain.onnx_export`); the source is
-a run folder (exported through a temporary packed file) or a ``model.dsp`` file.
-``--wer MANIFEST`` then decodes a recipe manifest with the packed model and with the ONNX
-model and prints both WERs.
+With ``--onnx`` it writes instead the ONNX twin of the model (ASR: CNN front-end, conformer
+encoder, CTC head; keyword spotter: normalization, x-vector TDNN, classifier; DenseShift
+weights as exact int8 with per-channel scales where onnxruntime has an int8 MatMul, for
+stock onnxruntime: :mod:`denseshift_speech.integrations.speechbrain.onnx_export`); the
+source is a run folder (exported through a temporary packed file) or a ``model.dsp`` file.
+``--wer MANIFEST`` (ASR) then decodes a recipe manifest with the packed model and with the
+ONNX model and prints both WERs; ``--compare DIR`` (keyword spotter) classifies the clips
+of a Speech Commands-layout folder with both and prints both accuracies and how many
+predictions agree.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import tempfile
 def _run_onnx(args) -> int:
     from ..errors import UserError
     from ..integrations.speechbrain.export import PACKED_FILE, export_run
-    from ..integrations.speechbrain.onnx_export import compare_wer, export_asr_onnx
+    from ..integrations.speechbrain.onnx_export import (compare_kws, compare_wer,
+                                                        export_asr_onnx, export_kws_onnx)
     from ..packed import read_packed_metadata
     from ..packed.onnx_export import size_report
 
@@ -37,26 +41,34 @@ def _run_onnx(args) -> int:
             out = args.out or os.path.join(src, "model.onnx")
         else:
             raise UserError(f"{src}: no such run folder or model file")
-        meta = read_packed_metadata(dsp)["metadata"]
-        if meta.get("task") not in (None, "asr"):
-            raise UserError(f"{src}: --onnx exports ASR models (conformer CTC); this is a "
-                            f"{meta.get('task')!r} model")
+        task = read_packed_metadata(dsp)["metadata"].get("task") or "asr"
+        if task not in ("asr", "kws"):
+            raise UserError(f"{src}: --onnx exports ASR models (conformer CTC) and keyword "
+                            f"spotters; this is a {task!r} model")
+        if task == "kws" and args.wer:
+            raise UserError(f"{src}: a keyword spotter; --wer is for ASR models (use "
+                            "--compare DIR, a Speech Commands-layout folder)")
+        if task == "asr" and args.compare:
+            raise UserError(f"{src}: an ASR model; --compare is for keyword spotters (use "
+                            "--wer MANIFEST)")
         try:
-            report = export_asr_onnx(dsp, out)
+            report = (export_kws_onnx if task == "kws" else export_asr_onnx)(dsp, out)
         except ValueError as err:  # ModelFileError
             raise UserError(str(err)) from None
         print(f"{src} -> {out}: {report}; {size_report(out, dsp)}")
         if args.wer:
             compare_wer(dsp, out, args.wer, limit=args.wer_limit)
+        if args.compare:
+            compare_kws(dsp, out, args.compare, limit=args.wer_limit)
     return 0
 
 
 def _run(args) -> int:
     if args.onnx:
         return _run_onnx(args)
-    if args.wer:
+    if args.wer or args.compare:
         from ..errors import UserError
-        raise UserError("--wer needs --onnx")
+        raise UserError("--wer and --compare need --onnx")
     from ..integrations.speechbrain.export import export_run
     return export_run(args.run_dir, args.out, args.checkpoint, kernel_path=args.kernel_path) and 0
 
@@ -73,12 +85,16 @@ def add_parser(subparsers):
     p.add_argument("--kernel-path", choices=["int8", "exact", "shift"], default=None,
                    help="packed kernel path recorded in the file (default: int8)")
     p.add_argument("--onnx", action="store_true",
-                   help="write the ASR encoder + CTC head as ONNX for stock onnxruntime "
-                        "(DenseShift weights as exact int8, per-channel scales)")
+                   help="write the ASR encoder + CTC head, or the keyword spotter's network, "
+                        "as ONNX for stock onnxruntime (DenseShift weights as exact int8, "
+                        "per-channel scales)")
     p.add_argument("--wer", metavar="MANIFEST",
                    help="with --onnx: greedy CTC WER of the packed and the ONNX model on a "
                         "recipe manifest (CSV with wav, wrd)")
+    p.add_argument("--compare", metavar="DIR",
+                   help="with --onnx, a keyword spotter: classify the clips of a Speech "
+                        "Commands-layout folder with the packed and the ONNX model")
     p.add_argument("--wer-limit", type=int, default=None, metavar="N",
-                   help="decode only the first N utterances of --wer")
+                   help="decode only the first N utterances of --wer (clips of --compare)")
     p.set_defaults(func=_run)
     return p

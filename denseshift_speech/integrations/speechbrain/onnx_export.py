@@ -169,3 +169,136 @@ def compare_wer(dsp_path, onnx_path, manifest, limit: int | None = None, threads
         f"identical token sequences {same}/{len(rows)}; encoder time packed "
         f"{t_packed:.1f} s, onnxruntime {t_onnx:.1f} s")
     return res
+
+
+# ----------------------------------------------------------------- keyword spotter -----
+
+KWS_IO_DOC = ("input feats float32 (batch, frames, n_mels): speechbrain Fbank output of a "
+              "clip (the recipe's compute_features: log-mel dB, top_db floor over the clip), "
+              "not normalized -- give it one-second clips (pad or cut first): the graph "
+              "normalizes over every frame it gets; output probs float32 (batch, classes): "
+              "class posteriors, in the order of metadata classes")
+
+
+class KwsOnnxModule(nn.Module):
+    """``feats -> probs`` of a :class:`~denseshift_speech.streaming.kws.KWSModel`: the
+    recipe's normalization (per clip, or global statistics as constants), the x-vector
+    TDNN and the classifier, softmax."""
+
+    def __init__(self, model):
+        super().__init__()
+        norm = model.normalize
+        self.norm_type = getattr(norm, "norm_type", "sentence")
+        if self.norm_type not in ("sentence", "global"):
+            raise ValueError(f"{model.path}: normalization {self.norm_type!r} has no ONNX "
+                             "export (sentence or global only)")
+        self.std_norm = bool(getattr(norm, "std_norm", True))
+        self.eps = float(getattr(norm, "epsilon", 1e-10))
+        if self.norm_type == "global":
+            self.register_buffer("mean", norm.glob_mean.detach().float().reshape(1, 1, -1))
+            self.register_buffer("std", norm.glob_std.detach().float().reshape(1, 1, -1))
+        self.embedding_model, self.classifier = model.embedding_model, model.classifier
+
+    def _normalize(self, feats):
+        if self.norm_type == "global":
+            mean, std = self.mean, self.std
+        else:  # InputNormalization's per-sentence statistics (biased variance)
+            mean = feats.mean(1, keepdim=True)
+            std = (feats - mean).square().mean(1, keepdim=True).sqrt()
+        if not self.std_norm:
+            return feats - mean
+        return (feats - mean) / std.clamp(min=self.eps)
+
+    def forward(self, feats):
+        out = self.classifier(self.embedding_model(self._normalize(feats)))
+        return torch.softmax(out.reshape(feats.shape[0], -1), dim=-1)
+
+
+def kws_onnx_metadata(model) -> dict:
+    return {"io": KWS_IO_DOC, "task": "kws", "classes": json.dumps(model.labels),
+            "sample_rate": str(model.sample_rate), "clip_samples": str(model.clip_samples),
+            "bits": json.dumps(model.bits),
+            "features": json.dumps(_features_meta(model.compute_features)),
+            "source": os.path.basename(model.path)}
+
+
+def export_kws_onnx(dsp_path, out):
+    """Write the ONNX twin of the keyword-spotter file ``dsp_path`` to ``out``; return the
+    :class:`~denseshift_speech.packed.onnx_export.QuantizeReport`.  SpeechBrain's
+    statistics pooling adds random noise to its mean on every call; the graph holds its
+    middle value instead (:func:`~denseshift_speech.streaming.spotter.deterministic_pooling`),
+    as the packed spotter does."""
+    from ...packed.onnx_export import export_onnx
+    from ...streaming.kws import load_kws_model
+    from ...streaming.spotter import deterministic_pooling
+
+    model = load_kws_model(dsp_path)
+    module = KwsOnnxModule(model).eval()
+    frames = model.clip_samples // int(model.compute_features.compute_STFT.hop_length) + 1
+    n_mels = int(model.compute_features.compute_fbanks.n_mels)
+    dynamic = {"feats": {0: "batch", 1: "time"}, "probs": {0: "batch"}}
+    with deterministic_pooling(model):
+        return export_onnx(module, torch.zeros(2, frames, n_mels), out,
+                           metadata=kws_onnx_metadata(model), input_names=("feats",),
+                           output_names=("probs",), dynamic_axes=dynamic)
+
+
+@torch.no_grad()
+def _packed_probs(model, feats) -> np.ndarray:
+    """The keyword spotter's posteriors of one clip's features (as ``model.posteriors``)."""
+    from ...streaming.spotter import deterministic_pooling
+    with deterministic_pooling(model):
+        out = model.classifier(model.embedding_model(model.normalize(feats, torch.ones(1))))
+    return torch.softmax(out.reshape(-1), -1).numpy()
+
+
+def compare_kws(dsp_path, onnx_path, folder, limit: int | None = None, threads: int = 1,
+                log=print) -> dict:
+    """Classify the clips of a Speech Commands-layout ``folder`` with the packed file and
+    with its ONNX twin in onnxruntime, on the same features (each clip zero-padded or cut
+    to one second, the recipe's Fbank); report both accuracies, how many predictions
+    agree and the largest posterior difference."""
+    from ...streaming.kws import load_kws_model
+
+    model = load_kws_model(dsp_path)
+    sess = ort_session(onnx_path, threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))   # both sides on the same number of threads
+    try:
+        return _compare_kws(model, sess, folder, limit, log)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compare_kws(model, sess, folder, limit, log) -> dict:
+    from ...streaming.evaluate import kws_references, read_clips, read_eval_set, take
+    clips, refs, _ = kws_references(read_eval_set(folder), model.labels)
+    picked = take(list(zip(clips, refs)), limit, clip=lambda pair: pair[0])
+    waves, _ = read_clips([c for c, _ in picked], model.sample_rate)
+    n = model.clip_samples
+    _packed_probs(model, model.compute_features(torch.zeros(1, n)))   # repack once, untimed
+    right_packed = right_onnx = same = 0
+    worst, t_packed, t_onnx = 0.0, 0.0, 0.0
+    for (_, ref), wave in zip(picked, waves):
+        clip = torch.nn.functional.pad(wave[:n], (0, max(0, n - wave.numel()))).unsqueeze(0)
+        with torch.no_grad():
+            feats = model.compute_features(clip)
+            t0 = time.perf_counter()
+            p = _packed_probs(model, feats)
+            t_packed += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        q = sess.run(["probs"], {"feats": feats.numpy().astype(np.float32)})[0][0]
+        t_onnx += time.perf_counter() - t0
+        right_packed += int(p.argmax()) == ref
+        right_onnx += int(q.argmax()) == ref
+        same += int(p.argmax()) == int(q.argmax())
+        worst = max(worst, float(np.abs(p - q).max()))
+    total = max(len(picked), 1)
+    res = {"clips": len(picked), "accuracy_packed": 100.0 * right_packed / total,
+           "accuracy_onnx": 100.0 * right_onnx / total, "same_predictions": same,
+           "max_posterior_diff": worst, "packed_s": t_packed, "onnx_s": t_onnx}
+    log(f"{folder}: {len(picked)} clips, accuracy packed {res['accuracy_packed']:.2f} % vs "
+        f"onnxruntime {res['accuracy_onnx']:.2f} %; same prediction {same}/{len(picked)}, "
+        f"largest posterior difference {worst:.4f}; time packed {t_packed:.2f} s (features "
+        f"excluded, as for onnxruntime), onnxruntime {t_onnx:.2f} s")
+    return res
