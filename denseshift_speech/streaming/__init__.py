@@ -10,6 +10,9 @@
 ``denseshift-speech stream MODEL --wav FILE`` is the command-line front end
 (:mod:`denseshift_speech.cli.stream`); :func:`stream_manifest` streams utterances of a
 recipe CSV and prints hypothesis beside reference (used by ``make demo``).
+Keyword spotters: :func:`load_kws_model` (:mod:`.kws`), on a stream :mod:`.spotter`
+(``denseshift-speech spot``).  :func:`evaluate` (:mod:`.evaluate`) measures any model
+file on real recordings (``denseshift-speech evaluate``).
 
 Names are imported lazily so the CLI's ``--help`` does not load torch.
 """
@@ -28,6 +31,8 @@ _EXPORTS = {
     "stream_manifest": "run", "stream_samples": "run", "sweep": "run", "word_errors": "run",
     "compare_fp32": "run",
     "count_packed_calls": "run", "summary": "run",
+    "KWSModel": "kws", "load_kws_model": "kws",
+    "evaluate": "evaluate", "read_eval_set": "evaluate",
 }
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_LEFT_CONTEXT", *_EXPORTS]
