@@ -33,8 +33,9 @@ $(STAMP): setup.cfg setup.py pyproject.toml constraints.txt $(NATIVE) $(VOICES) 
 	bash tools/neural_voices.sh $(PY)
 	touch $(STAMP)
 
+# the suite on every core (pytest-xdist; each worker builds its own small fixtures)
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 # REAL_SPEECH="DIR ...": folders of real recordings every model is also measured on
 # (a Speech Commands-layout test set, a folder of spoken digits; README, Real speech)

@@ -159,7 +159,8 @@ def test_librispeech_on_synthetic(tmp_path):
     root = tmp_path / "ls"
     stats = synthesize_librispeech(root, seed=1, train_utts=12, dev_utts=4, test_utts=4,
                                    test_other_utts=4, train_speakers=3, dev_speakers=2,
-                                   test_speakers=2, test_other_speakers=2, jobs=2)
+                                   test_speakers=2, test_other_speakers=2, lm_sentences=200,
+                                   jobs=2)
     save = tmp_path / "save"
     summary = prepare_librispeech(root, save, ["train-clean-100"], ["dev-clean"],
                                   ["test-clean", "test-other"], strict=True)

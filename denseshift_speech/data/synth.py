@@ -570,7 +570,7 @@ def _utterance(rng: random.Random, words, device_share: float, redraws) -> str:
     """A device utterance (with probability ``device_share``) or a grammar sentence, made
     only of ``words`` unless that is None (``redraws``: as for ``_sentence_of``)."""
     if device_share and rng.random() < device_share:
-        for _ in range(200 if words is not None else 1):
+        for _ in range(20 if words is not None else 1):  # (a tiny vocabulary: a sentence)
             t = grammar.device_utterance(rng)
             if words is None or all(w in words for w in t.split()):
                 return t
