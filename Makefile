@@ -48,12 +48,13 @@ demo: $(STAMP)
 results: $(STAMP)
 	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full $(REAL_ARGS)
 
-# after `make demo`: the fp32 conformer without each corpus ingredient (README, Results)
+# after `make demo`: the fp32 conformer without each corpus ingredient
+# (docs/results/2026-12-02-corpus-ablation.md)
 ablation: $(STAMP)
 	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/ablation --ablation
 
 # the 3-bit conformer from scratch, one training setting changed per run, beside its fp32
-# twins, and the 2-bit one fine-tuned (README, "Training from scratch"; about 2 h on 2 cores)
+# twins, and the 2-bit one fine-tuned (docs/results/2026-12-02-training-from-scratch.md)
 scratch-study: $(STAMP)
 	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/scratch --scratch-study
 

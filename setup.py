@@ -1,7 +1,8 @@
 """Build of the native DenseShift kernel (metadata lives in setup.cfg).
 
 `pip install --no-build-isolation -e '.[test]'` compiles denseshift_speech._C from
-denseshift_speech/kernels/csrc/*.cpp with the torch in the environment.  Each ISA file
+the C++ files under denseshift_speech/kernels/csrc/ (core/, torch/, arch/) with
+the torch in the environment.  Each ISA file
 selects its instruction set with `#pragma GCC target`, so no per-file flags are needed
 and dispatch happens at run time.  If the compiler or torch headers are missing the
 build is skipped with a warning and the package uses the pure-PyTorch reference
