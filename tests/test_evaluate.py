@@ -26,12 +26,7 @@ KWS_CLASSES = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", 
 WORDS = "yes no up down left right on off stop go zero one two three four five six seven".split()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tone(seconds, seed, sr=SR):

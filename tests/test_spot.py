@@ -26,12 +26,7 @@ TONES = {"yes": 600.0, "no": 2400.0, "unknown": 1200.0}
 TONE_SECONDS = 0.4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _noise(seconds, rng, level=0.01):

@@ -1,4 +1,4 @@
-"""Training diagnostics: per-layer code histograms and code-flip rates (docs/METHOD.md, section 2, "Diagnostics").
+"""Training diagnostics: per-layer code histograms and code-flip rates (docs/METHOD.md, section 2).
 
 Both read the discrete codes straight from the latents (no forward pass), so they
 cost one comparison pass over the latents: cheap enough to log every epoch.

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .. import kernels
-from .model import ModelFileError, read_header, rebuild
+from .model import LoadedFile, ModelFileError, file_facts, read_header, rebuild
 
 # hparams keys the classifier needs; every other tagged key (augmentation, optimizer,
 # checkpointer, ...) is dropped.
@@ -34,19 +34,12 @@ CLASSES_FILE = "classes.txt"
 
 
 @dataclasses.dataclass
-class KWSModel:
-    path: str
+class KWSModel(LoadedFile):
     labels: list                  # class names, in the classifier's output order
     compute_features: nn.Module   # speechbrain Fbank
     normalize: nn.Module          # InputNormalization (per-sentence, as in training)
     embedding_model: nn.Module    # x-vector TDNN
     classifier: nn.Module         # ends in log-softmax over the classes
-    sample_rate: int
-    hparams: dict                 # plain (untagged) hparams values
-    sizes: dict                   # from the file header (bytes)
-    packed: bool                  # the file holds packed DenseShift weights
-    fp32: bool                    # packed weights were decoded to dense fp32 layers
-    bits: list
 
     @property
     def clip_samples(self) -> int:
@@ -142,8 +135,6 @@ def load_kws_model(path, fp32: bool = False, kernel_path: str | None = None) -> 
                              f"{len(labels)} classes ({', '.join(labels)})")
     hp["compute_features"].eval()
     return KWSModel(
-        path=path, labels=labels, compute_features=hp["compute_features"],
-        normalize=container["mean_var_norm"], embedding_model=container["embedding_model"],
-        classifier=container["classifier"], sample_rate=int(plain.get("sample_rate", 16000)),
-        hparams=plain, sizes=dict(info.sizes), packed=bool(info.layers),
-        fp32=bool(fp32 and info.layers), bits=sorted({int(r["bits"]) for r in info.layers}))
+        **file_facts(path, plain, info, fp32), labels=labels,
+        compute_features=hp["compute_features"], normalize=container["mean_var_norm"],
+        embedding_model=container["embedding_model"], classifier=container["classifier"])

@@ -28,21 +28,35 @@ class ModelFileError(ValueError):
 
 
 @dataclasses.dataclass
-class StreamingModel:
+class LoadedFile:
+    """What every model file loaded for inference records (``file_facts`` fills it)."""
     path: str
+    sample_rate: int
+    hparams: dict                 # plain (untagged) hparams values
+    sizes: dict                   # from the file header (bytes)
+    packed: bool                  # the file holds packed DenseShift weights
+    fp32: bool                    # packed weights were decoded to dense fp32 layers
+    bits: list
+
+
+def file_facts(path: str, plain: dict, info, fp32: bool) -> dict:
+    """The :class:`LoadedFile` fields of a file: ``plain`` its hparams, ``info`` what
+    ``load_packed`` returned."""
+    return {"path": path, "sample_rate": int(plain.get("sample_rate", 16000)),
+            "hparams": plain, "sizes": dict(info.sizes), "packed": bool(info.layers),
+            "fp32": bool(fp32 and info.layers),
+            "bits": sorted({int(r["bits"]) for r in info.layers})}
+
+
+@dataclasses.dataclass
+class StreamingModel(LoadedFile):
     compute_features: nn.Module   # speechbrain Fbank
     normalize: nn.Module          # InputNormalization (global statistics set)
     CNN: nn.Module                # ConvolutionFrontEnd
     Transformer: nn.Module        # TransformerASR (conformer encoder)
     ctc_lin: nn.Module
     tokenizer: object             # sentencepiece.SentencePieceProcessor
-    sample_rate: int
     blank_index: int
-    hparams: dict                 # plain (untagged) hparams values
-    sizes: dict                   # from the file header (bytes)
-    packed: bool                  # the file holds packed DenseShift weights
-    fp32: bool                    # packed weights were decoded to dense fp32 layers
-    bits: list
 
     @property
     def file_bytes(self) -> int:
@@ -202,9 +216,7 @@ def load_model(path, fp32: bool = False, kernel_path: str | None = None) -> Stre
         raise ModelFileError(f"{path}: the tokenizer blob is not a SentencePiece model "
                              f"({err})") from None
     return StreamingModel(
-        path=path, compute_features=hp["compute_features"], normalize=norm,
-        CNN=container["CNN"], Transformer=container["Transformer"], ctc_lin=container["ctc_lin"],
-        tokenizer=sp, sample_rate=int(plain.get("sample_rate", 16000)),
-        blank_index=int(plain.get("blank_index", 0)), hparams=plain, sizes=dict(info.sizes),
-        packed=bool(info.layers), fp32=bool(fp32 and info.layers),
-        bits=sorted({int(r["bits"]) for r in info.layers}))
+        **file_facts(path, plain, info, fp32), compute_features=hp["compute_features"],
+        normalize=norm, CNN=container["CNN"], Transformer=container["Transformer"],
+        ctc_lin=container["ctc_lin"], tokenizer=sp,
+        blank_index=int(plain.get("blank_index", 0)))
