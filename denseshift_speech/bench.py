@@ -1,7 +1,8 @@
 """`denseshift-speech bench`: packed DenseShift against what a user would run instead.
 
-One run measures, side by side in the same process (1 thread by default; microseconds per
-call, the best of 5 timed groups after warm-up; medians go to the JSON too):
+One run measures, side by side in the same process, at each thread count of ``--threads``
+(default 1 and 2: torch, onnxruntime and DenseShift all on the same count; microseconds
+per call, the best of 5 timed groups after warm-up; medians go to the JSON too):
 
 whole encoder
     SpeechBrain conformer encoders (``TransformerASR.encode``, batch 1, T = 16 and 100
@@ -23,6 +24,13 @@ whole encoder
     plus the packed file's size (``save_packed``) against the fp32 weights (4 bytes a
     parameter).
 
+several streams
+    :data:`STREAMS` independent streams of a 640 ms chunk (T = 16 encoder frames) through
+    one call (batch 4: the linears see every stream's rows at once, so each weight tile
+    is decoded once for all of them) against the same chunks one call after another, for
+    ``ds-int8`` and ``ort-int8``: ms per round and the throughput gain; the packed model's
+    batched output is checked equal (bit for bit) to the stream-by-stream output.
+
 single layers
     ``y = x @ W.T + b`` for the conformer-small shapes (in->out) 144->432, 144->144,
     144->1024, 1024->144, 144->288 at M = 1, 16, 100 rows, and 512->2048, 1024->4096 at
@@ -31,9 +39,11 @@ single layers
     paths ``int8`` and ``exact``) and the file-layout op on the shift path
     (``denseshift::linear(..., method="add")``).
 
-Ratios are the alternative's time over DenseShift's (``> 1``: DenseShift is faster). The
-run ends with the deploy-speed targets, each PASS / MISS with the measured ratio
-(:mod:`denseshift_speech.benchmarks.targets`), and writes everything to ``--json``.
+Ratios are the alternative's time over DenseShift's (``> 1``: DenseShift is faster); the
+scaling tables give each alternative's time on one thread over its time on N threads
+(``> 1``: the threads help). The run ends with the deploy-speed targets, each PASS / MISS
+with the measured ratio (:mod:`denseshift_speech.benchmarks.targets`), and writes
+everything to ``--json``.
 
 training (``--training``)
     one training step (forward, CTC loss, backward, AdamW step; batch 8 x 3 s of features,
@@ -67,6 +77,11 @@ LAYERS = [(144, 432, (1, 16, 100)), (144, 144, (1, 16, 100)), (144, 1024, (1, 16
           (512, 2048, (1, 16)), (1024, 4096, (1, 16))]
 QUICK_LAYERS = [(144, 432, (1, 16)), (512, 2048, (1,))]
 QUICK_LAYERS_PER_ENCODER = 2  # --quick: the demo geometry with this many conformer layers
+#: thread counts timed by default (torch, onnxruntime and DenseShift on each)
+DEFAULT_THREADS = (1, 2)
+#: several streams at once: this many 640 ms chunks (STREAM_FRAMES encoder frames each)
+STREAMS, STREAM_FRAMES = 4, 16
+STREAM_NAMES = ("ds-int8", "ort-int8")
 #: seconds per measurement (layers; whole encoders get ENCODER_BUDGET_SCALE times more)
 BUDGET, QUICK_BUDGET = 0.7, 0.03  # full run: about 3-4 min on 2 cores
 ENCODER_BUDGET_SCALE = 3
@@ -93,8 +108,11 @@ def add_parser(subparsers):
     p.add_argument("--json", default=None,
                    help=f"where to write the JSON (default {DEFAULT_JSON}, with --training "
                         f"{DEFAULT_TRAINING_JSON}; '' to skip)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for torch and onnxruntime (default 1; --training: 2)")
+    p.add_argument("--threads", default=None, metavar="N[,N...]",
+                   help="thread counts, comma-separated: every table is timed at each, with "
+                        "torch, onnxruntime and DenseShift on the same count (default "
+                        f"{','.join(map(str, DEFAULT_THREADS))}; --training: one count, "
+                        "default 2)")
     p.add_argument("--bits", type=int, default=3, choices=(2, 3, 4),
                    help="DenseShift bits (default %(default)s)")
     p.add_argument("--isa", default="auto",
@@ -102,6 +120,8 @@ def add_parser(subparsers):
     p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime baselines")
     p.add_argument("--no-encoder", action="store_true", help="skip the whole-encoder lines")
     p.add_argument("--no-layers", action="store_true", help="skip the single-layer lines")
+    p.add_argument("--no-streams", action="store_true",
+                   help=f"skip the several-streams line ({STREAMS} x 640 ms in one call)")
     p.add_argument("--min-time", type=float, default=None,
                    help=f"seconds per layer measurement (default {BUDGET}; quick "
                         f"{QUICK_BUDGET}); whole encoders get {ENCODER_BUDGET_SCALE}x")
@@ -227,20 +247,61 @@ def _file_sizes(fp32, packed, workdir: str) -> dict:
             "fp32_over_packed": 4 * n_params / size, "save_packed_report": report}
 
 
+def parse_threads(text, default=DEFAULT_THREADS) -> list:
+    """``"1,2"`` -> ``[1, 2]`` (``None``: ``default``); counts >= 1, each once, in order."""
+    if text is None:
+        return list(default)
+    if isinstance(text, int):
+        text = str(text)
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            n = int(part)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise UserError(f"--threads: expected thread counts >= 1 separated by commas "
+                            f"(e.g. 1,2), got {text!r}")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def _set_threads(n: int):
+    import torch
+    torch.set_num_threads(n)
+
+
+def _scaling(rows: list, key) -> None:
+    """``row["scaling"][name]``: the name's time on 1 thread over its time on the row's
+    count (rows matched by ``key(row)``; only where 1 thread was measured)."""
+    one = {key(r): r for r in rows if r["threads"] == 1}
+    for r in rows:
+        base = one.get(key(r))
+        if base is None:
+            continue
+        r["scaling"] = {k: base["us"][k] / v for k, v in r["us"].items()
+                        if k in base["us"] and v > 0}
+
+
 def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=True,
-                   num_layers=None, log=print) -> tuple:
-    """Whole-encoder rows and ``{geometry: sizes}`` (see the module docstring)."""
+                   num_layers=None, streams=True, log=print) -> tuple:
+    """Whole-encoder rows, several-streams rows and ``{geometry: sizes}`` (see the module
+    docstring), at each thread count of ``threads`` (an int or a list)."""
     import torch
 
     from .benchmarks import baselines as B
     from .packed import set_path_
 
-    rows, sizes = [], {}
+    counts = [threads] if isinstance(threads, int) else list(threads)
+    rows, stream_rows, sizes = [], [], {}
     for geometry in geometries:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="denseshift-bench-") as work:
+            sessions = {}  # thread count -> {name: onnxruntime callable}
             if onnx:
-                bl = B.encoder_baselines(geometry, work, threads=threads, num_layers=num_layers)
+                bl = B.encoder_baselines(geometry, work, threads=counts[0], num_layers=num_layers)
             else:
                 wrapper = B.EncoderWrapper(B.build_encoder(geometry, num_layers=num_layers))
                 q = B.torch_dynamic_int8(wrapper)
@@ -258,57 +319,112 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
                 from .packed.onnx_export import export_onnx
                 ds_path = os.path.join(work, "ds.onnx")
                 export_onnx(B.EncoderWrapper(packed), B.example_input(geometry, 16), ds_path)
-                bl[DS_ONNX] = B.OrtModel(ds_path, threads)
                 sizes[geometry]["ds_onnx_file_bytes"] = os.path.getsize(ds_path)
+                for n in counts:  # sessions made while the files exist
+                    sessions[n] = {"ort-fp32": B.OrtModel(bl["onnx_fp32"], n),
+                                   "ort-int8": B.OrtModel(bl["onnx_int8"], n),
+                                   DS_ONNX: B.OrtModel(ds_path, n)}
         n_layers = len(fp32.encoder.layers)
         log(f"# {geometry}: {n_layers} layers, {sizes[geometry]['params'] / 1e6:.2f} M "
             f"parameters; baselines and {bits}-bit packed model built in "
             f"{time.perf_counter() - t0:.1f} s")
 
-        for t in frames:
-            x = B.example_input(geometry, t)
-            fns = {k: bl[k] for k in (*BASELINES, DS_ONNX) if k in bl}
-            with torch.no_grad():
-                ref = fns["torch-fp32"](x)
-                errs = {}
-                us, med = {}, {}
-                for name, fn in fns.items():
-                    errs[name] = _rel_err(fn(x), ref)
-                for path in PATHS:
-                    set_path_(packed, path, None if isa == "auto" else isa)
-                    fn = (lambda: packed.encode(x, None))
-                    errs[f"ds-{path}"] = _rel_err(fn(), ref)
-                    b, m = _time_all({f"ds-{path}": fn}, budget)
+        for n in counts:
+            _set_threads(n)
+            base = {k: bl[k] for k in ("torch-fp32", "torch-int8")}
+            base.update(sessions.get(n, {}))
+            for t in frames:
+                x = B.example_input(geometry, t)
+                fns = {k: base[k] for k in (*BASELINES, DS_ONNX) if k in base}
+                with torch.no_grad():
+                    ref = fns["torch-fp32"](x)
+                    errs = {}
+                    us, med = {}, {}
+                    for name, fn in fns.items():
+                        errs[name] = _rel_err(fn(x), ref)
+                    for path in PATHS:
+                        set_path_(packed, path, None if isa == "auto" else isa)
+                        fn = (lambda: packed.encode(x, None))
+                        errs[f"ds-{path}"] = _rel_err(fn(), ref)
+                        b, m = _time_all({f"ds-{path}": fn}, budget)
+                        us.update(b)
+                        med.update(m)
+                    b, m = _time_all({k: (lambda f=f: f(x)) for k, f in fns.items()}, budget)
                     us.update(b)
                     med.update(m)
-                b, m = _time_all({k: (lambda f=f: f(x)) for k, f in fns.items()}, budget)
-                us.update(b)
-                med.update(m)
-                set_path_(packed, PATHS[0], None if isa == "auto" else isa)
-            order = list(BASELINES) + [f"ds-{p}" for p in PATHS] + [DS_ONNX]
-            us = {k: us[k] for k in order if k in us}
-            row = {"geometry": geometry, "layers": n_layers, "frames": t, "batch": 1,
-                   "threads": threads, "bits": bits, "us": us,
-                   "median_us": {k: med[k] for k in us}, "ratios": _ratios(us),
-                   "rel_err_vs_torch_fp32": errs}
-            rows.append(row)
-            log(f"{geometry:<16} T={t:<4d} " + "  ".join(
-                f"{k} {v / 1e3:7.2f}" for k, v in us.items()) + "   (ms)")
-    return rows, sizes
+                    set_path_(packed, PATHS[0], None if isa == "auto" else isa)
+                order = list(BASELINES) + [f"ds-{p}" for p in PATHS] + [DS_ONNX]
+                us = {k: us[k] for k in order if k in us}
+                row = {"geometry": geometry, "layers": n_layers, "frames": t, "batch": 1,
+                       "threads": n, "bits": bits, "us": us,
+                       "median_us": {k: med[k] for k in us}, "ratios": _ratios(us),
+                       "rel_err_vs_torch_fp32": errs}
+                rows.append(row)
+                log(f"{geometry:<16} T={t:<4d} {n} thr " + "  ".join(
+                    f"{k} {v / 1e3:7.2f}" for k, v in us.items()) + "   (ms)")
+            if streams:
+                stream_rows.append(_bench_streams(geometry, n_layers, packed, base, n, bits,
+                                                  budget, log))
+    _scaling(rows, lambda r: (r["geometry"], r["frames"]))
+    return rows, stream_rows, sizes
 
 
-def encoder_tables(rows, sizes) -> list:
+def _bench_streams(geometry, n_layers, packed, base, threads, bits, budget, log) -> dict:
+    """:data:`STREAMS` chunks of :data:`STREAM_FRAMES` frames: one call vs one by one."""
+    import torch
+
+    from .benchmarks import baselines as B
+
+    x = B.example_input(geometry, STREAM_FRAMES, batch=STREAMS, seed=1)
+    one = [x[i:i + 1].contiguous() for i in range(STREAMS)]
+    calls = {"ds-int8": lambda v: packed.encode(v, None)}
+    if "ort-int8" in base:
+        calls["ort-int8"] = base["ort-int8"]
+    us, med = {}, {}
+    with torch.no_grad():
+        together = packed.encode(x, None)
+        alone = torch.cat([packed.encode(v, None) for v in one])
+        for name, f in calls.items():
+            fns = {f"{name} one call": (lambda f=f: f(x)),
+                   f"{name} one by one": (lambda f=f: [f(v) for v in one])}
+            b, m = _time_all(fns, budget)
+            us.update(b)
+            med.update(m)
+    gain = {name: us[f"{name} one by one"] / us[f"{name} one call"] for name in calls}
+    row = {"geometry": geometry, "layers": n_layers, "frames": STREAM_FRAMES,
+           "streams": STREAMS, "threads": threads, "bits": bits, "us": us, "median_us": med,
+           "gain": gain, "ds_one_call_equals_one_by_one": bool(torch.equal(together, alone)),
+           "ds_max_abs_diff": float((together - alone).abs().max())}
+    log(f"{geometry:<16} {STREAMS} streams x T={STREAM_FRAMES} {threads} thr " + "  ".join(
+        f"{name} {us[f'{name} one call'] / 1e3:.2f} vs {us[f'{name} one by one'] / 1e3:.2f} ms "
+        f"({gain[name]:.2f}x)" for name in calls))
+    return row
+
+
+def _scaling_table(title: str, keys: list, rows: list, label, names: list) -> list:
+    """Speed-up over one thread of every timed name, for the rows on more threads."""
+    multi = [r for r in rows if r["threads"] > 1 and r.get("scaling")]
+    if not multi:
+        return []
+    cols = [n for n in names if any(n in r["scaling"] for r in multi)]
+    return [""] + _table(title, keys, [(label(r), r["scaling"]) for r in multi], cols, ".2f")
+
+
+def encoder_tables(rows, sizes, stream_rows=()) -> list:
     names = list(BASELINES) + [f"ds-{p}" for p in PATHS] + [DS_ONNX]
-    keys = [("geometry", 16), ("layers", 6), ("T", 4)]
+    keys = [("geometry", 16), ("layers", 6), ("T", 4), ("thr", 3)]
+    label = lambda r: (r["geometry"], r["layers"], r["frames"], r["threads"])  # noqa: E731
     lines = _table("## whole encoder, ms per call (batch 1)", keys,
-                   [((r["geometry"], r["layers"], r["frames"]),
-                     {k: v / 1e3 for k, v in r["us"].items()}) for r in rows],
+                   [(label(r), {k: v / 1e3 for k, v in r["us"].items()}) for r in rows],
                    [n for n in names if any(n in r["us"] for r in rows)], ".2f")
     cols = _ratio_cols(rows, [f"{n}/{REF}" for n in names if n != REF])
     lines += [""] + _table(f"## whole encoder, speed-up of {REF} (alternative's time / {REF}'s; "
-                           ">1: packed is faster)", keys,
-                           [((r["geometry"], r["layers"], r["frames"]), r["ratios"])
-                            for r in rows], cols, ".2f", width=max(len(c) for c in cols))
+                           ">1: packed is faster; both on thr threads)", keys,
+                           [(label(r), r["ratios"]) for r in rows], cols, ".2f",
+                           width=max(len(c) for c in cols))
+    lines += _scaling_table("## whole encoder, scaling (time on 1 thread / time on thr threads; "
+                            ">1: the threads help)", keys, rows, label, names)
+    lines += stream_table(stream_rows)
     lines.append("")
     for g, s in sizes.items():
         lines.append(f"## size {g}: packed file {s['packed_file_bytes']:,} B vs fp32 weights "
@@ -317,10 +433,37 @@ def encoder_tables(rows, sizes) -> list:
     return lines
 
 
+def stream_table(stream_rows) -> list:
+    """The several-streams lines: ms per round of N chunks, one call vs one by one."""
+    if not stream_rows:
+        return []
+    r0 = stream_rows[0]
+    lines = ["", f"## several streams: {r0['streams']} chunks of 640 ms (T={r0['frames']}) in one "
+                 "call (batch) vs one call after another; ms per round, gain = throughput of "
+                 "one call / one by one"]
+    names = [n for n in STREAM_NAMES if any(n in r["gain"] for r in stream_rows)]
+    head = f"{'geometry':<16}  {'thr':<3}" + "".join(
+        f"  {n + ' one call':>17} {'one by one':>10} {'gain':>5}" for n in names)
+    lines.append(head)
+    for r in stream_rows:
+        line = f"{r['geometry']:<16}  {r['threads']:<3}"
+        for n in names:
+            if n in r["gain"]:
+                line += (f"  {r['us'][n + ' one call'] / 1e3:>17.2f} "
+                         f"{r['us'][n + ' one by one'] / 1e3:>10.2f} {r['gain'][n]:>5.2f}")
+            else:
+                line += f"  {'-':>17} {'-':>10} {'-':>5}"
+        if not r["ds_one_call_equals_one_by_one"]:
+            line += f"   (ds outputs differ: max {r['ds_max_abs_diff']:.2g})"
+        lines.append(line)
+    return lines
+
+
 # ------------------------------------------------------------------ single layers -----------
 
 def bench_layers(layers, bits, threads, budget, isa="auto", onnx=True, log=print) -> list:
-    """Single-layer rows (see the module docstring)."""
+    """Single-layer rows (see the module docstring), at each thread count of ``threads``
+    (an int or a list)."""
     import torch
     import torch.nn.functional as F
 
@@ -329,46 +472,51 @@ def bench_layers(layers, bits, threads, budget, isa="auto", onnx=True, log=print
     from .core import quant
     from .kernels import layout
 
+    counts = [threads] if isinstance(threads, int) else list(threads)
     rows = []
     gen = torch.Generator().manual_seed(0)
     shift = torch.ops.denseshift.linear
     for k, n, ms in layers:
         w = torch.randn(n, k, generator=gen) / k ** 0.5
         bias = torch.randn(n, generator=gen) * 0.1
-        if onnx:
-            bl = B.layer_baselines(w, bias, threads)
-        else:
-            bl = {"torch-fp32": B.torch_linear_fp32(w, bias),
-                  "torch-int8": B.torch_linear_int8(w, bias)}
         alpha = quant.low_variance_alpha(w, bits)  # (timing does not depend on the fit)
         codes = quant.nearest_codes(w, alpha[:, None], bits)
         packed, alpha = layout.pack_weight(codes, alpha, bits)
         tiles, sums = kernels.repack(packed, bits=bits, in_features=k)
         w_q = quant.decode(codes, bits) * alpha[:, None]
-        for m in ms:
-            x = torch.randn(m, k, generator=gen)
-            fns = {name: (lambda f=f: f(x)) for name, f in bl.items()}
-            for path in ("int8", "exact"):
-                fns[f"ds-{path}"] = (lambda p=path: kernels.linear_tiled(
-                    x, tiles, sums, alpha, bias, bits=bits, in_features=k, path=p, isa=isa))
-            fns["ds-shift"] = lambda: shift(x, packed, alpha, bias, bits, k, isa, "add")
-            with torch.no_grad():
-                ref = F.linear(x, w_q, bias)
-                errs = {name: _rel_err(fn(), ref) for name, fn in fns.items()
-                        if name.startswith("ds-")}
-                us, med = _time_all(fns, budget)
-            row = {"in": k, "out": n, "M": m, "bits": bits, "threads": threads, "us": us,
-                   "median_us": med, "ratios": _ratios(us),
-                   "weight_bytes_fp32": 4 * n * k,
-                   "weight_bytes_packed": packed.numel() + 4 * alpha.numel(),
-                   "ds_rel_err_vs_dequantized": errs}
-            for p in ("int8", "exact"):
-                for base in ("torch-fp32", "torch-int8"):
-                    if base in us:
-                        row["ratios"][f"{base}/ds-{p}"] = us[base] / us[f"ds-{p}"]
-            rows.append(row)
-            log(f"{k:>5d}->{n:<5d} M={m:<4d} " + "  ".join(
-                f"{name} {v:8.1f}" for name, v in us.items()) + "   (us)")
+        xs = {m: torch.randn(m, k, generator=gen) for m in ms}
+        for nt in counts:
+            _set_threads(nt)
+            if onnx:
+                bl = B.layer_baselines(w, bias, nt)
+            else:
+                bl = {"torch-fp32": B.torch_linear_fp32(w, bias),
+                      "torch-int8": B.torch_linear_int8(w, bias)}
+            for m in ms:
+                x = xs[m]
+                fns = {name: (lambda f=f: f(x)) for name, f in bl.items()}
+                for path in ("int8", "exact"):
+                    fns[f"ds-{path}"] = (lambda p=path: kernels.linear_tiled(
+                        x, tiles, sums, alpha, bias, bits=bits, in_features=k, path=p, isa=isa))
+                fns["ds-shift"] = lambda: shift(x, packed, alpha, bias, bits, k, isa, "add")
+                with torch.no_grad():
+                    ref = F.linear(x, w_q, bias)
+                    errs = {name: _rel_err(fn(), ref) for name, fn in fns.items()
+                            if name.startswith("ds-")}
+                    us, med = _time_all(fns, budget)
+                row = {"in": k, "out": n, "M": m, "bits": bits, "threads": nt, "us": us,
+                       "median_us": med, "ratios": _ratios(us),
+                       "weight_bytes_fp32": 4 * n * k,
+                       "weight_bytes_packed": packed.numel() + 4 * alpha.numel(),
+                       "ds_rel_err_vs_dequantized": errs}
+                for p in ("int8", "exact"):
+                    for base in ("torch-fp32", "torch-int8"):
+                        if base in us:
+                            row["ratios"][f"{base}/ds-{p}"] = us[base] / us[f"ds-{p}"]
+                rows.append(row)
+                log(f"{k:>5d}->{n:<5d} M={m:<4d} {nt} thr " + "  ".join(
+                    f"{name} {v:8.1f}" for name, v in us.items()) + "   (us)")
+    _scaling(rows, lambda r: (r["in"], r["out"], r["M"]))
     return rows
 
 
@@ -379,15 +527,17 @@ LAYER_RATIOS = ["torch-fp32/ds-int8", "torch-int8/ds-int8", "ort-int8/ds-int8",
 
 def layer_tables(rows) -> list:
     names = list(BASELINES) + [f"ds-{p}" for p in PATHS]
-    keys = [("in->out", 10), ("M", 4)]
-    label = lambda r: (f"{r['in']}->{r['out']}", r["M"])  # noqa: E731
+    keys = [("in->out", 10), ("M", 4), ("thr", 3)]
+    label = lambda r: (f"{r['in']}->{r['out']}", r["M"], r["threads"])  # noqa: E731
     lines = _table("## single layers, us per call", keys, [(label(r), r["us"]) for r in rows],
                    [n for n in names if any(n in r["us"] for r in rows)], ".1f")
     cols = _ratio_cols(rows, LAYER_RATIOS)
     lines += [""] + _table("## single layers, speed-up (alternative's time / DenseShift's; "
-                           ">1: DenseShift is faster)", keys,
+                           ">1: DenseShift is faster; both on thr threads)", keys,
                            [(label(r), r["ratios"]) for r in rows], cols, ".2f",
                            width=max(len(c) for c in cols))
+    lines += _scaling_table("## single layers, scaling (time on 1 thread / time on thr "
+                            "threads; >1: the threads help)", keys, rows, label, names)
     return lines
 
 
@@ -436,7 +586,11 @@ def run_training(args) -> int:
     from .benchmarks import training as TR
 
     t_start = time.perf_counter()
-    threads = args.threads if args.threads is not None else 2
+    counts = parse_threads(args.threads, default=(2,))
+    if len(counts) != 1:
+        raise UserError(f"--training times one thread count at a time, got --threads "
+                        f"{args.threads}")
+    threads = counts[0]
     if args.quick:
         geometries, adamw, batch, seconds, steps, warmup = ["tiny"], ["plain"], 2, 1.0, 2, 1
     else:
@@ -476,8 +630,7 @@ def run(args) -> int:
     from .benchmarks import targets as T
 
     t_start = time.perf_counter()
-    if args.threads is None:
-        args.threads = 1
+    counts = parse_threads(args.threads)
     quick = args.quick
     budget = args.min_time if args.min_time is not None else (QUICK_BUDGET if quick else BUDGET)
     geometries = GEOMETRIES[:1] if quick else GEOMETRIES
@@ -489,9 +642,10 @@ def run(args) -> int:
     if not kernels.native_available():
         print("warning: native kernel not built; timing the pure-PyTorch reference")
     isa = kernels.selected_isa(args.isa)
+    thr = ", ".join(map(str, counts))
     print(f"# {info['cpu']} ({info['cores']} cores, load average {info['loadavg']}), "
           f"torch {info['torch']}, DenseShift {args.bits}-bit kernel isa {isa}, "
-          f"torch int8 engine {info['quantized_engine']}, {args.threads} thread(s)")
+          f"torch int8 engine {info['quantized_engine']}, {thr} thread(s)")
     if args.no_onnx:
         print("# onnxruntime baselines skipped (--no-onnx)")
     elif not onnx_status.ok:
@@ -500,37 +654,38 @@ def run(args) -> int:
     else:
         print(f"# {onnx_status.message}")
     print(f"# times: best of 5 groups; ratios: alternative's time / DenseShift's "
-          f"(>1: DenseShift is faster){'; --quick run' if quick else ''}")
+          f"(>1: DenseShift is faster); every alternative on the same thread count (thr)"
+          f"{'; --quick run' if quick else ''}")
     saved_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
     try:
-        enc_rows, sizes = ([], {}) if args.no_encoder else bench_encoders(
-            geometries, FRAMES, args.bits, args.threads, budget * ENCODER_BUDGET_SCALE,
-            args.isa, onnx, num_layers)
+        enc_rows, stream_rows, sizes = ([], [], {}) if args.no_encoder else bench_encoders(
+            geometries, FRAMES, args.bits, counts, budget * ENCODER_BUDGET_SCALE,
+            args.isa, onnx, num_layers, streams=not args.no_streams)
         layer_rows = [] if args.no_layers else bench_layers(
-            layers, args.bits, args.threads, budget, args.isa, onnx)
+            layers, args.bits, counts, budget, args.isa, onnx)
     finally:
         torch.set_num_threads(saved_threads)
-    records = T.evaluate(enc_rows, layer_rows, sizes)
+    records = T.evaluate(enc_rows, layer_rows, sizes, stream_rows)
     print()
     if enc_rows:
-        print("\n".join(encoder_tables(enc_rows, sizes)))
+        print("\n".join(encoder_tables(enc_rows, sizes, stream_rows)))
         print()
     if layer_rows:
         print("\n".join(layer_tables(layer_rows)))
         print()
-    print(f"## targets ({args.bits}-bit, {args.threads} thread(s), ds-int8 is the "
-          "default path)")
+    print(f"## targets ({args.bits}-bit, {thr} thread(s), ds-int8 is the default path; "
+          "each target names its thread count)")
     print("\n".join(T.format_summary(records)))
     elapsed = time.perf_counter() - t_start
     info["loadavg_end"] = machine_info()["loadavg"]
     out = {"command": _command(),
            "options": {k: v for k, v in vars(args).items() if k != "func"},
            "machine": info, "isa": isa, "quick": quick, "bits": args.bits,
-           "threads": args.threads, "budget_s": budget,
+           "threads": counts, "budget_s": budget,
            "onnx": {"used": onnx, "available": onnx_status.ok,
                     "message": onnx_status.message},
-           "encoder": enc_rows, "sizes": sizes, "layers": layer_rows, "targets": records,
+           "encoder": enc_rows, "streams": stream_rows, "sizes": sizes, "layers": layer_rows,
+           "targets": records,
            "elapsed_s": elapsed}
     _write_json(DEFAULT_JSON if args.json is None else args.json, out, elapsed)
     return 0

@@ -39,16 +39,32 @@ def test_bench_quick_cli(tmp_path):
         assert head in text, text
     data = json.loads(out.read_text())
     for key in ("command", "options", "machine", "isa", "quick", "bits", "threads", "onnx",
-                "encoder", "sizes", "layers", "targets", "elapsed_s"):
+                "encoder", "streams", "sizes", "layers", "targets", "elapsed_s"):
         assert key in data, key
-    assert data["quick"] and data["bits"] == 3 and data["threads"] == 1
+    assert data["quick"] and data["bits"] == 3 and data["threads"] == [1, 2]
+    for head in ("## whole encoder, scaling", "## single layers, scaling", "## several streams"):
+        assert head in text, text
     assert data["command"].startswith("denseshift-speech bench --quick")
     assert data["machine"]["native_kernel"] and data["machine"]["cores"] >= 1
     onnx = B.available().ok
     assert data["onnx"]["used"] == onnx
     baselines = list(bench.BASELINES) if onnx else ["torch-fp32", "torch-int8"]
     _check_rows(data["encoder"], baselines + DS + ([bench.DS_ONNX] if onnx else []))
-    assert {(r["geometry"], r["frames"]) for r in data["encoder"]} == {("demo", 16), ("demo", 100)}
+    assert sorted((r["geometry"], r["frames"], r["threads"]) for r in data["encoder"]) == [
+        ("demo", 16, 1), ("demo", 16, 2), ("demo", 100, 1), ("demo", 100, 2)]
+    # every alternative on each thread count, and its speed-up over one thread
+    for r in data["encoder"] + data["layers"]:
+        assert set(r["scaling"]) == set(r["us"])
+        if r["threads"] == 1:
+            assert all(v == 1.0 for v in r["scaling"].values())
+    streams = data["streams"]
+    assert [(r["geometry"], r["threads"], r["streams"], r["frames"]) for r in streams] == [
+        ("demo", 1, 4, 16), ("demo", 2, 4, 16)]
+    for r in streams:  # several streams in one call: each stream's own output, bit for bit
+        assert r["ds_one_call_equals_one_by_one"] and r["ds_max_abs_diff"] == 0.0
+        assert set(r["gain"]) == ({"ds-int8", "ort-int8"} if onnx else {"ds-int8"})
+        for name, g in r["gain"].items():
+            assert g == pytest.approx(r["us"][f"{name} one by one"] / r["us"][f"{name} one call"])
     # the packed encoder computes the same function on every path (3-bit quantized)
     for r in data["encoder"]:
         errs = r["rel_err_vs_torch_fp32"]
@@ -57,8 +73,8 @@ def test_bench_quick_cli(tmp_path):
         if onnx:  # onnxruntime on the DenseShift int8 export: the same quantized function
             assert abs(errs[bench.DS_ONNX] - errs["ds-exact"]) < 0.05
     _check_rows(data["layers"], baselines + DS)
-    assert {(r["in"], r["out"], r["M"]) for r in data["layers"]} == {
-        (k, n, m) for k, n, ms in bench.QUICK_LAYERS for m in ms}
+    assert sorted((r["in"], r["out"], r["M"], r["threads"]) for r in data["layers"]) == sorted(
+        (k, n, m, t) for k, n, ms in bench.QUICK_LAYERS for m in ms for t in (1, 2))
     for r in data["layers"]:
         assert r["ds_rel_err_vs_dequantized"]["ds-exact"] < 1e-5
         assert r["ds_rel_err_vs_dequantized"]["ds-int8"] < 0.03
@@ -67,6 +83,7 @@ def test_bench_quick_cli(tmp_path):
     assert [t["name"] for t in data["targets"]] == [t.name for t in T.TARGETS]
     status = {t["name"]: t["status"] for t in data["targets"]}
     assert status["encoder-T16-vs-ort-int8"] == "n/a"  # conformer-small is not in --quick
+    assert status["streams-4x640ms"] == status["encoder-scaling-T100"] == "n/a"
     assert status["m1-int8-vs-torch-int8"] in ("PASS", "MISS")
 
 
@@ -125,6 +142,48 @@ def test_targets_evaluate():
     assert rec["size-conformer-small"]["status"] == "PASS"
     lines = T.format_summary(T.evaluate())
     assert len(lines) == len(T.TARGETS) and all(line.lstrip().startswith("n/a") for line in lines)
+
+
+def test_targets_on_two_threads_scaling_and_streams():
+    """Rows name their thread count (none: 1 thread); the 2-thread targets see only 2-thread
+    rows, the scaling target the row's speed-up over one thread, the streams target the
+    several-streams rows."""
+    def enc(frames, threads, ort, ds, scaling=None):
+        r = {"geometry": "conformer-small", "frames": frames, "threads": threads,
+             "us": {"ort-int8": ort, "ds-int8": ds, "torch-fp32": 10 * ds}}
+        if scaling is not None:
+            r["scaling"] = {"ds-int8": scaling}
+        return r
+
+    rows = [enc(16, 1, 6.0, 4.0), enc(100, 1, 17.0, 16.0),
+            enc(16, 2, 5.0, 2.0, 2.0), enc(100, 2, 12.0, 9.0, 16.0 / 9.0)]
+    streams = [{"geometry": "conformer-small", "threads": 2, "streams": 4,
+                "us": {"ds-int8 one call": 3.0, "ds-int8 one by one": 5.0}},
+               {"geometry": "conformer-small", "threads": 1, "streams": 4,
+                "us": {"ds-int8 one call": 1.0, "ds-int8 one by one": 1.1}}]
+    rec = {r["name"]: r for r in T.evaluate(rows, [], {}, streams)}
+    assert rec["encoder-T16-vs-ort-int8"]["min_ratio"] == pytest.approx(1.5)  # the 1-thread row
+    r = rec["encoder-2thr-T16-vs-ort-int8"]
+    assert (r["status"], r["min_ratio"], r["min_case"]) == ("PASS", pytest.approx(2.5),
+                                                            "conformer-small T=16 2 thr")
+    r = rec["encoder-2thr-T100-vs-ort-int8"]
+    assert r["status"] == "MISS" and r["min_ratio"] == pytest.approx(12 / 9)
+    r = rec["encoder-scaling-T100"]
+    assert r["status"] == "PASS" and r["min_ratio"] == pytest.approx(16 / 9)
+    r = rec["streams-4x640ms"]
+    assert (r["status"], len(r["cases"]), r["min_ratio"]) == ("MISS", 1, pytest.approx(5 / 3))
+    text = "\n".join(T.format_summary(T.evaluate(rows, [], {}, streams)))
+    assert "2 threads, conformer-small T=100" in text
+
+
+def test_threads_option_is_parsed():
+    from denseshift_speech.errors import UserError
+    assert bench.parse_threads(None) == list(bench.DEFAULT_THREADS) == [1, 2]
+    assert bench.parse_threads("2") == [2]
+    assert bench.parse_threads(" 1, 2,4,2") == [1, 2, 4]
+    for bad in ("0", "1,x", "", "-1"):
+        with pytest.raises(UserError, match="--threads"):
+            bench.parse_threads(bad)
 
 
 # ------------------------------------------------------------------ bench --training ---------
@@ -197,4 +256,7 @@ def test_bench_training_rejects_bad_options(capsys):
     args = parser.parse_args(["bench", "--training", "--steps", "0", "--json", ""])
     from denseshift_speech.errors import UserError
     with pytest.raises(UserError, match="--steps"):
+        args.func(args)
+    args = parser.parse_args(["bench", "--training", "--threads", "1,2", "--json", ""])
+    with pytest.raises(UserError, match="one thread count"):
         args.func(args)

@@ -656,3 +656,109 @@ def test_sweep_with_the_lm_matches_stream_manifest(packed, arpa, tmp_path):
     assert row["wer_full"] == round(s["wer_full"], 2)
     (greedy,) = sweep(packed, csv, [(8, 2)], out=None)
     assert greedy["decoding"] == "greedy"
+
+
+# ---------------------------------------------------------------- several streams ------
+
+def _waves():
+    """Streams of different lengths (one shorter than a chunk), so streams end and start at
+    different rounds and their caches differ in length for a while."""
+    return [_signal(2.37, 1), _signal(1.1, 2), _signal(3.05, 3), _signal(0.2, 4), _signal(1.7, 5)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_stream_batch_gives_each_stream_its_own_transcript(packed, threads):
+    """N streams served together (chunks ready in the same round: one encoder call) give
+    every stream the frame labels, tokens and text of decoding it alone."""
+    from denseshift_speech.streaming import stream_many
+    waves = _waves()
+    alone = []
+    for w in waves:
+        dec = StreamingDecoder(packed, 8, 2)
+        hyp = stream_samples(dec, w)
+        alone.append((hyp.tokens, hyp.text, list(dec.labels)))
+    labels = {}
+    torch.set_num_threads(threads)
+    try:
+        hyps, stats, batch = stream_many(packed, waves, streams=3, chunk_size=8, left_context_chunks=2,
+                                         on_final=lambda i, h, d: labels.setdefault(i, list(d.labels)))
+    finally:
+        torch.set_num_threads(1)
+    for i, (tokens, text, lab) in enumerate(alone):
+        assert hyps[i].is_final and (hyps[i].tokens, hyps[i].text) == (tokens, text), i
+        assert labels[i] == lab, i
+    b = batch.stats
+    assert len(batch) == 3 and b.chunks == sum(s.chunks for s in stats)
+    assert b.encoder_calls < b.chunks and b.chunks_per_call > 1.5  # the chunks were batched
+    assert b.audio_seconds == pytest.approx(sum(w.numel() for w in waves) / SR)
+    assert b.throughput > 0
+    assert sum(s.compute_seconds for s in stats) == pytest.approx(b.compute_seconds, rel=1e-6)
+
+
+def test_stream_batch_api_and_argument_checks(packed, wav):
+    from denseshift_speech.streaming import StreamBatch
+    batch = StreamBatch.create(packed, 2, chunk_size=8, left_context_chunks=2)
+    piece = wav[:batch.decoders[0].chunk_samples + batch.decoders[0].lookahead_samples]
+    out = batch.accept([piece, None])
+    assert len(out) == 2 and out[1] is None
+    assert batch.decoders[0].stats.chunks == 1 and batch.decoders[1].stats.chunks == 0
+    finals = batch.finish()
+    assert set(finals) == {0, 1} and all(h.is_final for h in finals.values())
+    with pytest.raises(RuntimeError, match="already finished"):
+        batch.accept([piece, None])
+    batch.reset()
+    calls, chunks = batch.stats.encoder_calls, batch.stats.chunks
+    batch.accept([piece, piece])  # both streams' first chunk: one call
+    assert (batch.stats.encoder_calls - calls, batch.stats.chunks - chunks) == (1, 2)
+    with pytest.raises(ValueError, match="pieces for 2 streams"):
+        batch.accept([piece])
+    with pytest.raises(ValueError, match="share one model"):
+        StreamBatch([StreamingDecoder(packed, 8, 2), StreamingDecoder(packed, 16, 2)])
+    with pytest.raises(ValueError, match="streams must be >= 1"):
+        StreamBatch.create(packed, 0)
+
+
+def test_stream_many_with_the_lm_forks_one_search_per_stream(packed, arpa):
+    from denseshift_speech.streaming import stream_many
+    from denseshift_speech.streaming.lm_search import StreamingLMSearch
+    waves = _waves()[:3]
+    search = StreamingLMSearch.for_model(packed, arpa, beam_size=8)
+    alone = [stream_samples(StreamingDecoder(packed, 8, 2, lm_search=search), w).text for w in waves]
+    hyps, _, batch = stream_many(packed, waves, 3, 8, 2, lm_search=search)
+    assert [h.text for h in hyps] == alone
+    searches = [d.lm_search for d in batch.decoders]
+    assert len({id(s) for s in searches}) == 3 and all(s.searcher is search.searcher for s in searches)
+
+
+def test_cli_streams(tiny, tmp_path, capsys):
+    files = [_write(tmp_path / f"{i}.wav", w.numpy()) for i, w in enumerate(_waves()[:3])]
+    base = [tiny["packed"], "--chunk-size", 8, "--left-context", 2]
+    for f in files:
+        base += ["--wav", f]
+    args = base + ["--json"]
+    assert _stream(*args) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert _stream(*args, "--streams", 3) == 0
+    many = json.loads(capsys.readouterr().out)
+    assert [u["transcript"] for u in many["utterances"]] == [u["transcript"] for u in one["utterances"]]
+    assert many["streams"] == 3 and many["chunks_per_call"] > 1 and many["throughput_x_realtime"] > 0
+    assert many["batched_chunks"] == many["chunks"] and "streams" not in one
+    assert _stream(*base, "--streams", 2) == 0
+    text = capsys.readouterr().out
+    assert "streams          2 at once" in text and "real time for all streams together" in text
+    assert _stream(tiny["packed"], "--wav", files[0], "--streams", 0) == 2
+    assert "--streams must be >= 1" in capsys.readouterr().err
+    assert _stream(tiny["packed"], "--wav", files[0], "--streams", 2, "--realtime") == 2
+    assert "does not combine with --realtime" in capsys.readouterr().err
+
+
+def test_stream_manifest_on_several_streams(tiny, tmp_path, capsys):
+    csv = _two_utterance_manifest(tmp_path)
+    one = stream_manifest(tiny["packed"], csv, limit=5, chunk_size=8, left_context_chunks=2, out=None)
+    two = stream_manifest(tiny["packed"], csv, limit=5, chunk_size=8, left_context_chunks=2, out=None,
+                          streams=2)
+    assert [u["hyp"] for u in two["utterances"]] == [u["hyp"] for u in one["utterances"]]
+    assert two["wer_stream"] == one["wer_stream"] and two["streams"] == 2
+    assert _stream(tiny["packed"], "--manifest", csv, "--streams", 2, "--chunk-size", 8) == 0
+    out = capsys.readouterr().out
+    assert out.count("HYP :") == 2 and "streams          2 at once" in out

@@ -167,6 +167,59 @@ def test_opcheck_tiled_ops():
                               (torch.randn(5, 40), tiles, sums, alpha, bias, 3, 40, path, "auto"))
 
 
+# ---------------------------------------------------------------------------- threads --
+
+@pytest.fixture
+def split_everything():
+    """Every stage split over as many threads as it has parts (the work-size threshold off,
+    so small test shapes take the multi-thread code); threshold and threads restored after."""
+    before, threads = kernels.parallel_min_ns(0), torch.get_num_threads()
+    yield
+    kernels.parallel_min_ns(before)
+    torch.set_num_threads(threads)
+
+
+def on_threads(fn, counts=(1, 2, 3)):
+    out = []
+    for n in counts:
+        torch.set_num_threads(n)
+        out.append(fn())
+    return out
+
+
+@needs_native
+def test_parallel_min_ns_is_settable_and_restored():
+    before = kernels.parallel_min_ns()
+    assert before >= 0
+    assert kernels.parallel_min_ns(123.0) == before
+    assert kernels.parallel_min_ns() == 123.0
+    kernels.parallel_min_ns(before)
+    with pytest.raises(RuntimeError, match=">= 0"):
+        kernels._C.parallel_min_ns(float("nan"))
+
+
+@needs_native
+@pytest.mark.parametrize("path", ["int8", "exact"])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("n,k,m", [(1, 7, 5), (37, 150, 1), (37, 150, 2), (37, 150, 17), (144, 144, 100),
+                                   (300, 1000, 3)])
+def test_linear_tiled_is_bit_identical_on_any_thread_count(split_everything, path, bits, n, k, m):
+    """Output tiles split over 1, 2, 3 threads (odd tile counts: uneven ranges); non-finite
+    rows of the int8 path take the exact path tile range by tile range."""
+    gen = torch.Generator().manual_seed(n + k + m + bits)
+    _, _, tiles, sums, alpha, bias = make(n, k, bits, gen)
+    x = torch.randn(m, k, generator=gen) * 2
+    if m >= 3:
+        x[1, k // 2] = float("inf")
+        x[2] = 0.0
+    ys = on_threads(lambda: kernels.linear_tiled(x, tiles, sums, alpha, bias, bits=bits, in_features=k,
+                                                 path=path))
+    for y in ys[1:]:
+        assert torch.equal(y, ys[0])
+    if path == "int8":
+        assert torch.equal(ys[0], reference.linear_tiled(x, tiles, sums, alpha, bias, bits, k, "int8"))
+
+
 # ---------------------------------------------------------------- fused conformer layer --
 
 def small_conformer(layers=2, d=48, kernel_size=7):
@@ -308,3 +361,112 @@ def test_float_twin_of_a_fused_model_computes_in_float(packed_small):
     assert not any(isinstance(m, (PackedLinear, PackedConv1d, FusedConformerLayer)) for m in model.modules())
     torch.testing.assert_close(twin, exact, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(twin, y8, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------- fused layer: threads and streams --
+
+def causal_conformer():
+    from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
+    torch.manual_seed(1)
+    model = TransformerASR(input_size=20, tgt_vocab=16, d_model=48, nhead=4, num_encoder_layers=1,
+                           num_decoder_layers=0, d_ffn=96, encoder_module="conformer",
+                           attention_type="RelPosMHAXL", normalize_before=True, causal=True,
+                           kernel_size=5, dropout=0.0).eval()
+    for layer in model.encoder.layers:  # the fused op covers the causal convolution, not future masking
+        layer.mha_layer.mask_pos_future = False
+    quantize_(model, DenseShiftConfig(bits=4, init="from_float", keep_first=False, keep_last=False))
+    pack_(model, path="int8")
+    return model
+
+
+def fused_call(layer, x, kpm, path, stages="ffn1,attention,conv,ffn2"):
+    slots, ints, params, eps, conf = layer._ds_fused.args()
+    t = x.shape[1]
+    pos = torch.randn(1, 2 * t - 1, x.shape[2], generator=torch.Generator().manual_seed(t))
+    return torch.ops.denseshift.conformer_layer(x, pos, kpm, slots, ints, params, eps, conf, stages, path, "auto")
+
+
+@needs_native
+@pytest.mark.parametrize("path", ["int8", "exact"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("b,t", [(1, 1), (1, 7), (3, 13), (2, 2)])
+def test_fused_layer_is_bit_identical_on_any_thread_count(packed_small, split_everything, path, causal, b, t):
+    """Linears by output tiles, attention by (sequence, head), GLU + depthwise by channels,
+    post-ops by rows: the same bits on 1, 2 and 3 threads, both kernel paths."""
+    layer = (causal_conformer() if causal else packed_small).encoder.layers[0]
+    gen = torch.Generator().manual_seed(10 * b + t)
+    x = torch.randn(b, t, 48, generator=gen)
+    kpm = None
+    if b == 3:  # padded keys: a shorter sequence, and one padded everywhere
+        kpm = torch.zeros(b, t, dtype=torch.bool)
+        kpm[1, t // 2:] = True
+        kpm[2, :] = True
+    ys = on_threads(lambda: fused_call(layer, x, kpm, path))
+    for y in ys[1:]:
+        assert torch.equal(y, ys[0])
+    assert torch.isfinite(ys[0]).all()
+
+
+@needs_native
+@pytest.mark.parametrize("path", ["int8", "exact"])
+def test_fused_layer_batch_of_streams_equals_one_by_one(packed_small, split_everything, path):
+    """Several independent sequences in one call (the linears see all rows at once, so each
+    weight tile is decoded once for every stream) give each sequence's own output: bit for
+    bit on the int8 path (per-row quantization, integer sums), within fp32 summation order
+    on the exact path."""
+    layer = packed_small.encoder.layers[1]
+    gen = torch.Generator().manual_seed(5)
+    for t in (1, 9):
+        x = torch.randn(4, t, 48, generator=gen)
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            together = fused_call(layer, x, None, path)
+            alone = torch.cat([fused_call(layer, x[i:i + 1], None, path) for i in range(4)])
+            if path == "int8":
+                assert torch.equal(together, alone)
+            else:
+                torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_opcheck_fused_layer_on_two_threads(packed_small, split_everything):
+    layer = packed_small.encoder.layers[0]
+    spec = layer._ds_fused
+    x = torch.randn(2, 9, 48)
+    pos = torch.randn(1, 17, 48)
+    kpm = torch.tensor([[False] * 9, [False] * 5 + [True] * 4])
+    slots, ints, params, eps, conf = spec.args()
+    torch.set_num_threads(2)
+    for path in ("int8", "exact"):
+        torch.library.opcheck(torch.ops.denseshift.conformer_layer.default,
+                              (x, pos, kpm, slots, ints, params, eps, conf, "ffn1,attention,conv,ffn2", path,
+                               "auto"))
+        y = torch.ops.denseshift.conformer_layer(x, pos, kpm, slots, ints, params, eps, conf,
+                                                 "ffn1,attention,conv,ffn2", path, "auto")
+        ref = reference.conformer_layer(x, pos, kpm, slots, ints, params, eps, conf, "ffn1,attention,conv,ffn2",
+                                        path, "auto")
+        tol = 1e-4 if path == "exact" else 2e-2
+        torch.testing.assert_close(y, ref, rtol=tol, atol=tol, msg=path)
+
+
+@needs_native
+@pytest.mark.parametrize("path", ["int8", "exact"])
+def test_packed_encoder_is_bit_identical_on_one_and_two_threads(packed_small, path):
+    """The whole packed encoder at the default work-size threshold (small calls stay on one
+    thread, larger ones split) and with every stage split: the same output."""
+    model = copy.deepcopy(packed_small)
+    set_path_(model, path)
+    x = torch.randn(2, 37, 20)
+    lengths = torch.tensor([1.0, 0.6])
+    before, threads = kernels.parallel_min_ns(), torch.get_num_threads()
+    try:
+        outs = []
+        for least in (before, 0):
+            kernels.parallel_min_ns(least)
+            with torch.no_grad():
+                outs += on_threads(lambda: model.encode(x, lengths), (1, 2))
+    finally:
+        kernels.parallel_min_ns(before)
+        torch.set_num_threads(threads)
+    for y in outs[1:]:
+        assert torch.equal(y, outs[0])

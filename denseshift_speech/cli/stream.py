@@ -6,6 +6,7 @@
     denseshift-speech stream MODEL --manifest test-clean.csv --sweep 8:4,16:4,32:4
     denseshift-speech stream MODEL --manifest test-clean.csv --compare-fp32 --limit 10
     denseshift-speech stream MODEL --mic --seconds 10
+    denseshift-speech stream MODEL --wav a.flac --wav b.flac --wav c.flac --streams 3 --threads 2
 
 Input policy: other sample rates are resampled to the model's rate, multi-channel audio is
 downmixed (mean), empty files are refused, silent files are decoded and flagged,
@@ -15,6 +16,11 @@ Decoding: the best the model file supports -- CTC prefix beam search fused with 
 run's word n-gram LM when that LM is found (save/lm_<order>gram.arpa beside the model
 file, as the recipe writes it, or --lm-arpa FILE), greedy CTC when there is none;
 --decoding greedy|beam_lm overrides.  The summary (and --json) says which ran, and why.
+
+Several streams (--streams N): the inputs are decoded N at a time as concurrent streams,
+each with its own caches and search; the chunks ready together go through the encoder in
+one batched call.  Transcripts are those of one-by-one decoding; the summary adds the
+throughput of all streams together (seconds of audio per second of compute).
 """
 from __future__ import annotations
 
@@ -43,6 +49,10 @@ def add_parser(subparsers):
     p.add_argument("--left-context", type=int, default=DEFAULT_LEFT_CONTEXT,
                    help=f"chunks of attention left context (default {DEFAULT_LEFT_CONTEXT})")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--streams", type=int, default=1, metavar="N",
+                   help="decode the inputs (--wav files, --manifest utterances) N at a time as "
+                        "concurrent streams, their chunks batched into one encoder call; the "
+                        "summary gives the throughput (default 1: one after another)")
     p.add_argument("--kernel-path", choices=["int8", "exact", "shift"], default=None,
                    help="packed kernel path (default: the one recorded in the model file)")
     p.add_argument("--decoding", choices=["greedy", "beam_lm"], default=None,
@@ -101,6 +111,15 @@ def run(args) -> int:
         raise UserError(f"--left-context must be >= 0 chunks, got {args.left_context}")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.streams < 1:
+        raise UserError(f"--streams must be >= 1, got {args.streams}")
+    if args.streams > 1:
+        clash = [flag for flag, on in (("--mic", args.mic), ("--sweep", args.sweep),
+                                       ("--compare-fp32", args.compare_fp32),
+                                       ("--realtime", args.realtime)) if on]
+        if clash:
+            raise UserError(f"--streams {args.streams} decodes files as fast as possible; "
+                            f"it does not combine with {', '.join(clash)}")
     if (args.sweep or args.compare_fp32) and not args.manifest:
         raise UserError("--sweep and --compare-fp32 need --manifest")
     if args.mic:
@@ -180,7 +199,8 @@ def _run_manifest(args, model) -> int:
     s = stream_manifest(model, args.manifest, args.limit or None, args.chunk_size,
                         args.left_context, full_context=True, realtime=args.realtime,
                         threads=None, out=None if args.json else sys.stdout,
-                        lm_search=args.lm_search, decoding=args.decoding_choice)
+                        lm_search=args.lm_search, decoding=args.decoding_choice,
+                        streams=args.streams)
     if args.json:
         print(json.dumps(s))
     return 0
@@ -231,6 +251,8 @@ def _run_files(args, model) -> int:
     from ..streaming.decoder import StreamingDecoder, decode_full
     from ..streaming.run import count_packed_calls, format_summary, merge_stats, stream_samples, summary
     audios = [read_audio(path, model.sample_rate) for path in args.wav]  # check all first
+    if args.streams > 1:
+        return _run_files_streams(args, model, audios)
     dec = StreamingDecoder(model, args.chunk_size, args.left_context, lm_search=args.lm_search,
                            endpoint=_endpointing(args))
     stats, utts = [], []
@@ -268,6 +290,49 @@ def _run_files(args, model) -> int:
     s = summary(model, dec, merge_stats(stats), calls["calls"], args.decoding_choice)
     if len(utts) == 1:
         s["transcript"] = utts[0]["transcript"]
+    s["utterances"] = utts
+    if args.json:
+        print(json.dumps(s))
+    else:
+        print(format_summary(s))
+    return 0
+
+
+def _run_files_streams(args, model, audios) -> int:
+    """--wav ... --streams N: the files as N concurrent streams (streaming.run.stream_many)."""
+    import torch
+
+    from ..streaming.decoder import decode_full
+    from ..streaming.run import batch_summary, count_packed_calls, format_summary, stream_many
+    utts = [None] * len(audios)
+    for audio in audios:
+        for note in audio.notes:
+            print(f"denseshift-speech stream: note: {audio.path}: {note}", file=sys.stderr)
+
+    def done(i, hyp, dec):
+        audio = audios[i]
+        for start, n in dec.stats.nonfinite_events:
+            print(f"denseshift-speech stream: warning: {audio.path}: {n} non-finite samples "
+                  f"(NaN/inf) at {start:.2f} s replaced by zeros", file=sys.stderr)
+        utt = {"wav": audio.path, "transcript": hyp.text, "audio_seconds": round(audio.seconds, 3),
+               "input_notes": audio.notes, "nonfinite_samples_zeroed": dec.stats.nonfinite_samples}
+        if dec.endpoint is not None:
+            utt["segments"] = list(dec.segments)
+            utt["transcript"] = " ".join(seg["text"] for seg in dec.segments if seg["text"])
+        utts[i] = utt
+        if not args.json:
+            print(f"{audio.path} ({audio.seconds:.2f} s): {utt['transcript']}", flush=True)
+
+    with count_packed_calls(model) as calls:
+        _, stats, batch = stream_many(model, [a.samples for a in audios], args.streams,
+                                      args.chunk_size, args.left_context, args.lm_search,
+                                      _endpointing(args), on_final=done)
+    for audio, utt in zip(audios, utts):
+        if args.full_context:
+            tokens, _, _ = decode_full(model, torch.nan_to_num(audio.samples, 0.0, 0.0, 0.0),
+                                       floor="utterance")
+            utt["transcript_full_context"] = model.tokenizer.decode_ids(tokens) if tokens else ""
+    s = batch_summary(model, batch, stats, calls["calls"], args.decoding_choice)
     s["utterances"] = utts
     if args.json:
         print(json.dumps(s))

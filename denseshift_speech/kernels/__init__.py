@@ -18,8 +18,12 @@ below 16 rows and ``gemm`` above (``depthwise_conv1d``: ``auto`` is ``add``, ``g
 
 ``isa``: ``auto`` (the best the CPU has, or ``$DENSESHIFT_ISA`` when set), ``avx512``,
 ``avx2``, ``scalar`` (the tiled ops on aarch64: ``neon-i8mm``, ``neon-dotprod``,
-``neon``); asking for one the CPU lacks is an error.  Threads: output channels are split
-with ``at::parallel_for`` (``torch.set_num_threads`` applies).
+``neon``); asking for one the CPU lacks is an error.  Threads (ATen's intra-op pool,
+``torch.set_num_threads`` applies): the file-layout ops split output channels; the tiled
+linear splits output tiles and the fused conformer layer splits each stage (linears by
+output tiles, attention by sequence and head, the depthwise convolution by channels,
+row-wise post-ops by rows), each only when its work pays for another thread
+(:func:`parallel_min_ns`).  Outputs are bit-identical on any thread count.
 
 The native op lives in ``denseshift_speech._C`` (built by ``pip install``).  When it
 cannot be imported, this module warns once and registers the pure-PyTorch reference
@@ -101,6 +105,16 @@ def linear_tiled(x, tiles, row_sums, alpha, bias=None, *, bits: int, in_features
     """``alpha * (x @ Q^T) + bias`` from repacked codes on the ``int8`` or ``exact`` path."""
     return torch.ops.denseshift.linear_tiled(x, tiles, row_sums, alpha, bias, int(bits),
                                              int(in_features), path, isa)
+
+
+def parallel_min_ns(ns: float | None = None) -> float:
+    """The least single-thread work, in ns, that a stage of the tiled / fused ops gives each
+    thread before it is split over ``torch.get_num_threads()`` threads (default 3000;
+    ``$DENSESHIFT_PARALLEL_MIN_NS`` at import).  With ``ns``, set it and return the previous
+    value (0: split every stage as far as it goes).  Splits never change outputs."""
+    if not NATIVE:
+        return 0.0
+    return float(_C.parallel_min_ns(-1.0 if ns is None else float(ns)))
 
 
 def tiled_paths() -> list:

@@ -7,6 +7,10 @@
         hyp = dec.accept(piece)          # Hypothesis when the text changed, else None
     print(dec.finish().text, dec.stats.rtf)
 
+Several streams at once: :class:`StreamBatch` (one decoder per stream, the chunks that
+are ready together encoded in one batched call); :func:`stream_many` feeds it a list of
+waveforms, N at a time (``denseshift-speech stream --streams N``).
+
 ``denseshift-speech stream MODEL --wav FILE`` is the command-line front end
 (:mod:`denseshift_speech.cli.stream`); :func:`stream_manifest` streams utterances of a
 recipe CSV and prints hypothesis beside reference (used by ``make demo``).
@@ -23,13 +27,13 @@ from .defaults import DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CONTEXT
 _EXPORTS = {
     "AudioError": "audio", "read_audio": "audio",
     "CausalFbank": "decoder", "Hypothesis": "decoder", "StreamingDecoder": "decoder",
-    "Endpointing": "decoder",
+    "Endpointing": "decoder", "StreamBatch": "decoder", "BatchStats": "decoder",
     "StreamingFrontEnd": "decoder", "StreamStats": "decoder", "decode_full": "decoder",
     "frontend_full": "decoder",
     "ModelFileError": "model", "StreamingModel": "model",
     "load_model": "model",
     "stream_manifest": "run", "stream_samples": "run", "sweep": "run", "word_errors": "run",
-    "compare_fp32": "run",
+    "compare_fp32": "run", "stream_many": "run",
     "count_packed_calls": "run", "summary": "run",
     "KWSModel": "kws", "load_kws_model": "kws",
     "evaluate": "evaluate", "read_eval_set": "evaluate",

@@ -329,8 +329,11 @@ class StreamingDecoder:
     @torch.no_grad()
     def _encode(self, frames: torch.Tensor):
         m = self.model
-        enc = m.Transformer.encode_streaming(frames, self.context)
-        logits = m.ctc_lin(enc)
+        self._consume(m.ctc_lin(m.Transformer.encode_streaming(frames, self.context)))
+
+    def _consume(self, logits: torch.Tensor):
+        """One encoded chunk's CTC logits (1, frames, vocab): labels, tokens, endpoints."""
+        m = self.model
         self._chunk_t0, self._chunk_end = time.perf_counter(), self.frame_index + logits.shape[1]
         log_probs = torch.log_softmax(logits.float(), -1)[0] if self.lm_search is not None else None
         labels = logits.argmax(-1)[0].tolist()
@@ -378,19 +381,77 @@ class StreamingDecoder:
         self._reset_segment()
 
     def _queue(self, frames: torch.Tensor, final: bool):
-        if frames.shape[1]:
-            self.pending_frames = frames if self.pending_frames is None else \
-                torch.cat((self.pending_frames, frames), 1)
+        self._enqueue(frames)
         n = 0
-        while self.pending_frames is not None and (
-                self.pending_frames.shape[1] >= self.chunk_size
-                or (final and self.pending_frames.shape[1] > 0)):
-            chunk = self.pending_frames[:, :self.chunk_size]
-            rest = self.pending_frames[:, self.chunk_size:]
-            self.pending_frames = rest if rest.shape[1] else None
+        while (chunk := self._next_chunk(final)) is not None:
             self._encode(chunk)
             n += 1
         return n
+
+    def _enqueue(self, frames: torch.Tensor):
+        if frames.shape[1]:
+            self.pending_frames = frames if self.pending_frames is None else \
+                torch.cat((self.pending_frames, frames), 1)
+
+    def _next_chunk(self, final: bool):
+        """The next chunk to encode (taken off the queue), or None: a full chunk, or at the
+        end of the stream whatever is left."""
+        p = self.pending_frames
+        if p is None or not (p.shape[1] >= self.chunk_size or (final and p.shape[1] > 0)):
+            return None
+        chunk, rest = p[:, :self.chunk_size], p[:, self.chunk_size:]
+        self.pending_frames = rest if rest.shape[1] else None
+        return chunk
+
+    def _take(self, samples):
+        """Sanitize ``samples`` and run them through the front-end; frames join the queue."""
+        if self.finished:
+            raise RuntimeError("stream already finished; call reset() to start a new one")
+        x = self._sanitize(samples)
+        self.stats.audio_seconds += x.numel() / self.model.sample_rate
+        self._enqueue(self.frontend.push(x))
+
+    def _take_final(self):
+        """End of stream: flush the front-end into the queue."""
+        tail = torch.zeros(0)
+        if 0 < self.frontend.n_total < self.frontend.radius:
+            # a stream shorter than one front-end window (~40 ms): zero-pad it so the CNN's
+            # reflect padding has enough frames (the offline recipe would fail on it)
+            tail = torch.zeros(self.frontend.radius - self.frontend.n_total)
+        self._enqueue(self.frontend.push(tail, final=True))
+        self.finished = True
+
+    def _accepted(self, compute: float, n: int, latency: float | None = None):
+        """After a piece: the hypothesis if it changed; ``compute`` seconds are this stream's
+        share, ``latency`` what it waited (default ``compute``)."""
+        hyp = self._hypothesis(final=False)
+        latency = compute if latency is None else latency
+        if hyp.text and not self._partial_seen and self.seg_first is not None:
+            self._partial_seen = True
+            now = self.frontend.n_total / self.model.sample_rate + latency
+            self.stats.first_partial_delays.append(max(0.0, now - self.seg_first * self.frame_seconds))
+        self.stats.compute_seconds += compute
+        if n:
+            self.stats.chunk_latencies.append(latency)
+        if hyp.display() != self._last_text:
+            self._last_text = hyp.display()
+            return hyp
+        return None
+
+    def _finished(self, t0: float, n: int, compute: float | None = None):
+        """After the last chunk (the flush started at ``t0``): the final hypothesis.
+        ``compute``: this stream's share of the seconds (default: all since ``t0``)."""
+        hyp = self._hypothesis(final=True)
+        final_at = self.frontend.n_total / self.model.sample_rate + time.perf_counter() - t0
+        if self.endpoint is not None:
+            self._close_segment(final_at)  # the last segment (the returned hypothesis is its text)
+        elif self.seg_last is not None:
+            self.stats.final_delays.append(max(0.0, final_at - (self.seg_last + 1) * self.frame_seconds))
+        dt = time.perf_counter() - t0
+        self.stats.compute_seconds += dt if compute is None else compute
+        if n:
+            self.stats.chunk_latencies.append(dt)
+        return hyp
 
     def _hypothesis(self, final: bool):
         if self.lm_search is not None:
@@ -420,48 +481,176 @@ class StreamingDecoder:
         Non-finite samples (NaN/inf) are replaced by zeros and counted in
         ``stats.nonfinite_*``, so a corrupt piece cannot poison later chunks.
         """
-        if self.finished:
-            raise RuntimeError("stream already finished; call reset() to start a new one")
         t0 = time.perf_counter()
-        x = self._sanitize(samples)
-        self.stats.audio_seconds += x.numel() / self.model.sample_rate
-        n = self._queue(self.frontend.push(x), final=False)
-        hyp = self._hypothesis(final=False)
-        dt = time.perf_counter() - t0
-        if hyp.text and not self._partial_seen and self.seg_first is not None:
-            self._partial_seen = True
-            now = self.frontend.n_total / self.model.sample_rate + dt
-            self.stats.first_partial_delays.append(max(0.0, now - self.seg_first * self.frame_seconds))
-        self.stats.compute_seconds += dt
-        if n:
-            self.stats.chunk_latencies.append(dt)
-        if hyp.display() != self._last_text:
-            self._last_text = hyp.display()
-            return hyp
-        return None
+        self._take(samples)
+        n = self._queue(torch.zeros(1, 0, 0), final=False)
+        return self._accepted(time.perf_counter() - t0, n)
 
     @torch.no_grad()
     def finish(self) -> Hypothesis:
         """End of stream: flush the front-end and the last (possibly short) chunk."""
         t0 = time.perf_counter()
-        tail = torch.zeros(0)
-        if 0 < self.frontend.n_total < self.frontend.radius:
-            # a stream shorter than one front-end window (~40 ms): zero-pad it so the CNN's
-            # reflect padding has enough frames (the offline recipe would fail on it)
-            tail = torch.zeros(self.frontend.radius - self.frontend.n_total)
-        n = self._queue(self.frontend.push(tail, final=True), final=True)
-        self.finished = True
-        hyp = self._hypothesis(final=True)
-        final_at = self.frontend.n_total / self.model.sample_rate + time.perf_counter() - t0
-        if self.endpoint is not None:
-            self._close_segment(final_at)  # the last segment (the returned hypothesis is its text)
-        elif self.seg_last is not None:
-            self.stats.final_delays.append(max(0.0, final_at - (self.seg_last + 1) * self.frame_seconds))
+        self._take_final()
+        n = self._queue(torch.zeros(1, 0, 0), final=True)
+        return self._finished(t0, n)
+
+
+@dataclasses.dataclass
+class BatchStats:
+    """What serving several streams at once cost: encoder calls, chunks they carried, and
+    the compute (wall seconds of accept / finish) for the audio of all streams."""
+    encoder_calls: int = 0
+    chunks: int = 0
+    audio_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        """Seconds of audio decoded per second of compute (all streams together)."""
+        return self.audio_seconds / self.compute_seconds if self.compute_seconds else 0.0
+
+    @property
+    def chunks_per_call(self) -> float:
+        return self.chunks / self.encoder_calls if self.encoder_calls else 0.0
+
+
+class StreamBatch:
+    """Several independent streams served together: each stream keeps its own
+    :class:`StreamingDecoder` (front-end, attention and convolution caches, CTC search,
+    endpointing), and the chunks that are ready at the same time go through the encoder in
+    one batched call (the packed linears see every stream's rows at once, so each weight
+    tile is decoded once for all of them).  Streams whose caches differ in length (one
+    that just started) are encoded in a group of their own until they catch up.  Each
+    stream's tokens are those it would get alone (on the default int8 kernel path the
+    encoder output is bit-identical; the tests check it).
+
+    >>> batch = StreamBatch.create(load_model("model.dsp"), 4)          # doctest: +SKIP
+    >>> hyps = batch.accept([piece_a, piece_b, None, piece_d])          # doctest: +SKIP
+    >>> finals = batch.finish()          # {stream index: final Hypothesis}  # doctest: +SKIP
+
+    ``batch.stats`` (:class:`BatchStats`) has the throughput; each decoder's ``stats`` its
+    share of the compute and the latency it saw.
+    """
+
+    def __init__(self, decoders):
+        decoders = list(decoders)
+        if not decoders:
+            raise ValueError("StreamBatch needs at least one StreamingDecoder")
+        d0 = decoders[0]
+        for d in decoders:
+            if d.model is not d0.model or (d.chunk_size, d.left_context_chunks) != (
+                    d0.chunk_size, d0.left_context_chunks):
+                raise ValueError("the streams of a StreamBatch must share one model, chunk size "
+                                 "and left context")
+            if d.lm_search is not None and sum(e.lm_search is d.lm_search for e in decoders) > 1:
+                raise ValueError("each stream needs its own LM search state")
+        self.decoders = decoders
+        self.model = d0.model
+        self.stats = BatchStats()
+
+    @classmethod
+    def create(cls, model: StreamingModel, streams: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
+               left_context_chunks: int = DEFAULT_LEFT_CONTEXT, peak_db: float | None = None,
+               lm_searches=None, endpoint: "Endpointing | None" = None) -> "StreamBatch":
+        """``streams`` decoders of ``model`` (``lm_searches``: one search per stream, or None
+        for greedy CTC)."""
+        if int(streams) < 1:
+            raise ValueError(f"streams must be >= 1, got {streams}")
+        searches = list(lm_searches) if lm_searches is not None else [None] * int(streams)
+        if len(searches) != int(streams):
+            raise ValueError(f"{len(searches)} LM searches for {streams} streams")
+        return cls([StreamingDecoder(model, chunk_size, left_context_chunks, peak_db, lm_search=s,
+                                     endpoint=endpoint) for s in searches])
+
+    def __len__(self):
+        return len(self.decoders)
+
+    def reset(self, index: int | None = None):
+        """Start stream ``index`` (default: every stream) afresh."""
+        for i in range(len(self)) if index is None else [index]:
+            self.decoders[i].reset()
+
+    @staticmethod
+    def _key(d: StreamingDecoder, chunk: torch.Tensor):
+        """Chunks batch together when their length and every cached context length agree."""
+        size = lambda t: None if t is None else t.shape[-2]  # noqa: E731
+        return (chunk.shape[1], tuple((size(c.mha_left_context), size(c.dcconv_left_context))
+                                      for c in d.context.encoder_context.layers))
+
+    def _encode_group(self, items):
+        """Encode [(decoder, chunk)] of one key in one call; contexts split back after."""
+        if len(items) == 1:
+            d, chunk = items[0]
+            d._encode(chunk)
+            return
+        m, d0 = self.model, items[0][0]
+        ctx = m.Transformer.make_streaming_context(d0.config)
+        attrs = ("mha_left_context", "dcconv_left_context")
+        for li, layer in enumerate(ctx.encoder_context.layers):
+            for a in attrs:
+                parts = [getattr(d.context.encoder_context.layers[li], a) for d, _ in items]
+                setattr(layer, a, None if parts[0] is None else torch.cat(parts, 0))
+        logits = m.ctc_lin(m.Transformer.encode_streaming(torch.cat([c for _, c in items], 0), ctx))
+        for j, (d, _) in enumerate(items):
+            for li, layer in enumerate(ctx.encoder_context.layers):
+                for a in attrs:
+                    v = getattr(layer, a)
+                    setattr(d.context.encoder_context.layers[li], a, None if v is None else v[j:j + 1])
+            d._consume(logits[j:j + 1])
+
+    def _run(self, active, final: bool) -> dict:
+        """Encode every ready chunk of the ``active`` streams, batched; chunks per stream."""
+        counts = {i: 0 for i in active}
+        while True:
+            groups = {}
+            for i in active:
+                d = self.decoders[i]
+                chunk = d._next_chunk(final)
+                if chunk is not None:
+                    groups.setdefault(self._key(d, chunk), []).append((i, d, chunk))
+                    counts[i] += 1
+            if not groups:
+                return counts
+            for items in groups.values():
+                self._encode_group([(d, c) for _, d, c in items])
+                self.stats.encoder_calls += 1
+                self.stats.chunks += len(items)
+
+    @torch.no_grad()
+    def accept(self, pieces) -> list:
+        """One piece of samples per stream (None: nothing for that stream this time); returns
+        per stream the hypothesis if it changed, else None."""
+        pieces = list(pieces)
+        if len(pieces) != len(self):
+            raise ValueError(f"{len(pieces)} pieces for {len(self)} streams")
+        t0 = time.perf_counter()
+        active = [i for i, p in enumerate(pieces) if p is not None]
+        for i in active:
+            before = self.decoders[i].stats.audio_seconds
+            self.decoders[i]._take(pieces[i])
+            self.stats.audio_seconds += self.decoders[i].stats.audio_seconds - before
+        counts = self._run(active, final=False)
         dt = time.perf_counter() - t0
         self.stats.compute_seconds += dt
-        if n:
-            self.stats.chunk_latencies.append(dt)
-        return hyp
+        share = dt / max(len(active), 1)
+        return [self.decoders[i]._accepted(share, counts[i], latency=dt) if i in counts else None
+                for i in range(len(self))]
+
+    @torch.no_grad()
+    def finish(self, which=None) -> dict:
+        """End the streams ``which`` (default: every one not yet finished), their last
+        chunks batched; ``{stream index: final Hypothesis}``."""
+        which = [i for i in range(len(self)) if not self.decoders[i].finished] if which is None \
+            else list(which)
+        t0 = time.perf_counter()
+        for i in which:
+            self.decoders[i]._take_final()
+        counts = self._run(which, final=True)
+        dt = time.perf_counter() - t0
+        self.stats.compute_seconds += dt
+        share = dt / max(len(which), 1)
+        return {i: self.decoders[i]._finished(t0, counts[i], share) for i in which}
+
 
 @torch.no_grad()
 def frontend_full(model: StreamingModel, wav, floor: str = "causal",

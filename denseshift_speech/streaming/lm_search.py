@@ -150,6 +150,14 @@ class StreamingLMSearch:
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls(vocab, model.blank_index, arpa, **settings)
 
+    def fork(self) -> "StreamingLMSearch":
+        """A search with a state of its own over the same loaded LM (one per stream of a
+        :class:`~.decoder.StreamBatch`; the LM is read once)."""
+        import copy
+        twin = copy.copy(self)
+        twin.reset()
+        return twin
+
     def reset(self):
         from speechbrain.decoders.ctc import CTCBeam
         lm = self.searcher.lm

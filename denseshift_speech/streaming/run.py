@@ -23,8 +23,8 @@ import torch
 
 from .. import kernels
 from .audio import AudioError, read_audio
-from .decoder import (DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CONTEXT, StreamingDecoder, StreamStats,
-                      _percentile, decode_full)
+from .decoder import (DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CONTEXT, StreamBatch, StreamingDecoder,
+                      StreamStats, _percentile, decode_full)
 from .lm_search import DecodingChoice, StreamingLMSearch, default_decoding
 from .model import StreamingModel, load_model
 
@@ -116,6 +116,62 @@ def stream_samples(decoder: StreamingDecoder, samples: torch.Tensor, realtime: b
     return hyp
 
 
+def stream_many(model: StreamingModel, waves, streams: int = 4,
+                chunk_size: int = DEFAULT_CHUNK_SIZE,
+                left_context_chunks: int = DEFAULT_LEFT_CONTEXT, lm_search=None,
+                endpoint=None, on_final=None):
+    """Decode ``waves`` (mono float32 at the model's rate) on ``streams`` concurrent streams
+    of one :class:`~.decoder.StreamBatch`: each stream takes the next waveform when its own
+    ends, every stream advances one chunk-sized piece per round (see :func:`piece_bounds`),
+    and the chunks ready in a round are encoded in one call.
+
+    ``lm_search``: None (greedy) or a :class:`~.lm_search.StreamingLMSearch`, forked per
+    stream.  ``on_final(index, hypothesis, decoder)`` is called as each waveform ends.
+    Returns ``(hypotheses, stats, batch)``: the final :class:`~.decoder.Hypothesis` and the
+    :class:`~.decoder.StreamStats` of each waveform, in input order, and the batch (its
+    ``stats``: encoder calls, chunks, throughput of all streams together).
+    """
+    waves = [torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in waves]
+    n = max(1, min(int(streams), len(waves)))
+    searches = None if lm_search is None else [lm_search] + [lm_search.fork() for _ in range(n - 1)]
+    batch = StreamBatch.create(model, n, chunk_size, left_context_chunks, lm_searches=searches,
+                               endpoint=endpoint)
+    todo = list(range(len(waves)))[::-1]
+    item, bounds, pos = [None] * n, [None] * n, [0] * n
+    hyps, stats = [None] * len(waves), [None] * len(waves)
+
+    def start(lane):
+        item[lane] = None
+        if todo:
+            i = todo.pop()
+            batch.reset(lane)
+            item[lane], pos[lane] = i, 0
+            bounds[lane] = piece_bounds(batch.decoders[lane], waves[i].numel())
+
+    for lane in range(n):
+        start(lane)
+    while any(i is not None for i in item):
+        pieces = [None] * n
+        for lane, i in enumerate(item):
+            if i is not None and pos[lane] < len(bounds[lane]) - 1:
+                a, b = bounds[lane][pos[lane]], bounds[lane][pos[lane] + 1]
+                pieces[lane] = waves[i][a:b]
+                pos[lane] += 1
+        if any(p is not None for p in pieces):
+            batch.accept(pieces)
+        ending = [lane for lane, i in enumerate(item)
+                  if i is not None and pos[lane] >= len(bounds[lane]) - 1]
+        if not ending:
+            continue
+        for lane, hyp in batch.finish(ending).items():
+            i, dec = item[lane], batch.decoders[lane]
+            hyps[i], stats[i] = hyp, dec.stats
+            if on_final is not None:
+                on_final(i, hyp, dec)
+            start(lane)
+    return hyps, stats, batch
+
+
 def merge_stats(stats_list) -> StreamStats:
     out = StreamStats()
     for s in stats_list:
@@ -172,6 +228,18 @@ def summary(model: StreamingModel, decoder: StreamingDecoder, stats: StreamStats
     }
 
 
+def batch_summary(model: StreamingModel, batch: StreamBatch, stats_list, packed_calls: int,
+                  decoding: DecodingChoice | None = None) -> dict:
+    """:func:`summary` of several streams served by one :class:`~.decoder.StreamBatch`,
+    plus ``streams``, its encoder calls and the throughput of all streams together."""
+    s = summary(model, batch.decoders[0], merge_stats(stats_list), packed_calls, decoding)
+    b = batch.stats
+    s.update({"streams": len(batch), "encoder_calls": b.encoder_calls, "batched_chunks": b.chunks,
+              "chunks_per_call": round(b.chunks_per_call, 3),
+              "throughput_x_realtime": round(b.throughput, 2)})
+    return s
+
+
 def format_summary(s: dict) -> str:
     size = f"{s['model_file_bytes'] / 1e6:.2f} MB"
     if s["packed"]:
@@ -201,6 +269,10 @@ def format_summary(s: dict) -> str:
         f"  compute path     {s['compute']}",
         f"  native kernel    {native}",
     ]
+    if s.get("streams", 1) > 1:
+        lines.append(f"  streams          {s['streams']} at once: {s['encoder_calls']} encoder calls "
+                     f"for {s['batched_chunks']} chunks ({s['chunks_per_call']:.2f} per call), "
+                     f"{s['throughput_x_realtime']:.1f}x real time for all streams together")
     if s.get("decoding_reason"):
         lines.append(f"  decoding         {s['decoding_reason']}")
     if s.get("nonfinite_samples_zeroed"):
@@ -250,8 +322,11 @@ def stream_manifest(model, manifest, limit: int | None = 5,
                     left_context_chunks: int = DEFAULT_LEFT_CONTEXT, fp32: bool = False,
                     full_context: bool = True, realtime: bool = False, threads: int | None = 1,
                     out="stdout", show_partials: bool = False, lm_search=AUTO,
-                    decoding: DecodingChoice | None = None) -> dict:
+                    decoding: DecodingChoice | None = None, streams: int = 1) -> dict:
     """Stream ``limit`` utterances of a recipe manifest; print hypothesis beside reference.
+
+    ``streams`` > 1: the utterances are decoded that many at a time as concurrent streams
+    (:func:`stream_many`; no partials shown), and the summary has the throughput.
 
     ``lm_search``: ``"auto"`` (the best decoding the model file supports: the LM beside
     it, else greedy), None (greedy) or a :class:`~.lm_search.StreamingLMSearch`; the
@@ -280,12 +355,20 @@ def stream_manifest(model, manifest, limit: int | None = 5,
     say(f"streaming {len(rows)} utterance(s) of {manifest} with {model.path} "
         f"(chunk {dec.chunk_size} frames = {dec.chunk_seconds * 1000:.0f} ms, "
         f"left context {dec.left_context_chunks} chunks)")
+    batch = None
     with count_packed_calls(model) as calls:
-        for row in rows:
-            audio = read_audio(row["wav"], model.sample_rate)
-            on_update = (lambda h: say(f"    ... {h.display()}")) if show_partials else None
-            hyp = stream_samples(dec, audio.samples, realtime, on_update)
-            stats.append(dec.stats)
+        audios = [read_audio(row["wav"], model.sample_rate) for row in rows] if streams > 1 else None
+        if audios is not None:
+            hyps, stats, batch = stream_many(model, [a.samples for a in audios], streams, chunk_size,
+                                             left_context_chunks, lm_search)
+        for k, row in enumerate(rows):
+            if audios is None:
+                audio = read_audio(row["wav"], model.sample_rate)
+                on_update = (lambda h: say(f"    ... {h.display()}")) if show_partials else None
+                hyp = stream_samples(dec, audio.samples, realtime, on_update)
+                stats.append(dec.stats)
+            else:
+                audio, hyp = audios[k], hyps[k]
             ref = row.get("wrd", "") or ""
             e, n = word_errors(ref, hyp.text)
             errs += e
@@ -303,8 +386,10 @@ def stream_manifest(model, manifest, limit: int | None = 5,
                 utt["hyp_full_context"] = full
                 say(f"    FULL: {full}")
             utts.append(utt)
-    total = merge_stats(stats)
-    s = summary(model, dec, total, calls["calls"], decoding)
+    if batch is not None:
+        s = batch_summary(model, batch, stats, calls["calls"], decoding)
+    else:
+        s = summary(model, dec, merge_stats(stats), calls["calls"], decoding)
     s["utterances"] = utts
     s["ref_words"] = n_ref
     s["wer_stream"] = round(100.0 * errs / max(n_ref, 1), 2)

@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "cpu_features.h"
+#include "parallel.h"
 #include "tiled.h"
 
 // Fortran BLAS sgemm exported by libtorch_cpu (MKL or OpenBLAS builds).  Weak: if a
@@ -358,6 +359,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   }, "tiled-kernel paths this CPU can run, best first");
   m.def("selected_tiled_path", [](const std::string& req) { return std::string(denseshift::resolve_path(req).name); },
         "The tiled path `isa=req` resolves to (honours $DENSESHIFT_ISA for 'auto')");
+  m.def("parallel_min_ns", [](double ns) { return ns < 0 ? denseshift::par::min_part_ns() : denseshift::par::set_min_part_ns(ns); },
+        pybind11::arg("ns") = -1.0,
+        "The least single-thread work (ns) per thread before a tiled or fused stage is split; "
+        "ns >= 0 sets it and returns the previous value");
   // Layout facts, checked against the Python side by tests/test_tiled.py.
   m.attr("BLOCK") = denseshift::kBlock;
   m.attr("TILE_LANES") = denseshift::tiled::kLanes;

@@ -8,21 +8,32 @@
 //   ffn2:      x = LN(x + 0.5 * W2 swish(W1 LN(x)))
 // Linear "slots" are packed (tiles, row sums, alpha, bias -> the tiled kernels) or float
 // (weight, bias -> at::linear).  Schema: denseshift_speech/kernels/ops.py.
+//
+// Threads (parallel.h: ATen's intra-op pool, torch.set_num_threads, each stage split only
+// when its work pays for a second thread): the linears by output tiles (each thread reads
+// only its own weight tiles; silu and the residual add run on a thread's own output
+// columns right after its tiles), layer norm + activation quantization by rows, the
+// attention by (sequence, head), the GLU + depthwise convolution by channels.  The batch
+// dimension holds independent sequences (several streams at once): the linears see all
+// their rows in one call, so each weight tile is decoded once for every stream.  No split
+// changes the arithmetic of an output element: outputs are bit-identical on any thread
+// count (both paths).
 #include <torch/extension.h>
 
 #include "cpu_features.h"
+#include "parallel.h"
 #include "tiled.h"
 
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace denseshift {
 
-const PathInfo& resolve_path(const std::string& req);
-at::Tensor linear_tiled_cpu(const at::Tensor& x, const at::Tensor& tiles, const at::Tensor& row_sums,
-                            const at::Tensor& alpha, const c10::optional<at::Tensor>& bias, int64_t bits,
-                            int64_t in_features, c10::string_view path_s, c10::string_view isa_s);
+tiled::Layer tiled_layer(const at::Tensor& tiles, const at::Tensor& row_sums, const at::Tensor& alpha,
+                         const c10::optional<at::Tensor>& bias, int64_t bits, int64_t K, std::vector<at::Tensor>& keep);
 
 namespace {
 
@@ -33,130 +44,310 @@ constexpr int kSlotTensors = 5;  // tiles, row_sums, alpha, bias, weight
 // then pos_bias_u, pos_bias_v, depthwise weight (k, C), depthwise bias (C)
 enum Norm { kNormFfn1, kNorm1, kNormConv, kNormConvAfter, kNormFfn2, kNorm2, kNorms };
 
+inline float* fptr(const at::Tensor& t) { return t.data_ptr<float>(); }
+
+// One linear slot prepared for a call: packed (a TiledLinear) or float (at::linear, then
+// the epilogue over row ranges).
+struct SlotLinear {
+  std::unique_ptr<TiledLinear> tiled;
+  at::Tensor w, b;  // float slot
+  at::Tensor x, y;  // input (M, K) contiguous, output (M, N)
+  int64_t M = 0, N = 0;
+};
+
 struct Layer {
   const c10::List<c10::optional<at::Tensor>>& slots;
   at::IntArrayRef slot_ints;  // per slot: bits, in_features
   at::TensorList params;
   at::ArrayRef<double> eps;
   int64_t heads, kernel, padding, dilation;
-  c10::string_view path, isa;
-  const PathInfo* info;  // isa resolved once per call (the post-ops, attention, depthwise)
+  bool int8;
+  const PathInfo* info;  // isa resolved once per call
+  std::vector<at::Tensor> keep;  // contiguous copies the tiled layers point into
 
   at::Tensor slot(int s, int i) const {
     c10::optional<at::Tensor> t = slots.get(size_t(s * kSlotTensors + i));
     return t.has_value() ? *t : at::Tensor();
   }
-  at::Tensor linear(int s, const at::Tensor& x) const {
-    const at::Tensor w = slot(s, 4), b = slot(s, 3);
-    c10::optional<at::Tensor> bias = b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt;
-    if (w.defined()) return at::linear(x, w, bias);
-    return linear_tiled_cpu(x, slot(s, 0), slot(s, 1), slot(s, 2), bias, slot_ints[2 * s], slot_ints[2 * s + 1],
-                            path, isa);
-  }
-  // Row-wise post-ops in the kernel core (one framework call each would cost more than
-  // the arithmetic at streaming sizes); the scalar ones where a path has none.
   const PathInfo& P() const { return *info; }
-  at::Tensor norm(int n, const at::Tensor& x_in) const {
-    const at::Tensor x = x_in.contiguous(), w = params[2 * n].contiguous(), b = params[2 * n + 1].contiguous();
-    at::Tensor out = at::empty_like(x);
-    const int64_t C = x.size(-1);
-    (P().layer_norm ? P().layer_norm : tiled::layer_norm_scalar)(x.data_ptr<float>(), x.numel() / C, C,
-                                                                w.data_ptr<float>(), b.data_ptr<float>(),
-                                                                float(eps[n]), out.data_ptr<float>());
-    return out;
-  }
-  void silu_(at::Tensor& h) const {  // h: a fresh contiguous kernel output
-    P().silu(h.data_ptr<float>(), h.numel());
-  }
-  static void axpy_(const PathInfo& p, at::Tensor& y, const at::Tensor& x_in, float a) {  // y: contiguous
-    const at::Tensor x = x_in.contiguous();
-    (p.axpy ? p.axpy : tiled::axpy_scalar)(y.data_ptr<float>(), x.data_ptr<float>(), a, y.numel());
-  }
-  at::Tensor glu(const at::Tensor& h_in) const {
-    const at::Tensor h = h_in.contiguous();
-    const int64_t C = h.size(-1) / 2;
-    std::vector<int64_t> shape(h.sizes().begin(), h.sizes().end());
-    shape.back() = C;
-    at::Tensor out = at::empty(shape, h.options());
-    (P().glu ? P().glu : tiled::glu_scalar)(h.data_ptr<float>(), h.numel() / (2 * C), C, out.data_ptr<float>());
-    return out;
-  }
-  at::Tensor ffn(int first, int norm_index, const at::Tensor& x) const {
-    at::Tensor h = linear(first, norm(norm_index, x)).contiguous();
-    silu_(h);
-    return linear(first + 1, h);
+  tiled::LayerNormFn layer_norm_fn() const { return P().layer_norm ? P().layer_norm : tiled::layer_norm_scalar; }
+  tiled::AxpyFn axpy_fn() const { return P().axpy ? P().axpy : tiled::axpy_scalar; }
+  tiled::GluFn glu_fn() const { return P().glu ? P().glu : tiled::glu_scalar; }
+
+  // Layer norm n of `rows` rows (row stride C) from src into dst.
+  void norm_rows(int n, const float* src, int64_t rows, int64_t C, float* dst) const {
+    layer_norm_fn()(src, rows, C, fptr(params[2 * n]), fptr(params[2 * n + 1]), float(eps[n]), dst);
   }
 
-  // RelPosMHAXL (speechbrain.nnet.attention), no dropout, mask_pos_future off: the
-  // projections on the packed kernels, the attention itself in the kernel core.
-  at::Tensor attention(const at::Tensor& x, const at::Tensor& pos, const c10::optional<at::Tensor>& kpm) const {
-    const int64_t B = x.size(0), T = x.size(1), C = x.size(2), H = heads, D = C / H;
-    TORCH_CHECK(pos.dim() == 3 && pos.size(0) == 1 && pos.size(1) == 2 * T - 1 && pos.size(2) == C,
-                "denseshift::conformer_layer: pos_embs must be (1, ", 2 * T - 1, ", ", C, "), got ", pos.sizes());
-    const at::Tensor qkv = linear(kInProj, x).contiguous();
-    const at::Tensor pk = linear(kPosProj, pos).contiguous();
+  // y = slot s (x), x: a contiguous (M, K) tensor whose rows are written by pre(m0, m1)
+  // (run row range by row range just before those rows are quantized).
+  SlotLinear make(int s, const at::Tensor& x) {
+    SlotLinear L;
+    L.x = x;
+    L.M = x.size(0);
+    const int64_t K = x.size(1);
+    const at::Tensor w = slot(s, 4), b = slot(s, 3);
+    if (w.defined()) {
+      L.w = w;
+      L.b = b;
+      L.N = w.size(0);
+      return L;
+    }
+    const at::Tensor alpha = slot(s, 2);
+    TORCH_CHECK(alpha.defined() && slot_ints[2 * s + 1] == K, "denseshift::conformer_layer: linear slot ", s,
+                " has in_features=", slot_ints[2 * s + 1], " but its input has ", K, " features");
+    const tiled::Layer tl = tiled_layer(slot(s, 0), slot(s, 1), alpha,
+                                        b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, slot_ints[2 * s],
+                                        K, keep);
+    if (int8)
+      TORCH_CHECK(K <= tiled::kMaxInt8K, "denseshift::conformer_layer: the int8 path takes at most ", tiled::kMaxInt8K,
+                  " input features, got ", K);
+    L.N = tl.N;
+    L.y = at::empty({L.M, L.N}, x.options());
+    L.tiled = std::make_unique<TiledLinear>(P(), tl, int8, fptr(x), L.M, K, fptr(L.y), L.N);
+    return L;
+  }
+  // pre(m0, m1) over the rows (threads by size), then quantize / pad them.
+  template <class Pre>
+  void prepare(SlotLinear& L, const Pre& pre) const {
+    const int64_t K = L.x.size(1);
+    par::rows(L.M, K, [&](int64_t m0, int64_t m1) {
+      pre(m0, m1);
+      if (L.tiled) L.tiled->prepare_rows(m0, m1);
+    });
+    if (L.tiled) L.tiled->finish_prepare();
+  }
+  void prepare(SlotLinear& L) const {
+    prepare(L, [](int64_t, int64_t) {});
+  }
+  // Run prepared linears together (one split for all), epi(job, m0, m1, n0, n1) on the
+  // output block each thread just computed.
+  template <class Epi>
+  void run(std::vector<SlotLinear*> jobs, const Epi& epi) const {
+    std::vector<TiledLinear*> tiled;
+    std::vector<size_t> index;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      SlotLinear& L = *jobs[i];
+      if (L.tiled) {
+        tiled.push_back(L.tiled.get());
+        index.push_back(i);
+        continue;
+      }
+      L.y = at::linear(L.x, L.w, L.b.defined() ? c10::optional<at::Tensor>(L.b) : c10::nullopt).contiguous();
+      par::rows(L.M, L.N, [&](int64_t m0, int64_t m1) { epi(i, m0, m1, int64_t(0), L.N); });
+    }
+    if (tiled.empty()) return;
+    run_tiled(tiled, [&](size_t j, int64_t t0, int64_t t1) {
+      const SlotLinear& L = *jobs[index[j]];
+      epi(index[j], int64_t(0), L.M, TiledLinear::col(t0, L.N), TiledLinear::col(t1, L.N));
+    });
+  }
+  // x[m, n0:n1] += a * y[m, n0:n1] (x: the residual stream, L.N == d_model columns)
+  void residual(float* x, const SlotLinear& L, float a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) const {
+    const float* y = fptr(L.y);
+    const tiled::AxpyFn axpy = axpy_fn();
+    for (int64_t m = m0; m < m1; ++m) axpy(x + m * L.N + n0, y + m * L.N + n0, a, n1 - n0);
+  }
+  void silu_block(const SlotLinear& L, int64_t m0, int64_t m1, int64_t n0, int64_t n1) const {
+    float* y = fptr(L.y);
+    for (int64_t m = m0; m < m1; ++m) P().silu(y + m * L.N + n0, n1 - n0);
+  }
+
+  // x += a * W2 swish(W1 LN(x)) on x (M, C) in place.
+  void ffn(int first, int norm_index, at::Tensor& x, float a) {
+    const int64_t M = x.size(0) * x.size(1), C = x.size(2);
+    float* xp = fptr(x);
+    at::Tensor h = at::empty({M, C}, x.options());
+    SlotLinear up = make(first, h);
+    prepare(up, [&](int64_t m0, int64_t m1) { norm_rows(norm_index, xp + m0 * C, m1 - m0, C, fptr(h) + m0 * C); });
+    run({&up}, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) { silu_block(up, m0, m1, n0, n1); });
+    SlotLinear down = make(first + 1, up.y);
+    TORCH_CHECK(down.N == C, "denseshift::conformer_layer: feed-forward output has ", down.N, " features, expected ", C);
+    prepare(down);
+    run({&down}, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) { residual(xp, down, a, m0, m1, n0, n1); });
+  }
+
+  // x += MHA_relpos(LN(x)): RelPosMHAXL (speechbrain.nnet.attention), no dropout,
+  // mask_pos_future off: the projections on the packed kernels, the attention itself in
+  // the kernel core.
+  void attention(at::Tensor& x, const at::Tensor& pos_in, const c10::optional<at::Tensor>& kpm) {
+    const int64_t B = x.size(0), T = x.size(1), C = x.size(2), H = heads, D = C / H, M = B * T;
+    TORCH_CHECK(pos_in.dim() == 3 && pos_in.size(0) == 1 && pos_in.size(1) == 2 * T - 1 && pos_in.size(2) == C,
+                "denseshift::conformer_layer: pos_embs must be (1, ", 2 * T - 1, ", ", C, "), got ", pos_in.sizes());
+    float* xp = fptr(x);
+    const at::Tensor pos = pos_in.to(at::kFloat).contiguous().view({2 * T - 1, C});
+    at::Tensor h = at::empty({M, C}, x.options());
+    SlotLinear in = make(kInProj, h), pk = make(kPosProj, pos);
+    TORCH_CHECK(in.N == 3 * C && pk.N == C, "denseshift::conformer_layer: attention projections of ", in.N, " and ",
+                pk.N, " features, expected ", 3 * C, " and ", C);
+    prepare(in, [&](int64_t m0, int64_t m1) { norm_rows(kNorm1, xp + m0 * C, m1 - m0, C, fptr(h) + m0 * C); });
+    prepare(pk);
+    run({&in, &pk}, [](size_t, int64_t, int64_t, int64_t, int64_t) {});
+
     const at::Tensor bu = params[2 * kNorms].contiguous(), bv = params[2 * kNorms + 1].contiguous();
     at::Tensor mask;
     if (kpm.has_value()) mask = kpm->to(at::kBool).contiguous();
-    at::Tensor o = at::empty({B, T, C}, x.options());
-    std::vector<float> scratch(size_t(tiled::attention_scratch(T, D)));
+    const uint8_t* kp = mask.defined() ? reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>()) : nullptr;
+    at::Tensor o = at::empty({M, C}, x.options());
     const tiled::AttentionFn fn = P().attention;
     const float scale = float(1.0 / std::sqrt(double(C)));
-    for (int64_t b = 0; b < B; ++b)
-      fn(qkv.data_ptr<float>() + b * T * 3 * C, pk.data_ptr<float>(), bu.data_ptr<float>(), bv.data_ptr<float>(),
-         mask.defined() ? reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>()) + b * T : nullptr, T, H, D, scale,
-         o.data_ptr<float>() + b * T * C, scratch.data());
-    return linear(kOutProj, o);
+    const float *qkv = fptr(in.y), *pkp = fptr(pk.y), *bup = fptr(bu), *bvp = fptr(bv);
+    float* op = fptr(o);
+    const int64_t Pn = 2 * T - 1, units = B * H;
+    // per (sequence, head): about 4 T^2 D multiply-adds plus the softmax
+    const double unit_ns = double(T) * double(4 * T * D + 30 * T + 8 * D) / par::kFlopPerNs;
+    const int64_t n = par::parts_for(unit_ns * double(units), units);
+    if (n == 1) {
+      std::vector<float> scratch(size_t(tiled::attention_scratch(T, D)));
+      for (int64_t b = 0; b < B; ++b)
+        fn(qkv + b * T * 3 * C, pkp, bup, bvp, kp ? kp + b * T : nullptr, T, H, D, scale, op + b * T * C,
+           scratch.data());
+    } else {
+      // one head at a time: its q|k|v, positional keys and output gathered contiguous, so
+      // the kernel core runs unchanged with H = 1 (same arithmetic per head)
+      par::run_parts(n, [&](int64_t p) {
+        const auto r = par::chunk(units, p, n);
+        std::vector<float> scratch(size_t(tiled::attention_scratch(T, D)));
+        std::vector<float> q(size_t(T * 3 * D)), pkh(size_t(Pn * D)), oh(size_t(T * D));
+        int64_t loaded = -1;  // head whose positional keys are in pkh
+        for (int64_t u = r.first; u < r.second; ++u) {
+          const int64_t b = u / H, hd = u % H;
+          for (int64_t t = 0; t < T; ++t)
+            std::memcpy(&q[size_t(t * 3 * D)], qkv + (b * T + t) * 3 * C + hd * 3 * D, sizeof(float) * size_t(3 * D));
+          if (loaded != hd) {
+            for (int64_t i = 0; i < Pn; ++i)
+              std::memcpy(&pkh[size_t(i * D)], pkp + i * C + hd * D, sizeof(float) * size_t(D));
+            loaded = hd;
+          }
+          fn(q.data(), pkh.data(), bup + hd * D, bvp + hd * D, kp ? kp + b * T : nullptr, T, 1, D, scale, oh.data(),
+             scratch.data());
+          for (int64_t t = 0; t < T; ++t)
+            std::memcpy(op + (b * T + t) * C + hd * D, &oh[size_t(t * D)], sizeof(float) * size_t(D));
+        }
+      });
+    }
+    SlotLinear out = make(kOutProj, o);
+    TORCH_CHECK(out.N == C, "denseshift::conformer_layer: attention output has ", out.N, " features, expected ", C);
+    prepare(out);
+    run({&out}, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) { residual(xp, out, 1.0f, m0, m1, n0, n1); });
   }
 
-  // ConvolutionModule on (B, T, C): pointwise -> GLU -> depthwise -> LN -> swish -> linear.
-  at::Tensor conv(const at::Tensor& x, const c10::optional<at::Tensor>& kpm) const {
-    const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
-    const at::Tensor g = glu(linear(kPointwise, norm(kNormConv, x)));
+  // x += ConvolutionModule(x) on (B, T, C): pointwise -> GLU -> depthwise -> LN -> swish
+  // -> linear (masked where padded).
+  void conv(at::Tensor& x, const c10::optional<at::Tensor>& kpm) {
+    const int64_t B = x.size(0), T = x.size(1), C = x.size(2), M = B * T;
+    float* xp = fptr(x);
+    at::Tensor h = at::empty({M, C}, x.options());
+    SlotLinear pw = make(kPointwise, h);
+    TORCH_CHECK(pw.N == 2 * C, "denseshift::conformer_layer: pointwise conv has ", pw.N, " outputs, expected ", 2 * C);
+    prepare(pw, [&](int64_t m0, int64_t m1) { norm_rows(kNormConv, xp + m0 * C, m1 - m0, C, fptr(h) + m0 * C); });
+    run({&pw}, [](size_t, int64_t, int64_t, int64_t, int64_t) {});
+
     const at::Tensor w = params[2 * kNorms + 2].contiguous(), bias = params[2 * kNorms + 3].contiguous();
     const int64_t K = kernel;
     const int64_t Tout = T + 2 * padding - dilation * (K - 1);
-    at::Tensor out = at::empty({B, Tout, C}, x.options());
-    P().depthwise(g.data_ptr<float>(), B, T, C, w.data_ptr<float>(), bias.data_ptr<float>(),
-                  K, padding, dilation, Tout, out.data_ptr<float>());
-    at::Tensor h = out;
-    if (Tout != T) h = h.narrow(1, 0, T);  // causal: chomp the right end
-    h = norm(kNormConvAfter, h).contiguous();
-    silu_(h);
-    h = linear(kConvOut, h);
-    if (kpm.has_value()) h.masked_fill_(kpm->unsqueeze(-1), 0.0);
-    return h;
+    TORCH_CHECK(Tout >= T, "denseshift::conformer_layer: depthwise conv gives ", Tout, " frames for ", T);
+    at::Tensor dw = at::empty({B, Tout, C}, x.options());
+    const float* y = fptr(pw.y);
+    float* dwp = fptr(dw);
+    const int64_t cunits = (C + tiled::kLanes - 1) / tiled::kLanes;  // channel blocks of one vector
+    const double ns = double(M) * double(C) * 20.0 / par::kFlopPerNs +
+                      2.0 * double(B * Tout) * double(C) * double(K) / par::kFlopPerNs;
+    const int64_t n = par::parts_for(ns, cunits);
+    if (n == 1) {
+      at::Tensor g = at::empty({M, C}, x.options());
+      glu_fn()(y, M, C, fptr(g));
+      P().depthwise(fptr(g), B, T, C, fptr(w), fptr(bias), K, padding, dilation, Tout, dwp);
+    } else {
+      // channels [c0, c1) gathered contiguous: GLU and depthwise are per channel
+      par::run_parts(n, [&](int64_t p) {
+        const auto r = par::chunk(cunits, p, n);
+        const int64_t c0 = std::min(C, r.first * tiled::kLanes), c1 = std::min(C, r.second * tiled::kLanes);
+        const int64_t cs = c1 - c0;
+        if (cs <= 0) return;
+        std::vector<float> yin(size_t(M * 2 * cs)), g(size_t(M * cs)), ws(size_t(K * cs)), o(size_t(B * Tout * cs));
+        for (int64_t m = 0; m < M; ++m) {
+          std::memcpy(&yin[size_t(m * 2 * cs)], y + m * 2 * C + c0, sizeof(float) * size_t(cs));
+          std::memcpy(&yin[size_t(m * 2 * cs + cs)], y + m * 2 * C + C + c0, sizeof(float) * size_t(cs));
+        }
+        glu_fn()(yin.data(), M, cs, g.data());
+        for (int64_t j = 0; j < K; ++j) std::memcpy(&ws[size_t(j * cs)], fptr(w) + j * C + c0, sizeof(float) * size_t(cs));
+        P().depthwise(g.data(), B, T, cs, ws.data(), fptr(bias) + c0, K, padding, dilation, Tout, o.data());
+        for (int64_t m = 0; m < B * Tout; ++m)
+          std::memcpy(dwp + m * C + c0, &o[size_t(m * cs)], sizeof(float) * size_t(cs));
+      });
+    }
+
+    // causal: the first T of Tout frames (the right end chomped)
+    at::Tensor h2 = at::empty({M, C}, x.options());
+    SlotLinear out = make(kConvOut, h2);
+    TORCH_CHECK(out.N == C, "denseshift::conformer_layer: convolution output has ", out.N, " features, expected ", C);
+    float* h2p = fptr(h2);
+    prepare(out, [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) norm_rows(kNormConvAfter, dwp + ((m / T) * Tout + m % T) * C, 1, C, h2p + m * C);
+      P().silu(h2p + m0 * C, (m1 - m0) * C);
+    });
+    at::Tensor mask;
+    if (kpm.has_value()) mask = kpm->to(at::kBool).contiguous();
+    const bool* mk = mask.defined() ? mask.data_ptr<bool>() : nullptr;
+    run({&out}, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      if (mk) {
+        float* yo = fptr(out.y);
+        for (int64_t m = m0; m < m1; ++m)
+          if (mk[m]) std::fill(yo + m * C + n0, yo + m * C + n1, 0.0f);
+      }
+      residual(xp, out, 1.0f, m0, m1, n0, n1);
+    });
   }
 };
 
 at::Tensor conformer_layer_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& pos_embs,
                                const c10::optional<at::Tensor>& key_padding_mask,
                                const c10::List<c10::optional<at::Tensor>>& slots, at::IntArrayRef slot_ints,
-                               at::TensorList params, at::ArrayRef<double> eps, at::IntArrayRef conf,
-                               c10::string_view stages_s, c10::string_view path, c10::string_view isa) {
+                               at::TensorList params_in, at::ArrayRef<double> eps, at::IntArrayRef conf,
+                               c10::string_view stages_s, c10::string_view path_s, c10::string_view isa) {
   TORCH_CHECK(x_in.dim() == 3 && x_in.scalar_type() == at::kFloat && x_in.device().is_cpu(),
               "denseshift::conformer_layer: x must be a (batch, time, d_model) float32 CPU tensor, got ",
               x_in.scalar_type(), " ", x_in.sizes());
   TORCH_CHECK(slots.size() == size_t(kSlots * kSlotTensors) && slot_ints.size() == size_t(2 * kSlots),
               "denseshift::conformer_layer: expected ", kSlots, " linear slots");
-  TORCH_CHECK(params.size() == size_t(2 * kNorms + 4) && eps.size() == size_t(kNorms) && conf.size() == 4,
+  TORCH_CHECK(params_in.size() == size_t(2 * kNorms + 4) && eps.size() == size_t(kNorms) && conf.size() == 4,
               "denseshift::conformer_layer: malformed layer parameters");
-  const std::string stages(stages_s);
-  Layer L{slots, slot_ints, params, eps, conf[0], conf[1], conf[2], conf[3], path, isa,
-          &resolve_path(std::string(isa))};
+  const std::string stages(stages_s), path(path_s);
+  TORCH_CHECK(path == "int8" || path == "exact", "denseshift::conformer_layer: unknown path '", path,
+              "' (expected int8 or exact)");
+  std::vector<at::Tensor> params;  // contiguous float32 (layer norms, biases, depthwise taps)
+  for (const at::Tensor& t : params_in) params.push_back(t.to(at::kFloat).contiguous());
+  Layer L{slots, slot_ints, params, eps, conf[0], conf[1], conf[2], conf[3], path == "int8",
+          &resolve_path(std::string(isa)), {}};
   TORCH_CHECK(L.heads >= 1 && x_in.size(2) % L.heads == 0, "denseshift::conformer_layer: d_model ", x_in.size(2),
               " is not divisible by ", L.heads, " heads");
+  const int64_t C = x_in.size(2);
+  for (int n = 0; n < kNorms; ++n)
+    TORCH_CHECK(params[2 * n].numel() == C && params[2 * n + 1].numel() == C,
+                "denseshift::conformer_layer: layer norm ", n, " has ", params[2 * n].numel(), " weights for d_model ", C);
+  TORCH_CHECK(params[2 * kNorms].numel() == C && params[2 * kNorms + 1].numel() == C,
+              "denseshift::conformer_layer: pos_bias_u / pos_bias_v must have d_model = ", C, " entries");
+  TORCH_CHECK(params[2 * kNorms + 2].numel() == L.kernel * C && params[2 * kNorms + 3].numel() == C,
+              "denseshift::conformer_layer: depthwise weight must be (", L.kernel, ", ", C, ") and its bias (", C, ")");
+  if (key_padding_mask.has_value())
+    TORCH_CHECK(key_padding_mask->numel() == x_in.size(0) * x_in.size(1),
+                "denseshift::conformer_layer: key_padding_mask must be (batch, time) = (", x_in.size(0), ", ",
+                x_in.size(1), "), got ", key_padding_mask->sizes());
   at::Tensor x = x_in.contiguous().clone();  // updated in place below, never the caller's
-  const PathInfo& P = L.P();
-  if (stages.find("ffn1") != std::string::npos) Layer::axpy_(P, x, L.ffn(kFfn1In, kNormFfn1, x), 0.5f);
+  if (x.numel() == 0) return x;
+  if (stages.find("ffn1") != std::string::npos) L.ffn(kFfn1In, kNormFfn1, x, 0.5f);
   if (stages.find("attention") != std::string::npos) {
     TORCH_CHECK(pos_embs.has_value(), "denseshift::conformer_layer: RelPosMHAXL needs pos_embs");
-    Layer::axpy_(P, x, L.attention(L.norm(kNorm1, x), *pos_embs, key_padding_mask), 1.0f);
+    L.attention(x, *pos_embs, key_padding_mask);
   }
-  if (stages.find("conv") != std::string::npos) Layer::axpy_(P, x, L.conv(x, key_padding_mask), 1.0f);
+  if (stages.find("conv") != std::string::npos) L.conv(x, key_padding_mask);
   if (stages.find("ffn2") != std::string::npos) {
-    Layer::axpy_(P, x, L.ffn(kFfn2In, kNormFfn2, x), 0.5f);
-    x = L.norm(kNorm2, x);
+    L.ffn(kFfn2In, kNormFfn2, x, 0.5f);
+    const int64_t M = x.size(0) * x.size(1);
+    at::Tensor y = at::empty_like(x);
+    par::rows(M, C, [&](int64_t m0, int64_t m1) { L.norm_rows(kNorm2, fptr(x) + m0 * C, m1 - m0, C, fptr(y) + m0 * C); });
+    x = y;
   }
   return x;
 }
