@@ -249,7 +249,7 @@ def _run_files(args, model) -> int:
 
     from ..streaming.audio import read_audio
     from ..streaming.decoder import StreamingDecoder, decode_full
-    from ..streaming.run import count_packed_calls, format_summary, merge_stats, stream_samples, summary
+    from ..streaming.run import count_packed_calls, merge_stats, stream_samples, summary
     audios = [read_audio(path, model.sample_rate) for path in args.wav]  # check all first
     if args.streams > 1:
         return _run_files_streams(args, model, audios)
@@ -291,11 +291,7 @@ def _run_files(args, model) -> int:
     if len(utts) == 1:
         s["transcript"] = utts[0]["transcript"]
     s["utterances"] = utts
-    if args.json:
-        print(json.dumps(s))
-    else:
-        print(format_summary(s))
-    return 0
+    return _print_summary(s, args.json)
 
 
 def _run_files_streams(args, model, audios) -> int:
@@ -303,7 +299,7 @@ def _run_files_streams(args, model, audios) -> int:
     import torch
 
     from ..streaming.decoder import decode_full
-    from ..streaming.run import batch_summary, count_packed_calls, format_summary, stream_many
+    from ..streaming.run import batch_summary, count_packed_calls, stream_many
     utts = [None] * len(audios)
     for audio in audios:
         for note in audio.notes:
@@ -334,10 +330,12 @@ def _run_files_streams(args, model, audios) -> int:
             utt["transcript_full_context"] = model.tokenizer.decode_ids(tokens) if tokens else ""
     s = batch_summary(model, batch, stats, calls["calls"], args.decoding_choice)
     s["utterances"] = utts
-    if args.json:
-        print(json.dumps(s))
-    else:
-        print(format_summary(s))
+    return _print_summary(s, args.json)
+
+
+def _print_summary(s: dict, as_json: bool) -> int:
+    from ..streaming.run import format_summary
+    print(json.dumps(s) if as_json else format_summary(s))
     return 0
 
 
