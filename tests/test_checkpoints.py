@@ -6,7 +6,7 @@ import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
 from denseshift_speech.errors import UserError
-from denseshift_speech.integrations.speechbrain import recipe
+from denseshift_speech.integrations.speechbrain import quantize, recipe
 from denseshift_speech.integrations.speechbrain.checkpoints import AtomicCheckpointer, evaluated_checkpoint
 from denseshift_speech.integrations.speechbrain.export import best_checkpoint
 
@@ -32,7 +32,7 @@ def test_the_recipes_checkpoint_is_the_one_speechbrain_evaluates(tmp_path, key):
     assert evaluated_checkpoint(str(run)).path == want
     assert evaluated_checkpoint(str(run / "save")).path == want
     assert best_checkpoint(str(run / "save")) == str(want)
-    assert recipe._best_checkpoint(str(run)) == str(want)
+    assert quantize._best_checkpoint(str(run)) == str(want)
     model = torch.nn.Linear(2, 2)
     recipe.load_float_checkpoint(model, str(run))
     assert float(model.weight[0, 0]) == 1.0  # the second checkpoint's weights

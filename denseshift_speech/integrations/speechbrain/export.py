@@ -18,6 +18,7 @@ import torch
 from ...errors import UserError
 from ...packed.spec import module_container, upgrade_stored_hparams
 from .hparams import RESOLVED_HPARAMS
+from .quantize import apply_denseshift
 from .tokenizer import tokenizer_file
 
 PACKED_FILE = "model.dsp"
@@ -82,7 +83,6 @@ def export_run(run_dir: str, out: str | None = None, checkpoint: str | None = No
     from hyperpyyaml import load_hyperpyyaml
 
     from ...packed import format_sizes, read_packed_metadata
-    from .recipe import apply_denseshift
     from .tokenizer import train_tokenizer
 
     resolved = os.path.join(run_dir, RESOLVED_HPARAMS)

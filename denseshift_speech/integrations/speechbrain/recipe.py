@@ -1,9 +1,9 @@
-"""Glue the recipes share: applying DenseShift from hparams, per-epoch diagnostics, model
-sizes, the language model, data set-up and the results JSON.
+"""Glue the recipes share: per-epoch diagnostics, model sizes, the language model, data set-up and the results JSON.
 
 Recipes stay thin (a Brain subclass + a data pipeline); everything here is what two or
 more recipes would otherwise repeat.  This module is also the recipes' one namespace:
-it re-exports the hparams loading (:mod:`.hparams`), the tokenizer (:mod:`.tokenizer`),
+it re-exports the hparams loading (:mod:`.hparams`), DenseShift from hparams
+(:mod:`.quantize`), the tokenizer (:mod:`.tokenizer`),
 the packed-file export (:mod:`.export`) and the inference spec they use
 (:mod:`denseshift_speech.packed.spec`).
 """
@@ -17,13 +17,14 @@ import time
 
 import torch
 
-from ...core.convert import DenseShiftConfig, QuantizeSummary, quantize_
+from ...core.convert import QuantizeSummary
 from ...core.diagnostics import CodeFlipTracker, code_histograms, summarize_histograms
 from ...fsio import atomic_open
 from ...packed.spec import module_container, restore_normalizer_stats
 from .export import PACKED_FILE, export_packed, normalizer_stats
 from .hparams import (RESOLVED_HPARAMS, HparamsError, exit_on_hparams_error, load_hparams,
                       merged_yaml_text, save_resolved_hparams)
+from .quantize import apply_denseshift, load_float_checkpoint
 from .tokenizer import _transcripts, tokenizer_file, train_tokenizer
 
 # the recipe API (names the recipes and tests use as ``recipe.<name>``)
@@ -41,63 +42,6 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 
-
-
-# ---------------------------------------------------------------------------
-# DenseShift from hparams
-# ---------------------------------------------------------------------------
-
-def apply_denseshift(modules: dict, hparams: dict) -> QuantizeSummary | None:
-    """Quantize the recipe's trainable modules as ``hparams['denseshift']`` says.
-
-    ``modules`` maps the names used in include/exclude patterns (``CNN``, ``Transformer``,
-    ``ctc_lin``...) to modules.  With ``init: from_float`` and ``init_from_fp`` naming a
-    full-precision checkpoint folder (a Checkpointer ``CKPT+...`` directory or its
-    ``model.ckpt``), the float weights are loaded first and DenseShift starts from them.
-    Must run before the Brain builds its optimizer.
-    """
-    config = hparams.get("denseshift")
-    if config is None:
-        return None
-    if not isinstance(config, DenseShiftConfig):
-        raise HparamsError(f"'denseshift' must be a !new:denseshift_speech.DenseShiftConfig, "
-                           f"got {type(config).__name__}")
-    container = module_container(modules)
-    init_from = hparams.get("init_from_fp")
-    if init_from:
-        if config.init != "from_float":
-            raise HparamsError("init_from_fp is set but denseshift init is not 'from_float'")
-        load_float_checkpoint(hparams["model"], init_from)
-    summary = quantize_(container, config)
-    logger.info("%s", summary)
-    return summary
-
-
-def load_float_checkpoint(model: torch.nn.Module, path: str):
-    """Load a full-precision recipe checkpoint into ``model`` (the hparams' ``model``, the
-    object the Checkpointer saves as <dir>/model.ckpt), strictly.
-
-    ``path``: a ``model.ckpt`` file, a ``CKPT+...`` folder, or a run's output folder (or
-    its ``save/``), whose checkpoint with the lowest validation WER (the one the recipe
-    tests) is used.
-    """
-    ckpt = os.path.join(path, "model.ckpt") if os.path.isdir(path) else path
-    if os.path.isdir(path) and not os.path.isfile(ckpt):
-        ckpt = os.path.join(_best_checkpoint(path), "model.ckpt")
-    if not os.path.isfile(ckpt):
-        raise HparamsError(f"init_from_fp: no checkpoint at {ckpt}")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise HparamsError(f"init_from_fp: {ckpt} does not match this architecture: {err}") from None
-
-
-def _best_checkpoint(run_dir: str) -> str:
-    """The CKPT+ folder under ``run_dir`` (or ``run_dir``/save) the recipe would test."""
-    from .checkpoints import evaluated_checkpoint
-    found = evaluated_checkpoint(run_dir)
-    return str(found.path) if found is not None else run_dir
 
 
 class EpochDiagnostics:
