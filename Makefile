@@ -43,20 +43,20 @@ REAL_SPEECH ?=
 REAL_ARGS := $(foreach d,$(REAL_SPEECH),--real-speech $(d))
 
 demo: $(STAMP)
-	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/demo $(REAL_ARGS)
+	$(PY) recipes/demo/demo.py --out results/demo $(REAL_ARGS)
 
 results: $(STAMP)
-	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/demo --full $(REAL_ARGS)
+	$(PY) recipes/demo/demo.py --out results/demo --plan full $(REAL_ARGS)
 
 # after `make demo`: the fp32 conformer without each corpus ingredient
 # (docs/results/2026-12-02-corpus-ablation.md)
 ablation: $(STAMP)
-	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/ablation --ablation
+	$(PY) recipes/demo/demo.py --out results/ablation --plan ablation
 
 # the 3-bit conformer from scratch, one training setting changed per run, beside its fp32
 # twins, and the 2-bit one fine-tuned (docs/results/2026-12-02-training-from-scratch.md)
 scratch-study: $(STAMP)
-	$(PY) -m denseshift_speech.integrations.speechbrain.demo --out results/scratch --scratch-study
+	$(PY) recipes/demo/demo.py --out results/scratch --plan scratch-study
 
 bench: $(STAMP)
 	$(VENV)/bin/denseshift-speech bench --json results/bench.json

@@ -1,10 +1,13 @@
-"""The demo's terminal progress (integrations/speechbrain/progress.py) on synthetic logs
-written the way SpeechBrain writes them."""
+"""The demo's terminal progress (recipes/demo/progress.py) on synthetic logs written the
+way SpeechBrain writes them."""
 import io
+import os
 import sys
 
-from denseshift_speech.integrations.speechbrain import demo
-from denseshift_speech.integrations.speechbrain import progress as P
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "recipes", "demo"))
+import demo  # noqa: E402  (recipes/demo/demo.py)
+import progress as P  # noqa: E402
 
 LOGGER = "speechbrain.utils.train_logger - "
 ASR_EPOCH = ("epoch: {e}, lr: 2.19e-03 - train loss: {loss} - valid loss: 1.95, "
@@ -141,20 +144,3 @@ def test_demo_pool_reports_the_epochs_of_its_trainings(tmp_path):
     assert "done: fake" in text
 
 
-def test_demo_finds_the_checkout_or_says_what_it_needs(tmp_path, monkeypatch):
-    assert demo.find_root(demo.PACKAGE_CHECKOUT) == demo.PACKAGE_CHECKOUT
-    (tmp_path / "recipes" / "librispeech").mkdir(parents=True)
-    (tmp_path / "recipes" / "speech_commands").mkdir()
-    (tmp_path / "hparams").mkdir()
-    for script in demo.NEEDS[:2]:
-        (tmp_path / script).write_text("")
-    assert demo.find_root(str(tmp_path)) == str(tmp_path)  # the current directory first
-    monkeypatch.setattr(demo, "PACKAGE_CHECKOUT", str(tmp_path / "nowhere"))
-    assert demo.find_root(str(tmp_path / "recipes")) is None
-    monkeypatch.chdir(tmp_path / "recipes")
-    try:
-        demo.main(["--dry-run"])
-    except SystemExit as exit:
-        assert "recipes/librispeech/train.py" in str(exit) and "--root" in str(exit)
-    else:
-        raise AssertionError("no checkout: the demo must stop")
