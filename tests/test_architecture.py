@@ -9,7 +9,7 @@ Every module of ``denseshift_speech`` belongs to one layer, ranked bottom to top
     4 streaming                   chunked decoding of a packed model
     5 data                        corpora, augmentation, preparers, audio checks
     6 integrations                SpeechBrain glue (hparams, recipes' helpers, export, LM, demo)
-    7 cli, bench, benchmarks, report   user-facing verbs and reports
+    7 cli, benchmarks             the user-facing verbs; benchmarks against the alternatives
 
 A module may import modules of its own layer or of a lower one, never of a higher one.
 On top of that, the inference layers (kernels, core, packed, streaming) and data never
@@ -33,7 +33,7 @@ LAYERS = {
     "streaming": 4,
     "data": 5,
     "integrations": 6,
-    "cli": 7, "bench": 7, "benchmarks": 7, "report": 7,
+    "cli": 7, "benchmarks": 7,
 }
 INFERENCE = ("kernels", "_C", "core", "packed", "streaming", "data")
 TRAINING_GLUE_AND_UI = ("integrations", "cli")
@@ -143,7 +143,7 @@ def test_the_checker_catches_a_bad_import(module, source):
     ("denseshift_speech.streaming.model", "from ..packed.spec import module_container\n"),
     ("denseshift_speech.integrations.speechbrain.recipe", "from ...packed import pack_\n"),
     ("denseshift_speech.cli.stream", "from ..streaming.model import load_model\n"),
-    ("denseshift_speech.bench", "from . import DenseShiftConfig, quantize_\n"),
+    ("denseshift_speech.benchmarks.inference", "from .. import DenseShiftConfig, quantize_\n"),
 ])
 def test_the_checker_accepts_imports_that_point_down(module, source):
     assert check_source(module, source) == []

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from denseshift_speech import bench
+from denseshift_speech.benchmarks import harness
+from denseshift_speech.benchmarks import inference as bench
+from denseshift_speech.cli import bench as bench_cli
 from denseshift_speech.benchmarks import baselines as B
 from denseshift_speech.benchmarks import targets as T
 
@@ -89,7 +91,7 @@ def test_bench_quick_cli(tmp_path):
 
 def _run_inprocess(argv, capsys):
     parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers())
+    bench_cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(["bench", *argv])
     assert args.func(args) == 0
     return capsys.readouterr().out
@@ -178,12 +180,12 @@ def test_targets_on_two_threads_scaling_and_streams():
 
 def test_threads_option_is_parsed():
     from denseshift_speech.errors import UserError
-    assert bench.parse_threads(None) == list(bench.DEFAULT_THREADS) == [1, 2]
-    assert bench.parse_threads("2") == [2]
-    assert bench.parse_threads(" 1, 2,4,2") == [1, 2, 4]
+    assert harness.parse_threads(None) == list(harness.DEFAULT_THREADS) == [1, 2]
+    assert harness.parse_threads("2") == [2]
+    assert harness.parse_threads(" 1, 2,4,2") == [1, 2, 4]
     for bad in ("0", "1,x", "", "-1"):
         with pytest.raises(UserError, match="--threads"):
-            bench.parse_threads(bad)
+            harness.parse_threads(bad)
 
 
 # ------------------------------------------------------------------ bench --training ---------
@@ -222,7 +224,6 @@ def test_bench_training_quick(tmp_path, capsys):
     assert ds["grads"] == ds["latents"]
     assert (f32["latents"], f32["adamw_state"], f32["grads"]) == (4, 8, 4)
     assert ds["weights"] == f32["weights"] == fused["quantized_weights"]
-    assert sorted(TR.GEOMETRIES) == sorted(bench.TRAINING_GEOMETRIES)
 
 
 def test_training_summary_and_tables():
@@ -252,7 +253,7 @@ def test_training_summary_and_tables():
 
 def test_bench_training_rejects_bad_options(capsys):
     parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers())
+    bench_cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(["bench", "--training", "--steps", "0", "--json", ""])
     from denseshift_speech.errors import UserError
     with pytest.raises(UserError, match="--steps"):

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from denseshift_speech import cli
-from denseshift_speech.report import ReportError, build_report, find_results
+from denseshift_speech.integrations.speechbrain.report import ReportError, build_report, find_results
 
 
 def write(folder, **res):

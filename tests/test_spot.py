@@ -474,3 +474,24 @@ def test_bad_audio_follows_the_stream_input_policy(model, tmp_path, capsys):
     sf.write(silent, np.zeros(SR // 2, np.float32), SR)
     assert _run_cli(model.path, "--wav", silent) == 0
     assert "silent" in capsys.readouterr().err
+
+
+def test_bench_kws_times_the_packed_spotter_beside_its_twins(tone_spotter, tmp_path, capsys):
+    """`bench --kws MODEL`: every line side by side, the JSON, one error for a bad file."""
+    out = tmp_path / "kws.json"
+    assert cli_main(["bench", "--kws", tone_spotter, "--min-time", "0.02",
+                     "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert {"ds-int8", "ds-exact", "torch-fp32", "torch-int8"} <= set(rows)
+    for name, row in rows.items():
+        assert row["us"] > 0 and name in text
+    assert rows["ds-exact"]["same_class_as_fp32"] and 0 < data["spotter_rtf"] < 1
+    assert data["sizes"] and "real-time factor" in text
+    bad = tmp_path / "bad.dsp"
+    bad.write_bytes(b"not a model")
+    assert cli_main(["bench", "--kws", str(bad), "--json", ""]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert cli_main(["bench", "--kws", tone_spotter, "--threads", "1,2"]) == 2
+    assert "one thread count" in capsys.readouterr().err

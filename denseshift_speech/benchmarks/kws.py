@@ -1,11 +1,11 @@
 """The packed keyword spotter against what a user would run instead, side by side.
 
-    python -m denseshift_speech.benchmarks.kws results/kws_ds3/model.dsp [--threads 1]
+    denseshift-speech bench --kws results/kws_ds3/model.dsp [--threads 1]
         [--json results/bench_kws.json]
 
 One window of the spotter (one second of audio = 101 log-mel frames in, class posteriors
 out; batch 1) through the SAME network, each the best of 5 timed groups after warm-up
-(:func:`denseshift_speech.bench.time_us`), in one process:
+(:func:`denseshift_speech.benchmarks.harness.time_us`), in one process:
 
     ds-int8        the packed file on the native kernel, int8 path (the default)
     ds-exact       the packed file, exact float path
@@ -25,13 +25,13 @@ plus the spotter's whole cost per 100 ms hop (features for the new audio + one w
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 
 import torch
+
+from ..errors import UserError
 
 REF = "ds-int8"
 
@@ -88,9 +88,12 @@ def _hop(model):
     return call
 
 
-def bench_kws(path, threads: int = 1, budget: float = 0.5, log=print) -> dict:
+DEFAULT_BUDGET = 0.5  # seconds per line
+
+
+def bench_kws(path, threads: int = 1, budget: float = DEFAULT_BUDGET, log=print) -> dict:
     """Time every line of the module docstring; return rows, ratios and sizes."""
-    from ..bench import _rel_err, machine_info, time_us
+    from .harness import machine_info, rel_err, time_us
     from ..packed import set_path_
     from ..streaming.kws import load_kws_model
     from . import baselines as B
@@ -126,7 +129,7 @@ def bench_kws(path, threads: int = 1, budget: float = 0.5, log=print) -> dict:
             stats = {}
             us = time_us(lambda: fn(feats), budget, stats)
             rows[name] = {"us": round(us, 2), "median_us": round(stats["median"], 2),
-                          "rel_err_vs_fp32": round(_rel_err(y, reference), 5),
+                          "rel_err_vs_fp32": round(rel_err(y, reference), 5),
                           "same_class_as_fp32": int(torch.as_tensor(y).argmax())
                           == int(reference.argmax())}
     hop_stats = {}
@@ -159,28 +162,22 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m denseshift_speech.benchmarks.kws",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="keyword-spotter file (model.dsp of recipes/speech_commands)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--budget", type=float, default=0.5, help="seconds per line (default 0.5)")
-    p.add_argument("--json", help="also write the result here")
-    args = p.parse_args(argv)
-    from ..errors import UserError
+def run(args) -> int:
+    """``bench --kws MODEL``: the table on stdout, the result to ``--json`` if given."""
     from ..streaming.model import ModelFileError
+    from .harness import parse_threads
+
+    counts = parse_threads(args.threads, default=(1,))
+    if len(counts) != 1:
+        raise UserError(f"--kws times one thread count at a time, got --threads {args.threads}")
+    budget = args.min_time if args.min_time is not None else DEFAULT_BUDGET
     try:
-        result = bench_kws(args.model, args.threads, args.budget)
-    except (UserError, ModelFileError) as err:
-        print(f"denseshift_speech.benchmarks.kws: error: {err}", file=sys.stderr)
-        return 2
+        result = bench_kws(args.kws, counts[0], budget)
+    except ModelFileError as err:
+        raise UserError(str(err)) from None
     print(format_table(result))
     if args.json:
         from ..fsio import atomic_open
         with atomic_open(args.json) as f:
             json.dump(result, f, indent=1)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -54,6 +54,9 @@ import subprocess
 import sys
 import time
 
+from ..errors import UserError
+from .harness import command_line, machine_info, parse_threads, write_json
+
 #: Geometries (SpeechBrain conformer + the recipes' CNN front end; vocabulary 32 as the
 #: recipes' default). "tiny" is for tests.
 GEOMETRIES = {
@@ -69,6 +72,7 @@ TOKENS_PER_S = 40 / 3  # target tokens per second (40 in 3 s: about one per char
 FRAME_S = 0.01         # feature hop (Fbank, hop 160 at 16 kHz)
 LR, BETAS, WEIGHT_DECAY, LATENT_LR_SCALE = 0.003, (0.9, 0.98), 0.0, 0.005
 ADAMW = ("plain", "fused")
+DEFAULT_JSON = "results/bench_training.json"
 FP32 = "fp32"
 
 
@@ -458,3 +462,40 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run(args) -> int:
+    """``bench --training``: the module docstring's step times, tables and JSON."""
+    t_start = time.perf_counter()
+    counts = parse_threads(args.threads, default=(2,))
+    if len(counts) != 1:
+        raise UserError(f"--training times one thread count at a time, got --threads "
+                        f"{args.threads}")
+    threads = counts[0]
+    if args.quick:
+        geometries, adamw, batch, seconds, steps, warmup = ["tiny"], ["plain"], 2, 1.0, 2, 1
+    else:
+        geometries = args.geometry or list(DEFAULT_GEOMETRIES)
+        adamw = list(ADAMW) if args.adamw == "both" else [args.adamw]
+        batch, seconds, steps, warmup = args.batch, args.seconds, args.steps, args.warmup
+    if steps < 1 or warmup < 0 or batch < 1 or not seconds > 0:
+        raise UserError("--steps and --batch must be >= 1, --warmup >= 0, --seconds > 0")
+    info = machine_info()
+    print(f"# {info['cpu']} ({info['cores']} cores, load average {info['loadavg']}), "
+          f"torch {info['torch']}, {threads} thread(s); training step of fp32 and "
+          f"{args.bits}-bit DenseShift, one process per configuration")
+    rows = bench(geometries, adamw, bits=args.bits, threads=threads, steps=steps,
+                    warmup=warmup, batch=batch, seconds=seconds)
+    summary = summarize(rows)
+    print()
+    print("\n".join(tables(rows, summary)))
+    elapsed = time.perf_counter() - t_start
+    info["loadavg_end"] = machine_info()["loadavg"]
+    out = {"command": command_line(), "mode": "training",
+           "options": {k: v for k, v in vars(args).items() if k != "func"},
+           "machine": info, "quick": args.quick, "bits": args.bits, "threads": threads,
+           "steps": steps, "warmup": warmup, "batch": batch, "seconds": seconds,
+           "geometries": geometries, "adamw": adamw, "summary": summary, "rows": rows,
+           "elapsed_s": elapsed}
+    write_json(DEFAULT_JSON if args.json is None else args.json, out, elapsed)
+    return 0

@@ -18,12 +18,12 @@ from ..errors import UserError
 VERBS = {
     "synth": "denseshift_speech.data.synth",
     "prepare": "denseshift_speech.cli.prepare",
-    "bench": "denseshift_speech.bench",
+    "bench": "denseshift_speech.cli.bench",
     "export": "denseshift_speech.cli.export",
     "stream": "denseshift_speech.cli.stream",
     "evaluate": "denseshift_speech.cli.evaluate",
     "spot": "denseshift_speech.cli.spot",
-    "report": "denseshift_speech.report",
+    "report": "denseshift_speech.cli.report",
 }
 
 

@@ -1,4 +1,5 @@
-"""`denseshift-speech bench`: packed DenseShift against what a user would run instead.
+"""`denseshift-speech bench`: packed DenseShift inference against what a user would run
+instead.
 
 One run measures, side by side in the same process, at each thread count of ``--threads``
 (default 1 and 2: torch, onnxruntime and DenseShift all on the same count; microseconds
@@ -44,29 +45,15 @@ scaling tables give each alternative's time on one thread over its time on N thr
 (``> 1``: the threads help). The run ends with the deploy-speed targets, each PASS / MISS
 with the measured ratio (:mod:`denseshift_speech.benchmarks.targets`), and writes
 everything to ``--json``.
-
-training (``--training``)
-    one training step (forward, CTC loss, backward, AdamW step; batch 8 x 3 s of features,
-    2 threads) of the demo and conformer-small conformers, fp32 against ``--bits`` DenseShift
-    quantized as hparams/conformer_ds.yaml does it, with the fused parametrization and the
-    reference one, each configuration in its own process (peak memory = its
-    ``ru_maxrss``); with AdamW as torch builds it and with ``fused=True``. Median step time,
-    phases, peak memory, bytes per quantized weight, and the ratios DenseShift / fp32
-    (:mod:`denseshift_speech.benchmarks.training`); JSON to ``--json`` (default
-    results/bench_training.json).
 """
 from __future__ import annotations
 
-import json
 import os
-import platform
-import shlex
-import statistics
-import sys
 import tempfile
 import time
 
-from .errors import UserError
+from .harness import (command_line, machine_info, parse_threads, ratio_cols, rel_err, scaling,
+                      scaling_table, set_threads, table, time_all, write_json)
 
 #: whole-encoder geometries and frame counts
 GEOMETRIES = ("demo", "conformer-small")
@@ -77,8 +64,6 @@ LAYERS = [(144, 432, (1, 16, 100)), (144, 144, (1, 16, 100)), (144, 1024, (1, 16
           (512, 2048, (1, 16)), (1024, 4096, (1, 16))]
 QUICK_LAYERS = [(144, 432, (1, 16)), (512, 2048, (1,))]
 QUICK_LAYERS_PER_ENCODER = 2  # --quick: the demo geometry with this many conformer layers
-#: thread counts timed by default (torch, onnxruntime and DenseShift on each)
-DEFAULT_THREADS = (1, 2)
 #: several streams at once: this many 640 ms chunks (STREAM_FRAMES encoder frames each)
 STREAMS, STREAM_FRAMES = 4, 16
 STREAM_NAMES = ("ds-int8", "ort-int8")
@@ -91,96 +76,7 @@ ONNX_BASELINES = ("ort-fp32", "ort-int8")
 PATHS = ("int8", "exact", "shift")
 DS_ONNX = "ds-onnx"  # onnxruntime on the DenseShift int8 ONNX export (whole encoder only)
 REF = "ds-int8"  # the packed default path, the denominator of every printed ratio
-DEFAULT_JSON, DEFAULT_TRAINING_JSON = "results/bench.json", "results/bench_training.json"
-#: geometries of the training benchmark (benchmarks/training.py; kept here so that
-#: ``--help`` does not import torch)
-TRAINING_GEOMETRIES = ("demo", "conformer-small", "tiny")
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "bench", help="packed DenseShift vs torch / onnxruntime fp32 and int8 (table + JSON)",
-        description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="CI-sized run (well under a minute): demo geometry with 2 layers, "
-                        "2 layer shapes, short timing budget (--training: the tiny geometry, "
-                        "batch 2 x 1 s, 1 warm-up + 2 steps, plain AdamW)")
-    p.add_argument("--json", default=None,
-                   help=f"where to write the JSON (default {DEFAULT_JSON}, with --training "
-                        f"{DEFAULT_TRAINING_JSON}; '' to skip)")
-    p.add_argument("--threads", default=None, metavar="N[,N...]",
-                   help="thread counts, comma-separated: every table is timed at each, with "
-                        "torch, onnxruntime and DenseShift on the same count (default "
-                        f"{','.join(map(str, DEFAULT_THREADS))}; --training: one count, "
-                        "default 2)")
-    p.add_argument("--bits", type=int, default=3, choices=(2, 3, 4),
-                   help="DenseShift bits (default %(default)s)")
-    p.add_argument("--isa", default="auto",
-                   help="DenseShift kernel ISA (auto, avx512, avx2, scalar)")
-    p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime baselines")
-    p.add_argument("--no-encoder", action="store_true", help="skip the whole-encoder lines")
-    p.add_argument("--no-layers", action="store_true", help="skip the single-layer lines")
-    p.add_argument("--no-streams", action="store_true",
-                   help=f"skip the several-streams line ({STREAMS} x 640 ms in one call)")
-    p.add_argument("--min-time", type=float, default=None,
-                   help=f"seconds per layer measurement (default {BUDGET}; quick "
-                        f"{QUICK_BUDGET}); whole encoders get {ENCODER_BUDGET_SCALE}x")
-    t = p.add_argument_group("training step (--training)")
-    t.add_argument("--training", action="store_true",
-                   help="time training steps instead: fp32 vs DenseShift (fused and reference "
-                        "parametrization), step time, peak memory, bytes per weight")
-    t.add_argument("--steps", type=int, default=5,
-                   help="timed steps per configuration; the median is reported "
-                        "(default %(default)s)")
-    t.add_argument("--warmup", type=int, default=2,
-                   help="untimed steps first (default %(default)s)")
-    t.add_argument("--geometry", action="append", default=None,
-                   choices=sorted(TRAINING_GEOMETRIES),
-                   help="geometry to time (repeatable; default: demo and conformer-small)")
-    t.add_argument("--adamw", default="both", choices=("plain", "fused", "both"),
-                   help="AdamW as torch builds it (plain: a loop over tensors on CPU), with "
-                        "fused=True, or both (default %(default)s)")
-    t.add_argument("--batch", type=int, default=8, help="utterances per batch (default 8)")
-    t.add_argument("--seconds", type=float, default=3.0,
-                   help="seconds of features per utterance (default 3)")
-    p.set_defaults(func=run)
-    return p
-
-
-def time_us(fn, budget: float, stats: dict | None = None) -> float:
-    """Microseconds per call of ``fn``: the best of 5 timed groups after calibration.
-
-    The best group is reported because the 2-core machines this runs on are shared:
-    other processes steal whole scheduler slices, which inflates medians at random.
-    The median of the 5 groups goes to ``stats["median"]`` when ``stats`` is given.
-    """
-    fn()
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - t0 < budget * 0.2:
-        fn()
-        n += 1
-    per = (time.perf_counter() - t0) / n
-    reps = max(1, int(budget * 0.8 / 5 / max(per, 1e-9)))
-    samples = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        samples.append((time.perf_counter() - t) / reps)
-    if stats is not None:
-        stats["median"] = statistics.median(samples) * 1e6
-    return min(samples) * 1e6
-
-
-def _time_all(fns: dict, budget: float) -> tuple:
-    """``{name: fn}`` -> ``({name: best us}, {name: median us})``."""
-    best, median = {}, {}
-    for name, fn in fns.items():
-        st = {}
-        best[name] = time_us(fn, budget, st)
-        median[name] = st["median"]
-    return best, median
+DEFAULT_JSON = "results/bench.json"
 
 
 def _ratios(us: dict) -> dict:
@@ -189,42 +85,14 @@ def _ratios(us: dict) -> dict:
     return {f"{k}/{REF}": v / ref for k, v in us.items() if k != REF and ref}
 
 
-def _rel_err(y, ref) -> float:
-    import numpy as np
-
-    y = np.asarray(y.detach() if hasattr(y, "detach") else y, dtype=np.float64)
-    ref = np.asarray(ref.detach() if hasattr(ref, "detach") else ref, dtype=np.float64)
-    return float(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-30))
-
-
-# ------------------------------------------------------------------ table printing ----------
-
-def _table(title: str, keys: list, rows: list, cols: list, fmt: str, width: int = 10) -> list:
-    """Lines of a fixed-width table: ``keys`` (label, width) then numeric ``cols``."""
-    head = "  ".join(f"{k:<{w}}" for k, w in keys) + "".join(f"{c:>{width + 1}}" for c in cols)
-    lines = [title, head]
-    for label, values in rows:
-        line = "  ".join(f"{str(v):<{w}}" for v, (_, w) in zip(label, keys))
-        for c in cols:
-            v = values.get(c)
-            line += f"{'-' if v is None else format(v, fmt):>{width + 1}}"
-        lines.append(line)
-    return lines
-
-
-def _ratio_cols(rows: list, preferred: list) -> list:
-    present = set().union(*(r["ratios"] for r in rows)) if rows else set()
-    return [c for c in preferred if c in present]
-
-
 # ------------------------------------------------------------------ whole encoder -----------
 
 def _packed_model(fp32, bits: int, isa: str):
     """The packed DenseShift twin of ``fp32`` (default path; switch with ``set_path_``)."""
     import copy
 
-    from . import DenseShiftConfig, quantize_
-    from .packed import pack_, set_path_
+    from .. import DenseShiftConfig, quantize_
+    from ..packed import pack_, set_path_
 
     m = copy.deepcopy(fp32)  # the fp32 encoder itself stays untouched
     quantize_(m, DenseShiftConfig(bits=bits, init="from_float", keep_first=False,
@@ -236,8 +104,8 @@ def _packed_model(fp32, bits: int, isa: str):
 
 
 def _file_sizes(fp32, packed, workdir: str) -> dict:
-    from .integrations.speechbrain.export import REBUILT_BUFFERS
-    from .packed import save_packed
+    from ..integrations.speechbrain.export import REBUILT_BUFFERS
+    from ..packed import save_packed
 
     path = os.path.join(workdir, "packed.dsp")
     report = save_packed(packed, path, rebuilt_buffers=REBUILT_BUFFERS)
@@ -247,52 +115,14 @@ def _file_sizes(fp32, packed, workdir: str) -> dict:
             "fp32_over_packed": 4 * n_params / size, "save_packed_report": report}
 
 
-def parse_threads(text, default=DEFAULT_THREADS) -> list:
-    """``"1,2"`` -> ``[1, 2]`` (``None``: ``default``); counts >= 1, each once, in order."""
-    if text is None:
-        return list(default)
-    if isinstance(text, int):
-        text = str(text)
-    out = []
-    for part in str(text).split(","):
-        part = part.strip()
-        try:
-            n = int(part)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise UserError(f"--threads: expected thread counts >= 1 separated by commas "
-                            f"(e.g. 1,2), got {text!r}")
-        if n not in out:
-            out.append(n)
-    return out
-
-
-def _set_threads(n: int):
-    import torch
-    torch.set_num_threads(n)
-
-
-def _scaling(rows: list, key) -> None:
-    """``row["scaling"][name]``: the name's time on 1 thread over its time on the row's
-    count (rows matched by ``key(row)``; only where 1 thread was measured)."""
-    one = {key(r): r for r in rows if r["threads"] == 1}
-    for r in rows:
-        base = one.get(key(r))
-        if base is None:
-            continue
-        r["scaling"] = {k: base["us"][k] / v for k, v in r["us"].items()
-                        if k in base["us"] and v > 0}
-
-
 def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=True,
                    num_layers=None, streams=True, log=print) -> tuple:
     """Whole-encoder rows, several-streams rows and ``{geometry: sizes}`` (see the module
     docstring), at each thread count of ``threads`` (an int or a list)."""
     import torch
 
-    from .benchmarks import baselines as B
-    from .packed import set_path_
+    from . import baselines as B
+    from ..packed import set_path_
 
     counts = [threads] if isinstance(threads, int) else list(threads)
     rows, stream_rows, sizes = [], [], {}
@@ -316,7 +146,7 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
             packed = _packed_model(fp32, bits, isa)
             sizes[geometry] = _file_sizes(fp32, packed, work)
             if onnx:
-                from .packed.onnx_export import export_onnx
+                from ..packed.onnx_export import export_onnx
                 ds_path = os.path.join(work, "ds.onnx")
                 export_onnx(B.EncoderWrapper(packed), B.example_input(geometry, 16), ds_path)
                 sizes[geometry]["ds_onnx_file_bytes"] = os.path.getsize(ds_path)
@@ -330,7 +160,7 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
             f"{time.perf_counter() - t0:.1f} s")
 
         for n in counts:
-            _set_threads(n)
+            set_threads(n)
             base = {k: bl[k] for k in ("torch-fp32", "torch-int8")}
             base.update(sessions.get(n, {}))
             for t in frames:
@@ -341,15 +171,15 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
                     errs = {}
                     us, med = {}, {}
                     for name, fn in fns.items():
-                        errs[name] = _rel_err(fn(x), ref)
+                        errs[name] = rel_err(fn(x), ref)
                     for path in PATHS:
                         set_path_(packed, path, None if isa == "auto" else isa)
                         fn = (lambda: packed.encode(x, None))
-                        errs[f"ds-{path}"] = _rel_err(fn(), ref)
-                        b, m = _time_all({f"ds-{path}": fn}, budget)
+                        errs[f"ds-{path}"] = rel_err(fn(), ref)
+                        b, m = time_all({f"ds-{path}": fn}, budget)
                         us.update(b)
                         med.update(m)
-                    b, m = _time_all({k: (lambda f=f: f(x)) for k, f in fns.items()}, budget)
+                    b, m = time_all({k: (lambda f=f: f(x)) for k, f in fns.items()}, budget)
                     us.update(b)
                     med.update(m)
                     set_path_(packed, PATHS[0], None if isa == "auto" else isa)
@@ -365,7 +195,7 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
             if streams:
                 stream_rows.append(_bench_streams(geometry, n_layers, packed, base, n, bits,
                                                   budget, log))
-    _scaling(rows, lambda r: (r["geometry"], r["frames"]))
+    scaling(rows, lambda r: (r["geometry"], r["frames"]))
     return rows, stream_rows, sizes
 
 
@@ -373,7 +203,7 @@ def _bench_streams(geometry, n_layers, packed, base, threads, bits, budget, log)
     """:data:`STREAMS` chunks of :data:`STREAM_FRAMES` frames: one call vs one by one."""
     import torch
 
-    from .benchmarks import baselines as B
+    from . import baselines as B
 
     x = B.example_input(geometry, STREAM_FRAMES, batch=STREAMS, seed=1)
     one = [x[i:i + 1].contiguous() for i in range(STREAMS)]
@@ -387,7 +217,7 @@ def _bench_streams(geometry, n_layers, packed, base, threads, bits, budget, log)
         for name, f in calls.items():
             fns = {f"{name} one call": (lambda f=f: f(x)),
                    f"{name} one by one": (lambda f=f: [f(v) for v in one])}
-            b, m = _time_all(fns, budget)
+            b, m = time_all(fns, budget)
             us.update(b)
             med.update(m)
     gain = {name: us[f"{name} one by one"] / us[f"{name} one call"] for name in calls}
@@ -401,28 +231,19 @@ def _bench_streams(geometry, n_layers, packed, base, threads, bits, budget, log)
     return row
 
 
-def _scaling_table(title: str, keys: list, rows: list, label, names: list) -> list:
-    """Speed-up over one thread of every timed name, for the rows on more threads."""
-    multi = [r for r in rows if r["threads"] > 1 and r.get("scaling")]
-    if not multi:
-        return []
-    cols = [n for n in names if any(n in r["scaling"] for r in multi)]
-    return [""] + _table(title, keys, [(label(r), r["scaling"]) for r in multi], cols, ".2f")
-
-
 def encoder_tables(rows, sizes, stream_rows=()) -> list:
     names = list(BASELINES) + [f"ds-{p}" for p in PATHS] + [DS_ONNX]
     keys = [("geometry", 16), ("layers", 6), ("T", 4), ("thr", 3)]
     label = lambda r: (r["geometry"], r["layers"], r["frames"], r["threads"])  # noqa: E731
-    lines = _table("## whole encoder, ms per call (batch 1)", keys,
+    lines = table("## whole encoder, ms per call (batch 1)", keys,
                    [(label(r), {k: v / 1e3 for k, v in r["us"].items()}) for r in rows],
                    [n for n in names if any(n in r["us"] for r in rows)], ".2f")
-    cols = _ratio_cols(rows, [f"{n}/{REF}" for n in names if n != REF])
-    lines += [""] + _table(f"## whole encoder, speed-up of {REF} (alternative's time / {REF}'s; "
+    cols = ratio_cols(rows, [f"{n}/{REF}" for n in names if n != REF])
+    lines += [""] + table(f"## whole encoder, speed-up of {REF} (alternative's time / {REF}'s; "
                            ">1: packed is faster; both on thr threads)", keys,
                            [(label(r), r["ratios"]) for r in rows], cols, ".2f",
                            width=max(len(c) for c in cols))
-    lines += _scaling_table("## whole encoder, scaling (time on 1 thread / time on thr threads; "
+    lines += scaling_table("## whole encoder, scaling (time on 1 thread / time on thr threads; "
                             ">1: the threads help)", keys, rows, label, names)
     lines += stream_table(stream_rows)
     lines.append("")
@@ -467,10 +288,10 @@ def bench_layers(layers, bits, threads, budget, isa="auto", onnx=True, log=print
     import torch
     import torch.nn.functional as F
 
-    from . import kernels
-    from .benchmarks import baselines as B
-    from .core import quant
-    from .kernels import layout
+    from .. import kernels
+    from . import baselines as B
+    from ..core import quant
+    from ..kernels import layout
 
     counts = [threads] if isinstance(threads, int) else list(threads)
     rows = []
@@ -486,7 +307,7 @@ def bench_layers(layers, bits, threads, budget, isa="auto", onnx=True, log=print
         w_q = quant.decode(codes, bits) * alpha[:, None]
         xs = {m: torch.randn(m, k, generator=gen) for m in ms}
         for nt in counts:
-            _set_threads(nt)
+            set_threads(nt)
             if onnx:
                 bl = B.layer_baselines(w, bias, nt)
             else:
@@ -501,9 +322,9 @@ def bench_layers(layers, bits, threads, budget, isa="auto", onnx=True, log=print
                 fns["ds-shift"] = lambda: shift(x, packed, alpha, bias, bits, k, isa, "add")
                 with torch.no_grad():
                     ref = F.linear(x, w_q, bias)
-                    errs = {name: _rel_err(fn(), ref) for name, fn in fns.items()
+                    errs = {name: rel_err(fn(), ref) for name, fn in fns.items()
                             if name.startswith("ds-")}
-                    us, med = _time_all(fns, budget)
+                    us, med = time_all(fns, budget)
                 row = {"in": k, "out": n, "M": m, "bits": bits, "threads": nt, "us": us,
                        "median_us": med, "ratios": _ratios(us),
                        "weight_bytes_fp32": 4 * n * k,
@@ -516,7 +337,7 @@ def bench_layers(layers, bits, threads, budget, isa="auto", onnx=True, log=print
                 rows.append(row)
                 log(f"{k:>5d}->{n:<5d} M={m:<4d} {nt} thr " + "  ".join(
                     f"{name} {v:8.1f}" for name, v in us.items()) + "   (us)")
-    _scaling(rows, lambda r: (r["in"], r["out"], r["M"]))
+    scaling(rows, lambda r: (r["in"], r["out"], r["M"]))
     return rows
 
 
@@ -529,105 +350,27 @@ def layer_tables(rows) -> list:
     names = list(BASELINES) + [f"ds-{p}" for p in PATHS]
     keys = [("in->out", 10), ("M", 4), ("thr", 3)]
     label = lambda r: (f"{r['in']}->{r['out']}", r["M"], r["threads"])  # noqa: E731
-    lines = _table("## single layers, us per call", keys, [(label(r), r["us"]) for r in rows],
+    lines = table("## single layers, us per call", keys, [(label(r), r["us"]) for r in rows],
                    [n for n in names if any(n in r["us"] for r in rows)], ".1f")
-    cols = _ratio_cols(rows, LAYER_RATIOS)
-    lines += [""] + _table("## single layers, speed-up (alternative's time / DenseShift's; "
+    cols = ratio_cols(rows, LAYER_RATIOS)
+    lines += [""] + table("## single layers, speed-up (alternative's time / DenseShift's; "
                            ">1: DenseShift is faster; both on thr threads)", keys,
                            [(label(r), r["ratios"]) for r in rows], cols, ".2f",
                            width=max(len(c) for c in cols))
-    lines += _scaling_table("## single layers, scaling (time on 1 thread / time on thr "
+    lines += scaling_table("## single layers, scaling (time on 1 thread / time on thr "
                             "threads; >1: the threads help)", keys, rows, label, names)
     return lines
 
 
 # ------------------------------------------------------------------ the verb ----------------
 
-def machine_info():
-    import torch
-
-    from . import kernels
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        load = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "loadavg": load,
-            "native_kernel": kernels.native_available(), "isas": kernels.supported_isas(),
-            "quantized_engine": torch.backends.quantized.engine}
-
-
-def _write_json(path: str, out: dict, elapsed: float):
-    if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(out, f, indent=1)
-        print(f"# wrote {path} ({elapsed:.0f} s)")
-
-
-def _command() -> str:
-    argv = list(sys.argv)
-    if argv and os.path.basename(argv[0]) in ("__main__.py", "denseshift-speech"):
-        argv[0] = "denseshift-speech"  # (python -m denseshift_speech, or the entry point)
-    return " ".join(shlex.quote(a) for a in argv)
-
-
-def run_training(args) -> int:
-    """``bench --training``: see :mod:`denseshift_speech.benchmarks.training`."""
-    from .benchmarks import training as TR
-
-    t_start = time.perf_counter()
-    counts = parse_threads(args.threads, default=(2,))
-    if len(counts) != 1:
-        raise UserError(f"--training times one thread count at a time, got --threads "
-                        f"{args.threads}")
-    threads = counts[0]
-    if args.quick:
-        geometries, adamw, batch, seconds, steps, warmup = ["tiny"], ["plain"], 2, 1.0, 2, 1
-    else:
-        geometries = args.geometry or list(TR.DEFAULT_GEOMETRIES)
-        adamw = list(TR.ADAMW) if args.adamw == "both" else [args.adamw]
-        batch, seconds, steps, warmup = args.batch, args.seconds, args.steps, args.warmup
-    if steps < 1 or warmup < 0 or batch < 1 or not seconds > 0:
-        raise UserError("--steps and --batch must be >= 1, --warmup >= 0, --seconds > 0")
-    info = machine_info()
-    print(f"# {info['cpu']} ({info['cores']} cores, load average {info['loadavg']}), "
-          f"torch {info['torch']}, {threads} thread(s); training step of fp32 and "
-          f"{args.bits}-bit DenseShift, one process per configuration")
-    rows = TR.bench(geometries, adamw, bits=args.bits, threads=threads, steps=steps,
-                    warmup=warmup, batch=batch, seconds=seconds)
-    summary = TR.summarize(rows)
-    print()
-    print("\n".join(TR.tables(rows, summary)))
-    elapsed = time.perf_counter() - t_start
-    info["loadavg_end"] = machine_info()["loadavg"]
-    out = {"command": _command(), "mode": "training",
-           "options": {k: v for k, v in vars(args).items() if k != "func"},
-           "machine": info, "quick": args.quick, "bits": args.bits, "threads": threads,
-           "steps": steps, "warmup": warmup, "batch": batch, "seconds": seconds,
-           "geometries": geometries, "adamw": adamw, "summary": summary, "rows": rows,
-           "elapsed_s": elapsed}
-    _write_json(DEFAULT_TRAINING_JSON if args.json is None else args.json, out, elapsed)
-    return 0
-
-
 def run(args) -> int:
-    if args.training:
-        return run_training(args)
+    """``bench`` (inference): every table of the module docstring, the targets, the JSON."""
     import torch
 
-    from . import kernels
-    from .benchmarks import baselines as B
-    from .benchmarks import targets as T
+    from .. import kernels
+    from . import baselines as B
+    from . import targets as T
 
     t_start = time.perf_counter()
     counts = parse_threads(args.threads)
@@ -678,7 +421,7 @@ def run(args) -> int:
     print("\n".join(T.format_summary(records)))
     elapsed = time.perf_counter() - t_start
     info["loadavg_end"] = machine_info()["loadavg"]
-    out = {"command": _command(),
+    out = {"command": command_line(),
            "options": {k: v for k, v in vars(args).items() if k != "func"},
            "machine": info, "isa": isa, "quick": quick, "bits": args.bits,
            "threads": counts, "budget_s": budget,
@@ -687,5 +430,5 @@ def run(args) -> int:
            "encoder": enc_rows, "streams": stream_rows, "sizes": sizes, "layers": layer_rows,
            "targets": records,
            "elapsed_s": elapsed}
-    _write_json(DEFAULT_JSON if args.json is None else args.json, out, elapsed)
+    write_json(DEFAULT_JSON if args.json is None else args.json, out, elapsed)
     return 0

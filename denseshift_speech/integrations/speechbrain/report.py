@@ -1,4 +1,4 @@
-"""`denseshift-speech report RESULT_DIRS... [--out DIR]`: tables and a plot of what the
+"""The report of ``denseshift-speech report RESULT_DIRS... [--out DIR]``: tables and a plot of what the
 DenseShift models lose or keep against their full-precision twins.
 
 Reads every ``results.json`` a recipe wrote (the given folders, searched recursively),
@@ -23,7 +23,7 @@ import json
 import math
 import os
 
-from .errors import UserError
+from ...errors import UserError
 
 RESULTS_FILE = "results.json"
 REPORT_MD = "report.md"
@@ -409,28 +409,3 @@ def plot(rows: list, path: str):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-# ---------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "report", help="tables + plot comparing DenseShift runs with their fp32 twins",
-        description="Read the results.json of each RESULT_DIR (searched recursively) and "
-                    "write report.md, report.json and error_vs_size.png.")
-    p.add_argument("result_dirs", nargs="+", metavar="RESULT_DIR",
-                   help="a recipe output folder, or a folder holding several")
-    p.add_argument("--out", default="results/report",
-                   help="where to write the report (default: results/report)")
-    p.set_defaults(func=_run)
-    return p
-
-
-def _run(args) -> int:
-    rows = build_report(args.result_dirs, args.out)
-    print(markdown(rows), end="")
-    print(f"wrote {os.path.join(args.out, REPORT_MD)}, {REPORT_JSON}, {REPORT_PNG} "
-          f"({len(rows)} runs)")
-    return 0
