@@ -26,7 +26,7 @@ PACKAGE = "denseshift_speech"
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), PACKAGE)
 
 LAYERS = {
-    "errors": 0, "fsio": 0,
+    "errors": 0, "fsio": 0, "onnx_runtime": 0,
     "kernels": 1, "_C": 1,
     "core": 2,
     "packed": 3,

@@ -26,6 +26,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
 from denseshift_speech import DenseShiftConfig, kernels, pack_, quantize_  # noqa: E402
+from denseshift_speech.onnx_runtime import ort_session  # noqa: E402
 from denseshift_speech.kernels.codes import decode  # noqa: E402
 from denseshift_speech.kernels.layout import unpack_codes  # noqa: E402
 from denseshift_speech.packed import PackedLinear, set_path_  # noqa: E402
@@ -36,10 +37,7 @@ needs_native = pytest.mark.skipif(not kernels.native_available(), reason="native
 
 
 def _session(path):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort_session(path, threads=1)
 
 
 def _run(path, x):

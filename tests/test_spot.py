@@ -370,7 +370,7 @@ def test_export_onnx_runs_in_stock_onnxruntime_with_the_packed_predictions(
         model, tone_folder, tmp_path, capsys):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from denseshift_speech.integrations.speechbrain.onnx_export import ort_session
+    from denseshift_speech.onnx_runtime import ort_session
     data, _ = tone_folder
     out = tmp_path / "kws.onnx"
     assert cli_main(["export", model.path, "--onnx", "--out", str(out), "--compare", data]) == 0

@@ -12,8 +12,9 @@ Four baselines of one fp32 network, at two granularities:
 
 Settings, chosen to make the baselines as strong as what is shipped today:
 
-* onnxruntime sessions (:func:`ort_session`): CPU provider, ``intra_op_num_threads=threads``,
-  ``inter_op_num_threads=1``, sequential execution, ``ORT_ENABLE_ALL`` graph optimizations.
+* onnxruntime sessions (:func:`denseshift_speech.onnx_runtime.ort_session`): CPU provider,
+  ``intra_op_num_threads=threads``, ``inter_op_num_threads=1``, sequential execution,
+  ``ORT_ENABLE_ALL`` graph optimizations.
 * onnxruntime int8 (:func:`ort_int8`): ``quantize_dynamic(op_types_to_quantize=["MatMul"],
   weight_type=QInt8, per_channel=False)``, the recipe icefall / sherpa-onnx ship. Weights are
   int8, symmetric, one scale per tensor; activations are quantized per call to uint8 with a
@@ -61,9 +62,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..onnx_runtime import ort_session
+
 __all__ = [
     "GEOMETRIES", "Availability", "available", "build_encoder", "example_input",
-    "EncoderWrapper", "export_onnx", "ort_session", "OrtModel", "ort_int8",
+    "EncoderWrapper", "export_onnx", "OrtModel", "ort_int8",
     "torch_dynamic_int8", "encoder_baselines", "linear_onnx", "ort_linear", "ort_linear_int8",
     "torch_linear_fp32", "torch_linear_int8", "layer_baselines", "op_counts",
 ]
@@ -170,23 +173,6 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path, opset: int = 17)
     from ..packed.onnx_export import torch_export
     return torch_export(module, example, path, opset=opset)
 
-
-def ort_session(model, threads: int = 1):
-    """An onnxruntime CPU ``InferenceSession`` for a path or serialized model bytes.
-
-    ``intra_op_num_threads=threads``, ``inter_op_num_threads=1`` (sequential execution does
-    not use the inter-op pool), ``ORT_SEQUENTIAL``, ``ORT_ENABLE_ALL``.
-    """
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if isinstance(model, os.PathLike):
-        model = os.fspath(model)
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
 class OrtModel:

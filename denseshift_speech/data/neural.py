@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..onnx_runtime import ort_session
 from .audio_checks import DataError, resample_np
 from .engines import NATURAL_WPM, SR, Engine, Speaker
 
@@ -98,11 +99,7 @@ def parts_of(package: str) -> list:
 def _session(model: bytes):
     """One onnxruntime session per model and process, one thread per call: the corpus
     synthesizer runs several calls at once (onnxruntime releases the GIL)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return ort_session(model, threads=1)
 
 
 def ipa(text: str, language: str) -> str:

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...onnx_runtime import ort_session
+
 IO_DOC = ("input feats float32 (batch, frames, n_mels): speechbrain Fbank output, not "
           "normalized; output log_probs float32 (batch, ceil(frames/4), vocab): CTC "
           "log-probabilities; batch entries of equal length (no padding mask)")
@@ -104,15 +106,6 @@ def export_asr_onnx(dsp_path, out, frames: int = 100):
     example = torch.zeros(1, int(frames), n_mels)
     return export_onnx(module, example, out, metadata=onnx_metadata(model),
                        input_names=("feats",), output_names=("log_probs",))
-
-
-def ort_session(path, threads: int = 1):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
 
 
 def _greedy(labels, blank: int) -> list:
