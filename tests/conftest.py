@@ -19,12 +19,46 @@ def tiny_librispeech(tmp_path_factory):
     return str(out)
 
 
-def run_recipe(script, hparams, *overrides, timeout=600, check=True, launcher=None):
-    """Run a recipe's train.py as a user would; return the CompletedProcess."""
-    cmd = (launcher or [sys.executable]) + [os.path.join(ROOT, script),
-                                            os.path.join(ROOT, "hparams", hparams), *overrides]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
+# Runs a recipe with a callback installed from outside: after KILL_AFTER_STEPS optimizer
+# steps of this process it dies like a preempted job (SIGKILL, no clean-up).
+KILL_LAUNCHER = """
+import logging, os, runpy, signal, sys
+import speechbrain as sb
+kill_at, steps = int(os.environ["KILL_AFTER_STEPS"]), [0]
+original = sb.Brain.on_fit_batch_end
+def on_fit_batch_end(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    steps[0] += 1
+    if steps[0] >= kill_at:
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
+sb.Brain.on_fit_batch_end = on_fit_batch_end
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def recipe_command(script, hparams, *overrides, launcher=None) -> list:
+    """The command line a user types: ``python recipes/<x>/train.py hparams/<y> --k=v``."""
+    return (launcher or [sys.executable]) + [os.path.join(ROOT, script),
+                                             os.path.join(ROOT, "hparams", hparams), *overrides]
+
+
+def recipe_env(**extra) -> dict:
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                OMP_NUM_THREADS="1", **extra)
+
+
+def run_recipe(script, hparams, *overrides, timeout=600, check=True, launcher=None,
+               kill_after_steps=None):
+    """Run a recipe's train.py as a user would; return the CompletedProcess.  ``check``:
+    a failure is an AssertionError with the run's output; ``kill_after_steps``: the run
+    kills itself (SIGKILL) after that many optimizer steps."""
+    env = recipe_env()
+    if kill_after_steps is not None:
+        env["KILL_AFTER_STEPS"] = str(kill_after_steps)
+        launcher = [sys.executable, "-c", KILL_LAUNCHER]
+    cmd = recipe_command(script, hparams, *overrides, launcher=launcher)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:

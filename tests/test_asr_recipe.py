@@ -13,7 +13,7 @@ import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from conftest import ROOT, run_recipe
+from conftest import ROOT, recipe_command, recipe_env, run_recipe
 from denseshift_speech.integrations.speechbrain import recipe
 from denseshift_speech.core import quant
 from denseshift_speech.core.nn import codes_and_scale, iter_denseshift
@@ -166,10 +166,8 @@ def test_killed_mid_epoch_resumes_from_intra_epoch_checkpoint(tiny_librispeech, 
     out = tmp_path / "killed"
     args = tiny_args("conformer", tiny_librispeech, out, "--ckpt_interval_minutes=0",
                      "--ckpt_interval_steps=1", epochs=2)
-    cmd = [sys.executable, os.path.join(ROOT, "recipes/librispeech/train.py"),
-           os.path.join(ROOT, "hparams/conformer_ds.yaml"), *args]
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    cmd = recipe_command("recipes/librispeech/train.py", "conformer_ds.yaml", *args)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=recipe_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and not glob.glob(str(out / "save" / "CKPT+*" / "dataloader-TRAIN.ckpt")):

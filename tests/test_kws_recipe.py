@@ -7,51 +7,19 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 
 import pytest
 import torch
 
+from conftest import ROOT, recipe_command, recipe_env, run_recipe
 from denseshift_speech.integrations.speechbrain import recipe
 from denseshift_speech.core import quant
 from denseshift_speech.core.nn import codes_and_scale, iter_denseshift, parametrization
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, "recipes", "speech_commands", "train.py")
-FP = os.path.join(ROOT, "hparams", "kws_fp.yaml")
-DS = os.path.join(ROOT, "hparams", "kws_ds.yaml")
+KWS = "recipes/speech_commands/train.py"
+FP, DS = "kws_fp.yaml", "kws_ds.yaml"
 N_TRAIN, BATCH = 40, 8           # 5 optimizer steps per epoch
 STEPS_PER_EPOCH = N_TRAIN // BATCH
-
-
-# Runs the recipe with a callback installed from outside: after KILL_AFTER_STEPS
-# optimizer steps of this process it dies like a preempted job (SIGKILL, no clean-up).
-KILL_LAUNCHER = """
-import logging, os, runpy, signal, sys
-import speechbrain as sb
-kill_at, steps = int(os.environ["KILL_AFTER_STEPS"]), [0]
-original = sb.Brain.on_fit_batch_end
-def on_fit_batch_end(self, *args, **kwargs):
-    original(self, *args, **kwargs)
-    steps[0] += 1
-    if steps[0] >= kill_at:
-        logging.shutdown()
-        os.kill(os.getpid(), signal.SIGKILL)
-sb.Brain.on_fit_batch_end = on_fit_batch_end
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def run_recipe(hparams_file, *args, timeout=240, kill_after_steps=None):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
-    cmd = [sys.executable, TRAIN, hparams_file, *args]
-    if kill_after_steps is not None:
-        env["KILL_AFTER_STEPS"] = str(kill_after_steps)
-        cmd = [sys.executable, "-c", KILL_LAUNCHER, *cmd[1:]]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +37,6 @@ def tiny(corpus, out, *extra, epochs=1):
     return [f"--data_folder={corpus}", f"--output_folder={out}", f"--number_of_epochs={epochs}",
             f"--max_train_items={N_TRAIN}", "--max_eval_items=24", f"--batch_size={BATCH}",
             *extra]
-
-
-def ok(proc):
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return proc
 
 
 def results(out):
@@ -101,14 +64,14 @@ def real_like(corpus, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fp_run(corpus, real_like, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("kws_fp"))
-    ok(run_recipe(FP, *tiny(corpus, out), f"--real_speech_folders=[{','.join(real_like)}]"))
+    run_recipe(KWS, FP, *tiny(corpus, out), f"--real_speech_folders=[{','.join(real_like)}]")
     return out
 
 
 @pytest.fixture(scope="module")
 def ds_run(corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("kws_ds"))
-    ok(run_recipe(DS, *tiny(corpus, out)))
+    run_recipe(KWS, DS, *tiny(corpus, out))
     return out
 
 
@@ -149,8 +112,8 @@ def test_real_speech_folders_are_measured_after_training(fp_run, real_like):
 
 
 def test_missing_real_speech_folder_fails_at_start(corpus, tmp_path):
-    proc = run_recipe(FP, *tiny(corpus, str(tmp_path / "out")),
-                      f"--real_speech_folders=[{tmp_path / 'nowhere'}]", timeout=120)
+    proc = run_recipe(KWS, FP, *tiny(corpus, str(tmp_path / "out")),
+                      f"--real_speech_folders=[{tmp_path / 'nowhere'}]", timeout=120, check=False)
     assert proc.returncode != 0
     assert "real_speech_folders" in proc.stderr + proc.stdout
     assert not glob.glob(str(tmp_path / "out" / "save" / "CKPT*"))  # stopped before training
@@ -227,14 +190,14 @@ def test_killed_run_resumes_from_its_checkpoint(corpus, tmp_path):
     out = str(tmp_path / "resume")
     args = tiny(corpus, out, "--ckpt_interval_minutes=0", "--ckpt_interval_steps=1", epochs=2)
     kill_at = STEPS_PER_EPOCH + 2  # in the middle of epoch 2
-    killed = run_recipe(FP, *args, kill_after_steps=kill_at)
+    killed = run_recipe(KWS, FP, *args, kill_after_steps=kill_at, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not os.path.exists(os.path.join(out, "results.json"))
     intra = [d for d in glob.glob(os.path.join(out, "save", "CKPT+*"))
              if "intra" in open(os.path.join(d, "CKPT.yaml")).read().lower()]
     assert intra, "no intra-epoch checkpoint before the kill"
 
-    resumed = ok(run_recipe(FP, *args))
+    resumed = run_recipe(KWS, FP, *args)
     assert "Loading a checkpoint" in resumed.stderr + resumed.stdout
     res = results(out)
     assert res["epochs"] == 2
@@ -261,13 +224,12 @@ def test_twins_started_together_share_one_synthesis(tmp_path):
     writes the corpus, the other waits for it; both train."""
     data = str(tmp_path / "corpus")
     small = ["--synth_train_speakers=4", "--synth_eval_speakers=2", "--synth_repeats=1"]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
     procs = [subprocess.Popen(
-        [sys.executable, TRAIN, hp, f"--data_folder={data}", *small,
-         f"--output_folder={tmp_path / name}", "--number_of_epochs=1",
-         f"--max_train_items={N_TRAIN}", "--max_eval_items=24", f"--batch_size={BATCH}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        recipe_command(KWS, hp, f"--data_folder={data}", *small,
+                       f"--output_folder={tmp_path / name}", "--number_of_epochs=1",
+                       f"--max_train_items={N_TRAIN}", "--max_eval_items=24",
+                       f"--batch_size={BATCH}"),
+        cwd=ROOT, env=recipe_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for hp, name in ((FP, "fp"), (DS, "ds"))]
     for p in procs:
         out, _ = p.communicate(timeout=300)
@@ -288,15 +250,16 @@ def fails_at_start(proc, out, *words):
 
 def test_unknown_hparam_fails_at_start(tmp_path):
     out = str(tmp_path / "o")
-    proc = run_recipe(FP, f"--output_folder={out}", "--no_such_key=3", timeout=120)
+    proc = run_recipe(KWS, FP, f"--output_folder={out}", "--no_such_key=3", timeout=120,
+                      check=False)
     fails_at_start(proc, out, "no_such_key", "kws_fp.yaml")
     assert not os.path.exists(out)
 
 
 def test_bits_out_of_range_fails_at_start(tmp_path):
     out = str(tmp_path / "o")
-    proc = run_recipe(DS, f"--output_folder={out}", f"--ds_bits={quant.MAX_BITS + 1}",
-                      timeout=120)
+    proc = run_recipe(KWS, DS, f"--output_folder={out}", f"--ds_bits={quant.MAX_BITS + 1}",
+                      timeout=120, check=False)
     fails_at_start(proc, out, "bits", str(quant.MAX_BITS + 1))
     assert not os.path.exists(out)
 
@@ -304,8 +267,8 @@ def test_bits_out_of_range_fails_at_start(tmp_path):
 def test_missing_data_folder_without_synthesis_fails_at_start(tmp_path):
     out = str(tmp_path / "o")
     missing = str(tmp_path / "no_corpus_here")
-    proc = run_recipe(FP, f"--output_folder={out}", f"--data_folder={missing}",
-                      "--synthesize_if_missing=False", timeout=120)
+    proc = run_recipe(KWS, FP, f"--output_folder={out}", f"--data_folder={missing}",
+                      "--synthesize_if_missing=False", timeout=120, check=False)
     fails_at_start(proc, out, "no_corpus_here", "synthesize_if_missing")
     assert not os.path.exists(missing)
     assert not glob.glob(os.path.join(out, "*.csv"))
@@ -316,7 +279,7 @@ def test_by_voice_keys_only_for_a_synthetic_corpus():
     recipe leaves out wer_by_*; a synthetic one gets {split: {name: %}} per voice and
     per engine."""
     import runpy
-    by_voice = runpy.run_path(TRAIN, run_name="recipe")["by_voice"]
+    by_voice = runpy.run_path(os.path.join(ROOT, KWS), run_name="recipe")["by_voice"]
     outcomes = {"test": [("a1", True), ("a1", False), ("b2", True)],
                 "test_other": [("c3", False)]}
     assert by_voice(outcomes, {}) == {}
