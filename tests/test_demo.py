@@ -51,7 +51,12 @@ def test_plan_fine_tunes_the_3bit_models_from_their_fp32_twins():
     assert after == "kws_fp"
     assert "--ds_init=from_float" in cmd and "--init_from_fp=results/demo/kws_fp" in cmd
     assert "--number_of_epochs=5" in cmd
-    assert [c[3] for c in then] == ["report", "stream"]
+    assert [c[3] for c in then] == ["spot", "spot", "report", "stream"]
+    from denseshift_speech.integrations.speechbrain.report import SPOTTING_FILE
+    evaluate = then[1]  # saved where the report looks for it: beside the run's results
+    assert evaluate[evaluate.index("--save") + 1] == f"results/demo/kws_ds3/{SPOTTING_FILE}"
+    data = evaluate[evaluate.index("--evaluate") + 1]  # the keyword spotter's own corpus
+    assert re.search(rf"^data_folder: {data}\b", open("hparams/kws_fp.yaml").read(), re.M)
     full, full_then = demo.plan("full", "results/demo")
     assert list(by_name(full))[:4] == list(runs)  # the demo's trainings first
     assert set(by_name(full)) >= {"crdnn_fp", "crdnn_ds3", "conformer_ds2", "conformer_ds4",

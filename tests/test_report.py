@@ -38,6 +38,30 @@ def runs(tmp_path):
     return root
 
 
+SPOTTING = {"settings": {"threshold": 0.7}, "sweep": [
+    {"threshold": 0.5, "hit_rate": 90.0, "false_alarms_per_hour": 30.0},
+    {"threshold": 0.7, "hit_rate": 85.0, "false_alarms_per_hour": 4.0}],
+    "keyword_stream": {"hit_rate": 85.0, "clip_accuracy": 88.0, "keywords": 40},
+    "keyword_free_stream": {"false_alarms_per_hour": 4.0, "seconds": 900.0},
+    "cost": {"rtf": 0.0123, "threads": 1}}
+
+
+def test_a_saved_spotting_evaluation_joins_its_runs_row(runs, tmp_path):
+    (runs / "kws" / "kws_ds3" / "spotting.json").write_text(json.dumps(SPOTTING))
+    rows = build_report([runs], tmp_path / "report")
+    spotting = {r["source"]: r["spotting"] for r in rows if r["task"] == "kws"}
+    assert spotting[str(runs / "kws" / "kws_fp")] is None
+    s = spotting[str(runs / "kws" / "kws_ds3")]
+    assert (s["hit_rate"], s["clip_accuracy"], s["false_alarms_per_hour"]) == (85.0, 88.0, 4.0)
+    md = (tmp_path / "report" / "report.md").read_text()
+    table = md.split("## Keyword spotting on a stream")[1]
+    assert "| 0.7 | 85.00 | 88.00 | 4.0 | 15.0 min | 0.0123 (1 thr) |" in table
+    assert "| 0.5 | 90.00 | 30.0 |" in table
+    (runs / "kws" / "kws_ds3" / "spotting.json").write_text("{\"sweep\": []}")
+    with pytest.raises(ReportError, match="spotting.json: not a `spot --evaluate --save`"):
+        build_report([runs], tmp_path / "report")
+
+
 def test_rows_and_baseline_deltas(runs, tmp_path):
     out = tmp_path / "report"
     rows = build_report([runs], out)

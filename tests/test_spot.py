@@ -315,13 +315,23 @@ def tone_folder(tmp_path_factory):
 
 def test_evaluate_hit_rate_false_alarms_sweep_and_plot(model, tone_folder, tmp_path, capsys):
     data, other = tone_folder
-    png = tmp_path / "sweep.png"
+    png, run = tmp_path / "sweep.png", tmp_path / "run"
+    saved = run / "spotting.json"
     assert _run_cli(model.path, "--evaluate", data, "--negatives", other, "--plot", png,
-                    "--json") == 0
+                    "--save", saved, "--json") == 0
     r = json.loads(capsys.readouterr().out)
+    assert json.loads(saved.read_text()) == r
     kw, free = r["keyword_stream"], r["keyword_free_stream"]
     assert kw["clips"] == 13 and kw["keywords"] == 8
     assert kw["hit_rate"] == 100.0 and kw["false_detections"] == 0
+    assert kw["clip_accuracy"] == 100.0  # the same keyword clips, one by one
+    # the report shows the saved result in the run's row
+    from denseshift_speech.integrations.speechbrain.report import build_report, markdown
+    (run / "results.json").write_text(json.dumps({"task": "kws", "arch": "xvector", "bits": 4,
+                                                  "accuracy": 100.0}))
+    rows = build_report([run], tmp_path / "report")
+    assert rows[0]["spotting"]["hit_rate"] == 100.0
+    assert "## Keyword spotting on a stream" in markdown(rows)
     # keyword-free: 3 _unknown_ + 2 _silence_ + 2 "bed" clips + 1 background noise file
     assert free["items"] == 8 and free["false_alarms"] == 0
     assert free["false_alarms_per_hour"] == 0.0 and free["seconds"] > 8.0

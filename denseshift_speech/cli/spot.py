@@ -33,6 +33,7 @@ import sys
 
 
 def add_parser(subparsers):
+    from ..integrations.speechbrain.report import SPOTTING_FILE
     from ..streaming.defaults import (DEFAULT_SPOT_HOP, DEFAULT_SPOT_REFRACTORY,
                                       DEFAULT_SPOT_SMOOTH, DEFAULT_SPOT_THRESHOLD)
     p = subparsers.add_parser(
@@ -70,6 +71,9 @@ def add_parser(subparsers):
     p.add_argument("--thresholds", metavar="T,T,...",
                    help="--evaluate: thresholds of the sweep (default 0.05 to 0.995)")
     p.add_argument("--plot", metavar="PNG", help="--evaluate: write the sweep as a PNG plot")
+    p.add_argument("--save", metavar="JSON",
+                   help="--evaluate: also write the result to this file (the report shows a "
+                        f"{SPOTTING_FILE} beside a run's results.json)")
     p.add_argument("--seed", type=int, default=0, help="--evaluate: order of the joined clips")
     p.add_argument("--seconds", type=float, default=None, help="--mic: stop after this long")
     p.add_argument("--realtime", action="store_true",
@@ -96,8 +100,8 @@ def run(args) -> int:
         raise UserError(f"--limit must be >= 0, got {args.limit}")
     if args.limit is None and (args.manifest or args.folder):
         args.limit = 20
-    if (args.negatives or args.thresholds or args.plot) and not args.evaluate:
-        raise UserError("--negatives, --thresholds and --plot need --evaluate")
+    if (args.negatives or args.thresholds or args.plot or args.save) and not args.evaluate:
+        raise UserError("--negatives, --thresholds, --plot and --save need --evaluate")
     if args.mic:
         from .stream import _check_mic
         _check_mic()
@@ -417,6 +421,8 @@ def _format_evaluation(r: dict) -> str:
         f"  hit rate            {kw['hit_rate']:.2f} % ({kw['hits']}/{kw['keywords']} keywords; "
         f"{kw['false_detections']} false and {kw['repeats']} repeated detections in "
         f"{kw['seconds'] / 60:.1f} min)",
+        f"  clip accuracy       {kw['clip_accuracy']:.2f} % (the same keyword clips, each "
+        "classified as one clip)",
         f"  false alarms        {free['false_alarms_per_hour']:.2f} per hour ({free['false_alarms']} "
         f"in {free['seconds'] / 60:.1f} min of keyword-free audio)",
         f"  real-time factor    {cost['rtf']:.4f} ({cost['windows']} windows, median "
@@ -448,6 +454,13 @@ def _run_evaluate(args, model, settings) -> int:
     if args.plot:
         result["plot"] = plot_sweep(result["sweep"], args.plot,
                                     f"{args.model} on {args.evaluate}")
+    if args.save:
+        import os
+
+        from ..fsio import atomic_open
+        os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
+        with atomic_open(args.save) as fh:
+            json.dump(result, fh, indent=1)
     if args.json:
         print(json.dumps(result))
     else:

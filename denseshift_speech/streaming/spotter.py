@@ -582,6 +582,20 @@ def score_detections(detections, occurrences, reach_seconds: float) -> dict:
                             for label, n in sorted(per_label.items())}}
 
 
+def keyword_clip_accuracy(model, items) -> float | None:
+    """Accuracy (%) on the keyword clips of a stream's ``items``, each classified as one
+    clip (as ``evaluate`` and the recipe classify them): what the stream's hit rate on the
+    same clips is compared with."""
+    keyword_items = [(path, label) for path, label, region in items
+                     if label is not None and region == "clip"]
+    if not keyword_items:
+        return None
+    right = sum(model.labels[int(classify_clip(model, read_audio(path, model.sample_rate)
+                                               .samples).argmax())] == label
+                for path, label in keyword_items)
+    return round(100.0 * right / len(keyword_items), 2)
+
+
 def false_alarms_per_hour(detections, seconds: float) -> float:
     return round(len(detections) * 3600.0 / seconds, 2) if seconds else 0.0
 
@@ -676,6 +690,7 @@ def evaluate_spotting(model, data, negatives=(), limit: int | None = None,
         "notes": notes, "settings": dataclasses.asdict(settings),
         "hop_seconds": round(spotter.hop_seconds, 4), "smooth_hops": spotter.smooth_hops,
         "keyword_stream": {"clips": len(positive_items), "seconds": round(positive.seconds, 2),
+                           "clip_accuracy": keyword_clip_accuracy(model, positive_items),
                            **scored},
         "keyword_free_stream": {
             "items": len(negative_items), "seconds": round(negative.seconds, 2),

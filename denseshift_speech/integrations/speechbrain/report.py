@@ -29,6 +29,9 @@ RESULTS_FILE = "results.json"
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 REPORT_PNG = "error_vs_size.png"
+# `spot --evaluate ... --save <run>/spotting.json` (the demo writes one for its 3-bit
+# keyword spotter): the report adds its streaming numbers to the run's row
+SPOTTING_FILE = "spotting.json"
 TASKS = ("asr", "kws")
 
 
@@ -144,11 +147,31 @@ def read_result(path: str) -> dict:
         row["real_speech"] = {str(name): {k: v for k, v in r.items()
                                           if isinstance(v, (int, float, str))}
                               for name, r in real.items() if isinstance(r, dict)}
+    if task == "kws":
+        row["spotting"] = _spotting(os.path.join(row["source"], SPOTTING_FILE))
     config = res.get("denseshift")
     row["init"] = config.get("init") if isinstance(config, dict) else None
     # the size a deployed model takes on disk: packed file if there is one, else fp32
     row["model_bytes"] = row["packed_bytes"] if row["packed_bytes"] else row["fp32_bytes"]
     return row
+
+
+def _spotting(path: str) -> dict | None:
+    """The headline numbers of a ``spot --evaluate --save`` file, or None without one."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            res = json.load(f)
+        kw, free, cost = res["keyword_stream"], res["keyword_free_stream"], res["cost"]
+        return {"threshold": res["settings"]["threshold"], "hit_rate": kw["hit_rate"],
+                "clip_accuracy": kw.get("clip_accuracy"), "keywords": kw["keywords"],
+                "false_alarms_per_hour": free["false_alarms_per_hour"],
+                "keyword_free_minutes": round(free["seconds"] / 60, 1), "rtf": cost["rtf"],
+                "threads": cost["threads"], "sweep": res.get("sweep", []),
+                "plot": res.get("plot")}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ReportError(f"{path}: not a `spot --evaluate --save` result ({err!r})")
 
 
 def _primary_split(wer: dict) -> str:
@@ -295,9 +318,42 @@ def markdown(rows: list) -> str:
                     cells.append("-" if "WER" not in m else
                                  f"{m['WER']:.2f}" + (f" ({m['WER_greedy']:.2f})" if "WER_greedy" in m else ""))
                 lines.append(f"| `{_display_path(r['source'])}` | {kp} | " + " | ".join(cells) + " |")
+    lines += _spotting_table(rows)
     lines += _real_speech_table(rows)
     lines += _by_voice_tables(rows)
     return "\n".join(lines) + "\n"
+
+
+def _spotting_table(rows: list) -> list:
+    """The keyword spotters run on a stream (``spot --evaluate``): hit rate against the
+    same clips' accuracy, false alarms per hour, cost; then each one's threshold sweep."""
+    measured = [r for r in rows if r.get("spotting")]
+    if not measured:
+        return []
+    lines = ["", "## Keyword spotting on a stream", "",
+             "`denseshift-speech spot MODEL --evaluate DIR`: the test clips joined with gaps "
+             "into one stream, a 1-second window every 100 ms, smoothed posteriors, a "
+             "threshold and a refractory time. Hit rate: keywords detected at the right "
+             "time; clip accuracy: the same keyword clips each classified as one clip; "
+             "false alarms per hour on keyword-free audio (unknown words, silence, held-out "
+             "noise); real-time factor of the packed spotter.", "",
+             "| run | bits | threshold | hit rate % | clip accuracy % | false alarms / h | "
+             "keyword-free audio | real-time factor |", "|---|---|---|---|---|---|---|---|"]
+    for r in measured:
+        s = r["spotting"]
+        bits = "fp32" if r["bits"] == 32 else f"{r['bits']}-bit DS"
+        acc = "-" if s["clip_accuracy"] is None else f"{s['clip_accuracy']:.2f}"
+        lines.append(f"| `{_display_path(r['source'])}` | {bits} | {s['threshold']} | "
+                     f"{s['hit_rate']:.2f} | {acc} | {s['false_alarms_per_hour']:.1f} | "
+                     f"{s['keyword_free_minutes']} min | {s['rtf']:.4f} ({s['threads']} thr) |")
+    for r in measured:
+        s = r["spotting"]
+        lines += ["", f"Threshold sweep of `{_display_path(r['source'])}`"
+                  + (f" (plot: `{_display_path(s['plot'])}`)" if s.get("plot") else "") + ":",
+                  "", "| threshold | hit rate % | false alarms / h |", "|---|---|---|"]
+        lines += [f"| {p['threshold']} | {p['hit_rate']:.2f} | {p['false_alarms_per_hour']:.1f} |"
+                  for p in s["sweep"]]
+    return lines
 
 
 # where users get the public real-speech test sets (the runs take their folders)
