@@ -1,4 +1,5 @@
-"""The fused shift kernel: every path against float64, edge cases, opcheck, dispatch."""
+"""The file-layout ops (kernels.linear_file_layout, depthwise_conv1d_file_layout): every path
+against float64, edge cases, the checks of sizes, opcheck, dispatch."""
 import os
 
 import pytest
@@ -36,14 +37,14 @@ def run_linear(path, x, packed, alpha, bias, bits, k):
     isa, method = path
     if isa == "reference":
         return reference.linear(x, packed, alpha, bias, bits, k)
-    return kernels.linear(x, packed, alpha, bias, bits=bits, in_features=k, isa=isa, method=method)
+    return kernels.linear_file_layout(x, packed, alpha, bias, bits=bits, in_features=k, isa=isa, method=method)
 
 
 def run_dw(path, x, packed, alpha, bias, bits, k, pad, dil):
     isa, method = path
     if isa == "reference":
         return reference.depthwise_conv1d(x, packed, alpha, bias, bits, k, pad, dil)
-    return kernels.depthwise_conv1d(x, packed, alpha, bias, bits=bits, kernel_size=k,
+    return kernels.depthwise_conv1d_file_layout(x, packed, alpha, bias, bits=bits, kernel_size=k,
                                     padding=pad, dilation=dil, isa=isa, method=method)
 
 
@@ -107,12 +108,102 @@ def test_isa_forcing_and_errors(monkeypatch):
     gen = torch.Generator().manual_seed(0)
     _, packed, alpha, bias = make_layer(4, 10, 3, gen)
     with pytest.raises(RuntimeError, match="unknown method"):
-        kernels.linear(torch.randn(2, 10), packed, alpha, bias, bits=3, in_features=10, method="mul")
-    with pytest.raises(RuntimeError, match="expected"):
-        kernels.linear(torch.randn(2, 10), packed[:, :-1].contiguous(), alpha, bias, bits=3,
-                       in_features=10)
-    with pytest.raises(RuntimeError, match="features"):
-        kernels.linear(torch.randn(2, 11), packed, alpha, bias, bits=3, in_features=10)
+        kernels.linear_file_layout(torch.randn(2, 10), packed, alpha, bias, bits=3, in_features=10, method="mul")
+    with pytest.raises(RuntimeError, match="the rows have 23 \\(not a whole number of 24-byte blocks\\)"):
+        kernels.linear_file_layout(torch.randn(2, 10), packed[:, :-1].contiguous(), alpha, bias, bits=3,
+                                   in_features=10)
+
+
+# What the file-layout ops say to an in_features (kernel_size) that disagrees with rows
+# packed for 48 codes of 3 bits (24 bytes a row, which 1..64 codes pad to).
+DISAGREE = [
+    (47, "=47 disagrees with the packed rows: they hold at least 48 codes a row "
+         "\\(row 0 has a code other than the pad code 0 at index 47\\)"),
+    (20, "=20 disagrees with the packed rows: they hold at least 48 codes a row"),
+    (65, "=65 disagrees with the packed rows: 65 codes of 3 bits take 48 bytes a row, "
+         "the rows have 24 \\(1..64 codes\\)"),
+]
+NATIVE_AND_REFERENCE = {"native": (torch.ops.denseshift.linear, torch.ops.denseshift.depthwise_conv1d),
+                        "reference": (reference.linear, reference.depthwise_conv1d)}
+
+
+def rows_of_48(gen):
+    codes = torch.randint(0, 8, (5, 48), dtype=torch.uint8, generator=gen)
+    codes[:, 47] = 5  # not the pad code, in every row
+    return packing.pack_weight(codes, torch.rand(5, generator=gen) + 0.5, 3)
+
+
+@pytest.mark.parametrize("impl", NATIVE_AND_REFERENCE)
+@pytest.mark.parametrize("k,words", DISAGREE, ids=[str(k) for k, _ in DISAGREE])
+def test_file_layout_ops_refuse_a_size_that_disagrees_with_the_rows(impl, k, words):
+    linear, dw = NATIVE_AND_REFERENCE[impl]
+    packed, alpha = rows_of_48(torch.Generator().manual_seed(k))
+    with pytest.raises((RuntimeError, ValueError), match="in_features" + words):
+        linear(torch.randn(2, k), packed, alpha, None, 3, k)
+    with pytest.raises((RuntimeError, ValueError), match="in_features" + words):
+        linear(torch.randn(2, 48), packed, alpha, None, 3, k)  # whatever x is
+    with pytest.raises((RuntimeError, ValueError), match="kernel_size" + words):
+        dw(torch.randn(1, 5, 80), packed, alpha, None, 3, k, k // 2, 1)
+
+
+@pytest.mark.parametrize("impl", NATIVE_AND_REFERENCE)
+def test_file_layout_ops_check_x_and_take_what_fits(impl):
+    linear, dw = NATIVE_AND_REFERENCE[impl]
+    gen = torch.Generator().manual_seed(7)
+    packed, alpha = rows_of_48(gen)
+    with pytest.raises((RuntimeError, ValueError),
+                       match="x must end with in_features=48 features, got shape \\[2, 47\\]"):
+        linear(torch.randn(2, 47), packed, alpha, None, 3, 48)
+    with pytest.raises((RuntimeError, ValueError), match="x must be \\(batch, 5, time\\), got \\[1, 4, 80\\]"):
+        dw(torch.randn(1, 4, 80), packed, alpha, None, 3, 48, 0, 1)
+    assert linear(torch.randn(2, 48), packed, alpha, None, 3, 48).shape == (2, 5)
+    # rows whose codes past 47 are the pad code 0 are the rows of 47 codes, byte for byte
+    codes = torch.randint(0, 8, (5, 48), dtype=torch.uint8, generator=gen)
+    codes[:, 47] = 0
+    p48, _ = packing.pack_weight(codes, alpha, 3)
+    assert torch.equal(p48, packing.pack_codes(codes[:, :47].contiguous(), 3))
+    assert linear(torch.randn(2, 47), p48, alpha, None, 3, 47).shape == (2, 5)
+    assert dw(torch.randn(1, 5, 80), p48, alpha, None, 3, 47, 23, 1).shape == (1, 5, 80)
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_pad_codes_are_checked_in_every_plane(bits):
+    """One set bit past k, in each bit plane in turn: the native op and the reference both
+    find it (and name the same index); cleared, the rows are rows of k codes."""
+    gen = torch.Generator().manual_seed(bits)
+    alpha = torch.ones(3)
+    for k in (1, 15, 16, 17, 40, 63, 100):
+        kp = packing.padded_length(k)
+        codes = torch.zeros(3, kp, dtype=torch.uint8)
+        codes[:, :k] = torch.randint(0, 2 ** bits, (3, k), generator=gen)
+        for j in sorted({k, (k + kp) // 2, kp - 1}):
+            codes[2, j] = 1 << (j % bits)
+            packed = packing.pack_codes(codes, bits)
+            for linear in (torch.ops.denseshift.linear, reference.linear):
+                with pytest.raises((RuntimeError, ValueError),
+                                   match=f"in_features={k} disagrees with the packed rows: they hold at least "
+                                         f"{j + 1} codes a row \\(row 2 has a code other than the pad code 0 "
+                                         f"at index {j}\\)"):
+                    linear(torch.randn(1, k), packed, alpha, None, bits, k)
+            codes[2, j] = 0
+        packed = packing.pack_codes(codes, bits)
+        for linear in (torch.ops.denseshift.linear, reference.linear):
+            assert linear(torch.randn(1, k), packed, alpha, None, bits, k).shape == (1, 3)
+
+
+def test_fake_kernels_check_the_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    packed, alpha = rows_of_48(torch.Generator().manual_seed(8))
+    with FakeTensorMode() as mode:
+        p, a = mode.from_tensor(packed), mode.from_tensor(alpha)
+        with pytest.raises(RuntimeError, match="in_features" + DISAGREE[2][1]):
+            torch.ops.denseshift.linear(mode.from_tensor(torch.randn(2, 65)), p, a, None, 3, 65)
+        with pytest.raises(RuntimeError, match="x must end with in_features=48 features, got shape \\[2, 47\\]"):
+            torch.ops.denseshift.linear(mode.from_tensor(torch.randn(2, 47)), p, a, None, 3, 48)
+        with pytest.raises(RuntimeError, match="kernel_size" + DISAGREE[2][1]):
+            torch.ops.denseshift.depthwise_conv1d(mode.from_tensor(torch.randn(1, 5, 80)), p, a, None,
+                                                  3, 65, 32, 1)
 
 
 SHAPES = [(1, 1, 1), (1, 7, 5), (3, 17, 64), (2, 33, 130), (5, 4, 200), (8, 9, 16),
@@ -194,7 +285,7 @@ def test_threads_give_identical_results():
         outs = {}
         for nt in (1, 2):
             torch.set_num_threads(nt)
-            outs[nt] = [kernels.linear(x, packed, alpha, bias, bits=3, in_features=200, method=m)
+            outs[nt] = [kernels.linear_file_layout(x, packed, alpha, bias, bits=3, in_features=200, method=m)
                         for m in kernels.METHODS]
     finally:
         torch.set_num_threads(saved)
@@ -287,7 +378,7 @@ def test_reference_fallback_when_native_missing():
         "codes = torch.randint(0, 8, (5, 9), dtype=torch.uint8)\n"
         "p, a = packing.pack_weight(codes, torch.ones(5), 3)\n"
         "x = torch.randn(2, 9)\n"
-        "y = kernels.linear(x, p, a, None, bits=3, in_features=9)\n"
+        "y = kernels.linear_file_layout(x, p, a, None, bits=3, in_features=9)\n"
         "from denseshift_speech.core import quant\n"
         "torch.testing.assert_close(y, x @ quant.decode(codes, 3).T)\n"
         "torch.library.opcheck(torch.ops.denseshift.linear.default, (x, p, a, None, 3, 9, 'auto', 'add'))\n"

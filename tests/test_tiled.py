@@ -153,8 +153,29 @@ def test_argument_checks_name_what_is_wrong():
         op(x, tiles, sums, alpha, bias, 2, 32, "int8", "auto")
     with pytest.raises(RuntimeError, match="tile header"):
         op(x, torch.zeros_like(tiles), sums, alpha, bias, 3, 32, "int8", "auto")
-    with pytest.raises(RuntimeError, match="packed rows have 12 bytes, expected 24"):
+    with pytest.raises(RuntimeError, match="repack: in_features=32 disagrees with the packed rows: 32 codes "
+                                           "of 3 bits take 24 bytes a row, the rows have 12"):
         torch.ops.denseshift.repack(packed[:, :12], 3, 32)
+
+
+@pytest.mark.parametrize("repack", [torch.ops.denseshift.repack, reference.repack], ids=["native", "reference"])
+def test_repack_refuses_rows_packed_for_more_inputs(repack):
+    """Rows of 48 codes pad to the width of rows of 47; the code at index 47 tells them apart."""
+    c = make(16, 48, 3, torch.Generator().manual_seed(1))[0]
+    c[:, 47] = 0  # the pad code
+    c[3, 47] = 6
+    with pytest.raises((RuntimeError, ValueError), match="in_features=47 disagrees with the packed rows: they hold "
+                       "at least 48 codes a row \\(row 3 has a code other than the pad code 0 at index 47\\)"):
+        repack(layout.pack_codes(c, 3), 3, 47)
+    c[3, 47] = 0  # now these are the rows of 47 codes
+    tiles, sums = repack(layout.pack_codes(c, 3), 3, 47)
+    assert layout.read_tiled_header(tiles) == (16, 47, 3)
+
+
+def test_reference_linear_tiled_checks_x():
+    _, _, tiles, sums, alpha, bias = make(16, 32, 3, torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match="x must end with in_features=32 features, got shape \\[2, 16\\]"):
+        reference.linear_tiled(torch.randn(2, 16), tiles, sums, alpha, bias, 3, 32, "int8")  # not 1 row of 32
 
 
 @needs_native

@@ -1,11 +1,24 @@
 """The DenseShift CPU kernels: torch custom ops ``torch.ops.denseshift.*``.
 
 The op schemas are defined once, in :mod:`.ops`; the C++ extension (``_C``) implements
-them and :mod:`.reference` gives a pure-PyTorch version of each.  Two weight layouts
-(:mod:`.layout`): the packed *file* layout (b bits per code, 64-code blocks) read by
-``linear`` / ``depthwise_conv1d``, and the *tiled* run-time layout made once per layer by
-``repack`` and read by ``linear_tiled`` (paths ``int8`` and ``exact``) and the fused
-``conformer_layer``.
+them and :mod:`.reference` gives a pure-PyTorch version of each.  Two kernel families, one
+per weight layout (:mod:`.layout`):
+
+* the *file-layout* ops read the packed rows as files store them (b bits per code,
+  64-code blocks): :func:`linear_file_layout` (``denseshift::linear``) and
+  :func:`depthwise_conv1d_file_layout` (``denseshift::depthwise_conv1d``).  Packed modules
+  use them on the paper's ``shift`` path, for layers of more than 4 bits (which have no
+  tiled layout) on every path, and for depthwise convolutions outside the fused layer.
+* the *tiled* ops read the run-time layout that :func:`repack` makes once per layer from
+  the packed rows: :func:`linear_tiled` (paths ``int8`` and ``exact``, the default paths)
+  and the fused ``conformer_layer`` (:mod:`denseshift_speech.packed.fused`).
+
+The ops that read packed rows (the file-layout ops and ``repack``) refuse an
+``in_features`` (``kernel_size``) that disagrees with them: a row width other than
+``layout.row_bytes(in_features, bits)``, or a code other than the pad code 0 past
+``in_features`` (rows packed for more inputs that pad to the same width).  ``linear_tiled``
+refuses one other than the tiles were repacked for; the linears refuse an ``x`` whose last
+dimension is not ``in_features``.
 
 File-layout ops, ``method``: ``add`` is the paper's integer-add path (``bits(x) + (e <<
 23)``, sign by adding ``1 << 31``; activations whose product is not the IEEE one -- +-0,
@@ -37,7 +50,7 @@ import torch
 
 from . import ops, reference  # ops: the schemas, defined before _C registers kernels
 
-METHODS = ("add", "fma", "gemm")
+METHODS = ("add", "fma", "gemm")  # of the file-layout ops
 ALL_METHODS = METHODS + ("auto",)
 
 NATIVE = False
@@ -76,22 +89,26 @@ def selected_isa(isa: str = "auto") -> str:
     return str(_C.selected_isa(isa)) if NATIVE else "reference"
 
 
-def linear(x, packed, alpha, bias=None, *, bits: int, in_features: int, isa: str = "auto",
-           method: str = "add"):
-    """``alpha * (x @ Q^T) + bias`` straight from packed codes (see module docstring)."""
+# ---------------------------------------------------------------- file-layout ops --
+def linear_file_layout(x, packed, alpha, bias=None, *, bits: int, in_features: int,
+                       isa: str = "auto", method: str = "add"):
+    """``alpha * (x @ Q^T) + bias`` straight from the packed file rows (``denseshift::linear``;
+    ``method`` and the checks: module docstring)."""
     return torch.ops.denseshift.linear(x, packed, alpha, bias, int(bits), int(in_features),
                                        isa, method)
 
 
-def depthwise_conv1d(x, packed, alpha, bias=None, *, bits: int, kernel_size: int,
-                     padding: int = 0, dilation: int = 1, isa: str = "auto",
-                     method: str = "add"):
-    """Stride-1 depthwise Conv1d with DenseShift taps (see module docstring)."""
+def depthwise_conv1d_file_layout(x, packed, alpha, bias=None, *, bits: int, kernel_size: int,
+                                 padding: int = 0, dilation: int = 1, isa: str = "auto",
+                                 method: str = "add"):
+    """Stride-1 depthwise Conv1d with DenseShift taps from the packed file rows (one row of
+    ``kernel_size`` codes per channel; ``denseshift::depthwise_conv1d``)."""
     return torch.ops.denseshift.depthwise_conv1d(x, packed, alpha, bias, int(bits),
                                                  int(kernel_size), int(padding),
                                                  int(dilation), isa, method)
 
 
+# ---------------------------------------------------------------------- tiled ops --
 TILED_PATHS = ("int8", "exact")
 
 

@@ -93,14 +93,37 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     return out.reshape(n, nblk * 8 * bits).to(torch.uint8)
 
 
-def unpack_codes(packed: torch.Tensor, bits: int, k: int) -> torch.Tensor:
-    """Inverse of :func:`pack_codes`: packed (N, row_bytes) -> uint8 codes (N, k)."""
+def row_width_error(width: int, bits: int, k: int, name: str = "k") -> str | None:
+    """Why packed rows of ``width`` bytes are not rows of ``k`` codes of ``bits`` bits (the
+    message; ``name`` is k's argument name), or None when the width fits."""
+    want = row_bytes(k, bits)
+    if width == want:
+        return None
+    block = 8 * bits
+    if width == 0:
+        held = "0 codes"
+    elif width % block:
+        held = f"not a whole number of {block}-byte blocks"
+    else:
+        held = f"{width // block * BLOCK - BLOCK + 1}..{width // block * BLOCK} codes"
+    return (f"{name}={k} disagrees with the packed rows: {k} codes of {bits} bits take {want} "
+            f"bytes a row, the rows have {width} ({held})")
+
+
+def unpack_codes(packed: torch.Tensor, bits: int, k: int, name: str = "k") -> torch.Tensor:
+    """Inverse of :func:`pack_codes`: packed (N, row_bytes) -> uint8 codes (N, k).
+
+    ValueError when the rows are not rows of ``k`` codes: another width, or a code past
+    ``k`` other than the pad code 0 (rows packed for more codes that pad to the same
+    width).  ``name`` is k's argument name in the message; the kernels refuse the same
+    rows with the same words (``check_rows``, kernels/csrc/torch/ops_file_layout.cpp).
+    """
     check_bits(bits)
     if packed.dtype != torch.uint8 or packed.dim() != 2:
         raise TypeError(f"unpack_codes expects a 2-D uint8 tensor, got {packed.dtype} {tuple(packed.shape)}")
-    if packed.shape[1] != row_bytes(k, bits):
-        raise ValueError(f"packed rows have {packed.shape[1]} bytes, expected {row_bytes(k, bits)} "
-                         f"for {k} codes of {bits} bits")
+    wrong = row_width_error(packed.shape[1], bits, k, name)
+    if wrong:
+        raise ValueError(wrong)
     n = packed.shape[0]
     nblk = padded_length(k) // BLOCK
     p = packed.reshape(n, nblk, 8 * bits).to(torch.int64)
@@ -109,7 +132,14 @@ def unpack_codes(packed: torch.Tensor, bits: int, k: int) -> torch.Tensor:
         byte, bit = _positions(width)
         field = (p[:, :, off + byte] >> bit) & ((1 << width) - 1)
         code |= field << shift
-    return code.reshape(n, nblk * BLOCK)[:, :k].to(torch.uint8)
+    code = code.reshape(n, nblk * BLOCK)
+    past = code[:, k:] != 0
+    if bool(past.any()):
+        row = int(past.any(1).nonzero()[0])
+        index = k + int(past[row].nonzero()[-1])
+        raise ValueError(f"{name}={k} disagrees with the packed rows: they hold at least {index + 1} "
+                         f"codes a row (row {row} has a code other than the pad code 0 at index {index})")
+    return code[:, :k].to(torch.uint8)
 
 
 def pack_weight(codes: torch.Tensor, alpha: torch.Tensor, bits: int):
@@ -221,7 +251,7 @@ def repack(packed: torch.Tensor, bits: int, k: int):
     """Reference of ``denseshift::repack``: packed file rows -> (header + tiles, row sums)."""
     if check_bits(bits) > TILE_MAX_BITS:
         raise ValueError(f"the tiled layout holds at most {TILE_MAX_BITS}-bit codes, got {bits}")
-    tiles, full = tile_codes(unpack_codes(packed, bits, k))
+    tiles, full = tile_codes(unpack_codes(packed, bits, k, "in_features"))
     lo, hi = int8_parts(bits)
     sums = (lo + hi)[full].sum(1).to(torch.int32)
     return torch.cat([tiled_header(packed.shape[0], k, bits), tiles]), sums

@@ -1,10 +1,12 @@
 """The ``denseshift::*`` op schemas: defined once, here; C++ (``_C``) only implements them.
 
-``linear`` / ``depthwise_conv1d`` read the packed file layout (:mod:`.layout`) and take
-``method`` add (the paper's integer-add shift path), fma or gemm.  ``repack`` turns the
-packed rows of one layer into the tiled run-time layout, and ``linear_tiled`` runs it on
-``path`` ``int8`` (activations quantized per row, VNNI dot products) or ``exact``
-(float weights decoded in registers, FMA).  Semantics: :mod:`.reference`.
+The file-layout ops ``linear`` / ``depthwise_conv1d`` (Python: ``kernels.linear_file_layout``
+/ ``depthwise_conv1d_file_layout``) read the packed file layout (:mod:`.layout`) and take
+``method`` add (the paper's integer-add shift path), fma or gemm.  The tiled ops:
+``repack`` turns the packed rows of one layer into the tiled run-time layout, and
+``linear_tiled`` runs it on ``path`` ``int8`` (activations quantized per row, VNNI dot
+products) or ``exact`` (float weights decoded in registers, FMA).  Semantics:
+:mod:`.reference`.
 """
 from __future__ import annotations
 
@@ -41,15 +43,29 @@ for _schema in SCHEMAS.values():
     LIBRARY.define(_schema)
 
 
+def _check_rows(packed, bits, k, name):
+    """The shape half of the kernels' check of packed rows (their codes are data)."""
+    from .layout import row_bytes, row_width_error
+    torch._check(packed.shape[1] == row_bytes(k, bits),
+                 lambda: row_width_error(packed.shape[1], bits, k, name))
+
+
+def _check_x(x, in_features):
+    from .reference import x_features_error
+    torch._check(x.shape[-1] == in_features, lambda: x_features_error(x, in_features))
+
+
 @torch.library.register_fake("denseshift::linear")
 def _linear_fake(x, packed, alpha, bias, bits, in_features, isa="auto", method="add"):
-    torch._check(x.shape[-1] == in_features, lambda: "x must end with in_features")
+    _check_rows(packed, bits, in_features, "in_features")
+    _check_x(x, in_features)
     return x.new_empty((*x.shape[:-1], packed.shape[0]))
 
 
 @torch.library.register_fake("denseshift::depthwise_conv1d")
 def _dw_fake(x, packed, alpha, bias, bits, kernel_size, padding, dilation, isa="auto",
              method="add"):
+    _check_rows(packed, bits, kernel_size, "kernel_size")
     tout = x.shape[2] + 2 * padding - dilation * (kernel_size - 1)
     return x.new_empty((x.shape[0], x.shape[1], tout))
 
@@ -71,7 +87,7 @@ def _conformer_layer_fake(x, pos_embs, key_padding_mask, slots, slot_ints, param
 @torch.library.register_fake("denseshift::linear_tiled")
 def _linear_tiled_fake(x, tiles, row_sums, alpha, bias, bits, in_features, path="int8",
                        isa="auto"):
-    torch._check(x.shape[-1] == in_features, lambda: "x must end with in_features")
+    _check_x(x, in_features)
     return x.new_empty((*x.shape[:-1], alpha.shape[0]))
 
 

@@ -1,9 +1,13 @@
-"""Pure-PyTorch reference of the fused shift ops (same signature and semantics).
+"""Pure-PyTorch reference of every ``denseshift::*`` op (same name, signature, semantics).
 
+File-layout ops (``kernels.linear_file_layout`` / ``depthwise_conv1d_file_layout``):
 ``linear``: ``y = alpha * (x @ Q^T) + bias`` where ``Q = s * 2**e`` is decoded from the
 packed codes (float32, exact) and every product ``x * Q`` is the IEEE float32 product.
 ``depthwise_conv1d``: the same per channel, a stride-1 depthwise convolution with zero
-padding.  ``isa`` and ``method`` are accepted and ignored (one path).
+padding.  ``isa`` and ``method`` are accepted and ignored (one path).  Packed rows that
+are not rows of ``in_features`` (``kernel_size``) codes are refused as the kernels refuse
+them (:func:`.layout.unpack_codes`).  Then the tiled ops (``repack``, ``linear_tiled``,
+``conformer_layer``) and the training ops.
 """
 from __future__ import annotations
 
@@ -13,12 +17,23 @@ import torch.nn.functional as F
 from . import codes, layout
 
 
-def _decoded(packed, bits, k):
-    return codes.decode(layout.unpack_codes(packed, bits, k), bits, torch.float32)
+def _decoded(packed, bits, k, name):
+    return codes.decode(layout.unpack_codes(packed, bits, k, name), bits, torch.float32)
+
+
+def x_features_error(x, in_features) -> str:
+    """The kernels' words when x does not end with ``in_features`` (the linears' check)."""
+    return f"x must end with in_features={in_features} features, got shape {list(x.shape)}"
+
+
+def _check_x(x, in_features):
+    if x.dim() < 1 or x.shape[-1] != in_features:
+        raise ValueError(x_features_error(x, in_features))
 
 
 def linear(x, packed, alpha, bias, bits, in_features, isa="auto", method="add"):
-    q = _decoded(packed, bits, in_features)
+    q = _decoded(packed, bits, in_features, "in_features")
+    _check_x(x, in_features)
     y = F.linear(x, q) * alpha
     if bias is not None:
         y = y + bias
@@ -27,13 +42,16 @@ def linear(x, packed, alpha, bias, bits, in_features, isa="auto", method="add"):
 
 def depthwise_conv1d(x, packed, alpha, bias, bits, kernel_size, padding, dilation,
                      isa="auto", method="add"):
-    q = _decoded(packed, bits, kernel_size).unsqueeze(1)
+    q = _decoded(packed, bits, kernel_size, "kernel_size").unsqueeze(1)
+    if x.dim() != 3 or x.shape[1] != packed.shape[0]:
+        raise ValueError(f"x must be (batch, {packed.shape[0]}, time), got {list(x.shape)}")
     y = F.conv1d(x, q, None, 1, padding, dilation, groups=x.shape[1]) * alpha.reshape(1, -1, 1)
     if bias is not None:
         y = y + bias.reshape(1, -1, 1)
     return y
 
 
+# --------------------------------------------------------------------------- tiled ops --
 def repack(packed, bits, in_features):
     return layout.repack(packed, bits, in_features)
 
@@ -61,6 +79,7 @@ def linear_tiled(x, tiles, row_sums, alpha, bias, bits, in_features, path="int8"
     ``float(q @ W^T) * (xscale * alpha) + bias``, rows holding inf/NaN take the exact path.
     """
     n = alpha.shape[0]
+    _check_x(x, in_features)
     packed_bits = layout.read_tiled_header(tiles)[2]
     if packed_bits != bits:
         raise ValueError(f"the tiles were repacked at {packed_bits} bits, not {bits}")
@@ -140,6 +159,7 @@ def conformer_layer(x, pos_embs, key_padding_mask, slots, slot_ints, params, eps
     return x
 
 
+# ------------------------------------------------------------------------ training ops --
 def latent_weight(sign_latent, thermo, alpha, value):
     """``(alpha * s 2**e, index)`` of 2-4-bit latents: the table index of each value
     (``positive * 2**levels + sum_k 2**k B01(T_k)``, the table's last entry where a latent is

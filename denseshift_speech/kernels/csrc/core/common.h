@@ -43,25 +43,45 @@ inline Planes planes_for(int bits) {
   return p;
 }
 
+// Byte (inside its plane) and bit of code t (0..63) in a plane of width f.
+inline void code_position(int f, int t, int& byte, int& bit) {
+  if (f == 1) {
+    byte = t >> 3;
+    bit = t & 7;
+  } else {
+    const int r = 8 / f, c = t >> 4;
+    byte = (t & 15) + 16 * (c / r);
+    bit = f * (c % r);
+  }
+}
+
 // Code t (0..63) of the block starting at `bp`.
 inline uint32_t block_code(const uint8_t* bp, const Planes& P, int t) {
-  const int c = t >> 4, l = t & 15;
   uint32_t code = 0;
   for (int i = 0; i < P.n; ++i) {
     const int f = P.width[i];
     int byte, bit;
-    if (f == 1) {
-      byte = t >> 3;
-      bit = t & 7;
-    } else {
-      const int r = 8 / f;
-      byte = l + 16 * (c / r);
-      bit = f * (c % r);
-    }
+    code_position(f, t, byte, bit);
     const uint32_t v = (bp[P.offset[i] + byte] >> bit) & ((1u << f) - 1u);
     code |= v << P.shift[i];
   }
   return code;
+}
+
+// The bits of a block (8*bits bytes at `mask`) that hold its codes K % 64 .. 63: the pad
+// codes of a row of K codes, all in its last block (none when K is a multiple of 64).  Rows
+// packed for K codes have 0 there; a row packed for more codes that pad to the same width
+// shows itself by a set bit of (last block & mask).
+inline void pad_mask(int64_t K, int bits, uint8_t* mask) {
+  const Planes P = planes_for(bits);
+  std::memset(mask, 0, size_t(8 * bits));
+  const int r = int(K % kBlock);
+  for (int i = 0; r > 0 && i < P.n; ++i)
+    for (int t = r; t < kBlock; ++t) {
+      int byte, bit;
+      code_position(P.width[i], t, byte, bit);
+      mask[P.offset[i] + byte] |= uint8_t(((1u << P.width[i]) - 1u) << bit);
+    }
 }
 
 // Integer addend of the shift path: bits(x * s * 2^e) = bits(x) + addend for normal

@@ -24,6 +24,54 @@ extern "C" void sgemm_(const char* ta, const char* tb, const int* m, const int* 
 namespace denseshift {
 const PathInfo& resolve_path(const std::string& req);  // ops_tiled.cpp
 
+static int64_t row_bytes_for(int64_t K, int64_t bits) { return (K + kBlock - 1) / kBlock * 8 * bits; }
+
+// Refuses packed rows that are not rows of K codes of `bits` bits: a width other than
+// row_bytes(K), or (rows packed for more codes that pad to the same width) a code past K
+// other than the pad code 0.  `what` is K's argument name (in_features, kernel_size).
+// Same checks and messages: kernels/layout.py, unpack_codes.
+void check_rows(const at::Tensor& packed, int64_t bits, int64_t K, const char* op, const char* what) {
+  const int64_t width = packed.size(1), want = row_bytes_for(K, bits), block = 8 * bits;
+  if (width != want) {
+    std::string held = width == 0 ? std::string("0 codes")
+        : width % block ? "not a whole number of " + std::to_string(block) + "-byte blocks"
+                        : std::to_string(width / block * kBlock - kBlock + 1) + ".." +
+                              std::to_string(width / block * kBlock) + " codes";
+    TORCH_CHECK(false, "denseshift::", op, ": ", what, "=", K, " disagrees with the packed rows: ", K,
+                " codes of ", bits, " bits take ", want, " bytes a row, the rows have ", width, " (", held, ")");
+  }
+  if (K <= 0 || K % kBlock == 0) return;  // no pad codes
+  uint64_t mask[8];  // a block is `bits` 8-byte words; test the ones that hold pad codes
+  pad_mask(K, int(bits), reinterpret_cast<uint8_t*>(mask));
+  int words[8], nw = 0;
+  for (int j = 0; j < int(bits); ++j)
+    if (mask[j]) words[nw++] = j;
+  const at::Tensor pk = packed.contiguous();
+  const uint8_t* first = pk.data_ptr<uint8_t>() + width - block;  // last block of row 0
+  const auto pad_bits = [&](const uint8_t* last) {
+    uint64_t set = 0;
+    for (int i = 0; i < nw; ++i) {
+      uint64_t w;
+      std::memcpy(&w, last + 8 * words[i], 8);
+      set |= w & mask[words[i]];
+    }
+    return set;
+  };
+  uint64_t any = 0;  // no branch per row: the rows are nearly always right
+  for (int64_t n = 0; n < packed.size(0); ++n) any |= pad_bits(first + n * width);
+  if (any == 0) return;
+  for (int64_t n = 0;; ++n) {
+    const uint8_t* last = first + n * width;
+    if (pad_bits(last) == 0) continue;
+    const Planes P = planes_for(int(bits));
+    int t = kBlock - 1;
+    while (block_code(last, P, t) == 0) --t;
+    const int64_t index = K - K % kBlock + t;
+    TORCH_CHECK(false, "denseshift::", op, ": ", what, "=", K, " disagrees with the packed rows: they hold at least ",
+                index + 1, " codes a row (row ", n, " has a code other than the pad code 0 at index ", index, ")");
+  }
+}
+
 namespace {
 
 // C (m x n, column-major, ldc) = A^T * B with A (k x m, lda), B (k x n, ldb).
@@ -130,10 +178,9 @@ DwKernel pick_dw(Isa isa, bool fma) {
   return fma ? dw_fma_scalar : dw_add_scalar;
 }
 
-int64_t row_bytes_for(int64_t K, int64_t bits) { return (K + kBlock - 1) / kBlock * 8 * bits; }
-
 void check_common(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& alpha,
-                  const c10::optional<at::Tensor>& bias, int64_t bits, int64_t K, const char* op) {
+                  const c10::optional<at::Tensor>& bias, int64_t bits, int64_t K, const char* op,
+                  const char* what) {
   TORCH_CHECK(bits >= 2 && bits <= 8, "denseshift::", op, ": bits must be in 2..8, got ", bits);
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat,
               "denseshift::", op, ": x must be a float32 CPU tensor, got ", x.scalar_type(), " on ", x.device());
@@ -144,8 +191,7 @@ void check_common(const at::Tensor& x, const at::Tensor& packed, const at::Tenso
               "denseshift::", op, ": packed must be a 2-D uint8 tensor, got ", packed.scalar_type(),
               " with ", packed.dim(), " dims");
   const int64_t N = packed.size(0);
-  TORCH_CHECK(packed.size(1) == row_bytes_for(K, bits), "denseshift::", op, ": packed rows have ",
-              packed.size(1), " bytes, expected ", row_bytes_for(K, bits), " for ", K, " codes of ", bits, " bits");
+  check_rows(packed, bits, K, op, what);
   TORCH_CHECK(alpha.scalar_type() == at::kFloat && alpha.dim() == 1 && alpha.size(0) == N,
               "denseshift::", op, ": alpha must be float32 of shape (", N, ",)");
   if (bias.has_value())
@@ -157,8 +203,8 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& packed, const at::T
                       const c10::optional<at::Tensor>& bias, int64_t bits, int64_t in_features,
                       c10::string_view isa_s, c10::string_view method_s) {
   const int64_t K = in_features;
-  check_common(x, packed, alpha, bias, bits, K, "linear");
-  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == K, "denseshift::linear: x must end with ", K,
+  check_common(x, packed, alpha, bias, bits, K, "linear", "in_features");
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == K, "denseshift::linear: x must end with in_features=", K,
               " features, got shape ", x.sizes());
   const Isa isa = resolve_isa(std::string(isa_s));
   const int64_t N = packed.size(0);
@@ -260,7 +306,7 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& packed, const at::T
 at::Tensor dw_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& alpha,
                   const c10::optional<at::Tensor>& bias, int64_t bits, int64_t kernel_size,
                   int64_t padding, int64_t dilation, c10::string_view isa_s, c10::string_view method_s) {
-  check_common(x, packed, alpha, bias, bits, kernel_size, "depthwise_conv1d");
+  check_common(x, packed, alpha, bias, bits, kernel_size, "depthwise_conv1d", "kernel_size");
   TORCH_CHECK(x.dim() == 3 && x.size(1) == packed.size(0),
               "denseshift::depthwise_conv1d: x must be (batch, ", packed.size(0), ", time), got ", x.sizes());
   TORCH_CHECK(kernel_size >= 1 && padding >= 0 && dilation >= 1,

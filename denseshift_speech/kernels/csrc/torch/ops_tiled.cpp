@@ -17,6 +17,8 @@
 #include "tiled.h"
 
 namespace denseshift {
+// packed rows that are not rows of K codes are refused (ops_file_layout.cpp)
+void check_rows(const at::Tensor& packed, int64_t bits, int64_t K, const char* op, const char* what);
 
 // "auto" -> $DENSESHIFT_ISA if set, else the best path of this CPU.
 const PathInfo& resolve_path(const std::string& req_in) {
@@ -145,9 +147,8 @@ std::tuple<at::Tensor, at::Tensor> repack_cpu(const at::Tensor& packed, int64_t 
               "denseshift::repack: packed must be a 2-D uint8 CPU tensor, got ", packed.scalar_type(), " ",
               packed.sizes());
   TORCH_CHECK(in_features >= 1, "denseshift::repack: in_features must be positive, got ", in_features);
-  const int64_t rb = (in_features + kBlock - 1) / kBlock * 8 * bits;
-  TORCH_CHECK(packed.size(1) == rb, "denseshift::repack: packed rows have ", packed.size(1), " bytes, expected ", rb,
-              " for in_features=", in_features, " at ", bits, " bits");
+  check_rows(packed, bits, in_features, "repack", "in_features");
+  const int64_t rb = packed.size(1);
   const int64_t N = packed.size(0);
   at::Tensor pk = packed.contiguous();
   at::Tensor tiles = at::zeros({tiled::kTileHeaderBytes + tiled::tiled_bytes(N, in_features)}, packed.options());
