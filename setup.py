@@ -1,12 +1,12 @@
 """Build of the native DenseShift kernel (metadata lives in setup.cfg).
 
-`pip install --no-build-isolation -e '.[test]'` compiles denseshift_speech._C from
-the C++ files under denseshift_speech/kernels/csrc/ (core/, torch/, arch/) with
-the torch in the environment.  Each ISA file
-selects its instruction set with `#pragma GCC target`, so no per-file flags are needed
-and dispatch happens at run time.  If the compiler or torch headers are missing the
-build is skipped with a warning and the package uses the pure-PyTorch reference
-(denseshift_speech.kernels warns about it at import).
+`pip install --no-build-isolation -e '.[test]'` compiles denseshift_speech.kernels._C
+(inside the kernels package that imports it) from the C++ files under
+denseshift_speech/kernels/csrc/ (core/, torch/, arch/) with the torch in the
+environment.  Each ISA file selects its instruction set with `#pragma GCC target`, so
+no per-file flags are needed and dispatch happens at run time.  If the compiler or torch
+headers are missing the build is skipped with a warning and the package uses the
+pure-PyTorch reference (denseshift_speech.kernels warns about it at import).
 """
 import glob
 import os
@@ -65,7 +65,7 @@ else:
                 print(f"warning: native DenseShift kernel not installed ({err})", file=sys.stderr)
 
     ext_modules = [CppExtension(
-        "denseshift_speech._C", sources, include_dirs=[os.path.join(here, CSRC, "core")],
+        "denseshift_speech.kernels._C", sources, include_dirs=[os.path.join(here, CSRC, "core")],
         extra_compile_args=["-O3", "-g0", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-Wno-maybe-uninitialized",
                             "-Wno-uninitialized"],
         extra_link_args=["-fopenmp"],

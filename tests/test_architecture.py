@@ -3,7 +3,7 @@
 Every module of ``denseshift_speech`` belongs to one layer, ranked bottom to top:
 
     0 errors                      UserError (imports nothing of the package)
-    1 kernels (+ the _C ext.)     code format, packed layout, ops, reference ops
+    1 kernels (with its _C ext.)  code format, packed layout, ops, reference ops
     2 core                        quantizer math, parametrization, quantize_, optim, diagnostics
     3 packed                      packed modules, pack_, file format, inference spec
     4 streaming                   chunked decoding of a packed model
@@ -27,7 +27,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 LAYERS = {
     "errors": 0, "fsio": 0, "onnx_runtime": 0,
-    "kernels": 1, "_C": 1,
+    "kernels": 1,
     "core": 2,
     "packed": 3,
     "streaming": 4,
@@ -35,7 +35,7 @@ LAYERS = {
     "integrations": 6,
     "cli": 7, "benchmarks": 7,
 }
-INFERENCE = ("kernels", "_C", "core", "packed", "streaming", "data")
+INFERENCE = ("kernels", "core", "packed", "streaming", "data")
 TRAINING_GLUE_AND_UI = ("integrations", "cli")
 
 

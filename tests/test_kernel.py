@@ -367,7 +367,7 @@ def test_reference_fallback_when_native_missing():
 
     code = (
         "import sys, warnings\n"
-        "sys.modules['denseshift_speech._C'] = None  # simulate a failed build\n"
+        "sys.modules['denseshift_speech.kernels._C'] = None  # simulate a failed build\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
         "    from denseshift_speech import kernels\n"

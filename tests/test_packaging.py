@@ -98,7 +98,7 @@ IN_VENV = r"""
 import json, os, sys
 import torch
 import denseshift_speech
-from denseshift_speech import _C  # the compiled kernel came with the wheel
+from denseshift_speech.kernels import _C  # the compiled kernel came with the wheel
 from denseshift_speech import kernels
 from denseshift_speech.kernels import layout, reference
 gen = torch.Generator().manual_seed(0)
@@ -149,7 +149,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path):
     assert len(wheels) == 1, wheels
     import zipfile
     names = zipfile.ZipFile(wheels[0]).namelist()
-    assert any(n.startswith("denseshift_speech/_C.") for n in names), "no compiled kernel in the wheel"
+    assert any(n.startswith("denseshift_speech/kernels/_C.") for n in names), "no compiled kernel in the wheel"
     assert "denseshift_speech/kernels/csrc/arch/arm/neon.cpp" in names
 
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, env=env)

@@ -38,8 +38,8 @@ output tiles, attention by sequence and head, the depthwise convolution by chann
 row-wise post-ops by rows), each only when its work pays for another thread
 (:func:`parallel_min_ns`).  Outputs are bit-identical on any thread count.
 
-The native op lives in ``denseshift_speech._C`` (built by ``pip install``).  When it
-cannot be imported, this module warns once and registers the pure-PyTorch reference
+The native op lives in ``denseshift_speech.kernels._C`` (built by ``pip install``).  When
+it cannot be imported, this module warns once and registers the pure-PyTorch reference
 (:mod:`.reference`) under the same op names; :data:`NATIVE` tells which is active.
 """
 from __future__ import annotations
@@ -55,15 +55,15 @@ ALL_METHODS = METHODS + ("auto",)
 
 NATIVE = False
 NATIVE_ERROR: str | None = None
-_C = None
-try:
-    from .. import _C  # noqa: F811  (registers torch.ops.denseshift.*)
+try:  # (no `_C = None` before this: `from . import` would return it instead of importing)
+    from . import _C  # registers torch.ops.denseshift.*
     NATIVE = True
 except ImportError as err:  # build failed or skipped at install time
+    _C = None
     NATIVE_ERROR = f"{type(err).__name__}: {err}"
     warnings.warn(
-        "denseshift_speech: the native shift kernel (denseshift_speech._C) is not available "
-        f"({NATIVE_ERROR}); using the slow pure-PyTorch reference. Reinstall with "
+        "denseshift_speech: the native shift kernel (denseshift_speech.kernels._C) is not "
+        f"available ({NATIVE_ERROR}); using the slow pure-PyTorch reference. Reinstall with "
         "`pip install --no-build-isolation -e .` and a C++ compiler to build it.",
         RuntimeWarning, stacklevel=2)
     for _name in ops.SCHEMAS:
