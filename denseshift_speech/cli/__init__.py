@@ -16,7 +16,7 @@ from ..errors import UserError
 
 # verb -> module implementing it
 VERBS = {
-    "synth": "denseshift_speech.data.synth",
+    "synth": "denseshift_speech.cli.synth",
     "prepare": "denseshift_speech.cli.prepare",
     "bench": "denseshift_speech.cli.bench",
     "export": "denseshift_speech.cli.export",
