@@ -48,6 +48,8 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -312,6 +314,157 @@ def _post(x: np.ndarray, r: np.random.Generator, cond: Conditions, pad: tuple,
 
 
 # ---------------------------------------------------------------------------------------
+# the skeleton both layouts share
+
+class Task(NamedTuple):
+    """One file of a corpus: who says what, and where it goes."""
+    split: str
+    index: int       # its place among its split's utterances (Speech Commands: the take)
+    speaker: Speaker
+    uid: str         # the file's name, less its extension
+    path: str
+    text: str        # what the speaker says
+
+
+class Written(NamedTuple):
+    """One task's file as written: its length and its speech check."""
+    frames: int
+    ok: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What one corpus layout brings to the skeleton :func:`_synthesize` runs: its checked
+    settings (the fields) and, in a subclass, its splits and speakers (the class
+    attributes), its tasks, how a task's file is made, and the files besides the audio."""
+    out_dir: str
+    seed: int
+    counts: dict          # split -> number of speakers
+    conditions: dict      # split or role -> Conditions
+    train_engines: tuple
+    engine_share: float
+    options: dict         # the settings as the marker records them
+
+    kind = ""             # GENERATOR_VERSIONS' key, and the speakers' random tag
+    title = ""            # the log's "<title>-layout corpus"
+    item = ""             # what one file holds, for the log
+    roles = {}            # split -> its role in ROLE_VOICES, in the layout's split order
+    draw_order = ()       # the splits in the order _speakers deals to them: held-out first
+    profiles = {}         # role -> (lowest, highest) speaking rate
+    speed = (1.0, 1.0)    # range of a file's speed factor
+
+    def speaker_ids(self, r: random.Random, n: int) -> list:
+        """``n`` distinct speaker ids drawn from ``r``."""
+        raise NotImplementedError
+
+    def tasks(self, speakers: dict) -> list:
+        """[Task] of every split, in split order (``speakers``: split -> [Speaker])."""
+        raise NotImplementedError
+
+    def task_rng(self, task: Task) -> np.random.Generator:
+        """The stream of a task's every draw: a function of the seed and the task only."""
+        raise NotImplementedError
+
+    def render(self, task: Task, r: np.random.Generator, x: np.ndarray) -> Written:
+        """Make the engine's audio ``x`` into the task's file and write it."""
+        raise NotImplementedError
+
+    def recorded(self, path: str) -> Written:
+        """What an interrupted run already wrote at ``path`` stands for."""
+        raise NotImplementedError
+
+    def vocabulary(self, tasks) -> int:
+        """How many distinct words ``tasks`` say."""
+        raise NotImplementedError
+
+    def write_files(self, tasks: list, speakers: dict, stats: dict) -> dict:
+        """Write the files besides the audio; return the stats to add after the splits'
+        (``stats``), ``total`` among them, in the order they are shown."""
+        raise NotImplementedError
+
+    def speak(self, chunk: list) -> list:
+        """One speaker's tasks: one engine call for all of them, then each file made."""
+        rs = [self.task_rng(t) for t in chunk]
+        factors = [r.uniform(*self.speed) for r in rs]
+        audio = engines.synthesize([(t.text, f) for t, f in zip(chunk, factors)],
+                                   chunk[0].speaker)
+        return [self.render(t, r, x) for t, r, x in zip(chunk, rs, audio)]
+
+
+def _synthesize(layout: _Layout, jobs, force: bool) -> dict:
+    """Write ``layout``'s corpus and return its stats, or the recorded stats when the
+    corpus is complete already (:func:`_check_or_clear`)."""
+    out_dir = layout.out_dir
+    done = _check_or_clear(out_dir, layout.options, force)
+    if done is not None:
+        return done
+    t0 = time.time()
+    speakers = _draw_speakers(layout)
+    tasks = layout.tasks(speakers)
+    results = _run_chunked(layout.speak, tasks, key=lambda t: (t.split, t.speaker.spk_id),
+                           jobs=jobs, path=lambda t: t.path, recorded=layout.recorded)
+    stats, bad = _split_stats(layout, tasks, results, speakers)
+    stats.update(layout.write_files(tasks, speakers, stats))
+    stats["augmentation_sources"] = write_augmentation_sources(out_dir, layout.seed)
+    _write_speakers(out_dir, speakers, _minutes(tasks, results), layout.train_engines)
+    stats["speech_check_failures"] = len(bad)
+    stats["seconds"] = round(time.time() - t0, 2)
+    for path, why in bad[:20]:
+        log.warning("synthesized %s fails the speech check: %s: %s", layout.item, path, why)
+    _finish(out_dir, layout.options, stats)
+    log.info("synthesized %s-layout corpus in %s: %s", layout.title, out_dir, stats)
+    return stats
+
+
+def _options(kind: str, seed, conditions: dict, versions: dict, **settings) -> dict:
+    """The marker's record of a corpus' settings: a finished corpus with other ones is
+    written anew."""
+    return {"kind": kind, "generator": GENERATOR_VERSIONS[kind], "seed": int(seed),
+            **settings, "conditions": {k: c.as_dict() for k, c in conditions.items()},
+            "engines": versions}
+
+
+def _draw_speakers(layout: _Layout) -> dict:
+    """split -> [Speaker], in the layout's split order."""
+    by_role = _speakers(f"{layout.kind}-{layout.seed}",
+                        {layout.roles[s]: layout.counts[s] for s in layout.draw_order},
+                        layout.profiles, layout.speaker_ids, layout.train_engines,
+                        layout.engine_share)
+    return {s: by_role[layout.roles[s]] for s in layout.roles}
+
+
+def _split_stats(layout: _Layout, tasks: list, results: list, speakers: dict) -> tuple:
+    """(``{split: {hours, utterances, speakers, vocabulary, engines}}``, [(path, why)] of
+    the files that fail the speech check)."""
+    stats, bad = {}, []
+    for s in layout.roles:
+        idx = [j for j, t in enumerate(tasks) if t.split == s]
+        secs = sum(results[j].frames for j in idx) / SR
+        stats[s] = {"hours": round(secs / 3600, 4), "utterances": len(idx),
+                    "speakers": len(speakers[s]),
+                    "vocabulary": layout.vocabulary([tasks[j] for j in idx]),
+                    "engines": _engine_counts(speakers[s])}
+        bad += [(tasks[j].path, results[j].why) for j in idx if not results[j].ok]
+    return stats, bad
+
+
+def _total(layout: _Layout, tasks: list, speakers: dict, hours: float) -> dict:
+    return {"hours": hours, "utterances": len(tasks),
+            "speakers": sum(len(spks) for spks in speakers.values()),
+            "vocabulary": layout.vocabulary(tasks)}
+
+
+def _minutes(tasks: list, results: list) -> dict:
+    """Minutes of audio per speaker id."""
+    out = {}
+    for task, result in zip(tasks, results):
+        spk_id = task.speaker.spk_id
+        out[spk_id] = out.get(spk_id, 0.0) + result.frames / SR / 60
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # LibriSpeech layout
 
 @_exclusive
@@ -348,20 +501,44 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     utts = dict(zip(LS_SPLITS, (train_utts, dev_utts, test_utts, test_other_utts)))
     spks = dict(zip(LS_SPLITS, (train_speakers, dev_speakers, test_speakers,
                                 test_other_speakers)))
+    # settings are checked, and the engines found, before anything is written or removed
+    _check_librispeech_counts(utts, spks)
+    train_engines, versions = _engine_setup(train_engines, engine_share)
+    conditions = _librispeech_conditions(train_noise_prob, test_other_snr,
+                                         test_other_reverb_prob, test_other_telephone_prob,
+                                         rt60, room_size)
+    _check_text_settings(device_share, lm_sentences, vocabulary_size)
+    options = _options("librispeech", seed, conditions, versions, utts=utts, speakers=spks,
+                       engine_share=float(engine_share), lm_sentences=lm_sentences,
+                       device_share=float(device_share))
+    if vocabulary_size is not None:  # (absent by default: older markers stay valid)
+        options["vocabulary_size"] = int(vocabulary_size)
+    return _synthesize(_LibriSpeech(out_dir, seed, spks, conditions, train_engines,
+                                    engine_share, options, utts, vocabulary_size,
+                                    device_share, lm_sentences), jobs, force)
+
+
+def _check_librispeech_counts(utts: dict, spks: dict) -> None:
     for s in LS_SPLITS:
         if utts[s] < 0 or spks[s] < 1 or (utts[s] and utts[s] < spks[s]):
             raise DataError(f"{s}: need at least one utterance per speaker "
                             f"({utts[s]} utterances, {spks[s]} speakers)")
-    train_engines, versions = _engine_setup(train_engines, engine_share)
-    # settings are checked, and the engines found, before anything is written or removed
+
+
+def _librispeech_conditions(train_noise_prob, test_other_snr, test_other_reverb_prob,
+                            test_other_telephone_prob, rt60, room_size) -> dict:
+    """role -> Conditions: noise in training; test-other in rooms, in noise, on the phone."""
     speed = (0.93, 1.07)
-    conditions = {
+    return {
         "train": Conditions(speed=speed, noise_prob=train_noise_prob, snr_db=(10.0, 30.0),
                             noise_kinds=("white", "pink", "brown")),
         "dev": Conditions(speed=speed), "test": Conditions(speed=speed),
         "other": Conditions(speed=speed, reverb_prob=test_other_reverb_prob, rt60=rt60,
                             room_size=room_size, noise_prob=1.0, snr_db=test_other_snr,
                             telephone_prob=test_other_telephone_prob)}
+
+
+def _check_text_settings(device_share, lm_sentences, vocabulary_size) -> None:
     if not 0.0 <= float(device_share) <= 1.0:
         raise DataError(f"device_share must be in [0, 1], got {device_share!r}")
     if not isinstance(lm_sentences, int) or lm_sentences < 0:
@@ -369,105 +546,94 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     if vocabulary_size is not None and int(vocabulary_size) < 1:
         raise DataError(f"vocabulary_size must be a positive number of words, got "
                         f"{vocabulary_size!r}")
-    options = {"kind": "librispeech", "generator": GENERATOR_VERSIONS["librispeech"],
-               "seed": int(seed), "utts": utts, "speakers": spks,
-               "engine_share": float(engine_share), "lm_sentences": lm_sentences,
-               "device_share": float(device_share),
-               "conditions": {k: c.as_dict() for k, c in conditions.items()},
-               "engines": versions}
-    if vocabulary_size is not None:  # (absent by default: older markers stay valid)
-        options["vocabulary_size"] = int(vocabulary_size)
-    done = _check_or_clear(out_dir, options, force)
-    if done is not None:
-        return done
-    t0 = time.time()
+
+
+@dataclass(frozen=True)
+class _LibriSpeech(_Layout):
+    """``<split>/<spk>/<chapter>/<spk>-<chapter>-<n>.flac``, a transcript per chapter, and
+    the text for the n-gram LM."""
+    utts: dict            # split -> number of utterances
+    vocabulary_size: int | None
+    device_share: float
+    lm_sentences: int
+
+    kind = "librispeech"
+    title = "LibriSpeech"
+    item = "utterance"
+    roles = LS_ROLES
+    draw_order = LS_SPLITS[1:] + LS_SPLITS[:1]
     profiles = {"train": (130, 195), "dev": (140, 185), "test": (140, 185),
                 "other": (140, 190)}
+    speed = (0.93, 1.07)
 
-    def ids(r, n):
+    def speaker_ids(self, r, n):
         return [str(i) for i in r.sample(range(100, 9999), n)]
 
-    by_role = _speakers(f"librispeech-{seed}", {LS_ROLES[s]: spks[s] for s in
-                                                 LS_SPLITS[1:] + LS_SPLITS[:1]},
-                        profiles, ids, train_engines, engine_share)
-    speakers = {s: by_role[LS_ROLES[s]] for s in LS_SPLITS}
-    # each split draws its chapters and sentences from its own stream, so the held-out
-    # splits do not change with the number of training speakers
-    split_rng = {s: random.Random(f"librispeech-{seed}-{s}") for s in LS_SPLITS}
-    texts = _texts(utts, split_rng, vocabulary_size, device_share)
+    def tasks(self, speakers):
+        # each split draws its chapters and sentences from its own stream, so the held-out
+        # splits do not change with the number of training speakers
+        split_rng = {s: random.Random(f"librispeech-{self.seed}-{s}") for s in LS_SPLITS}
+        texts = _texts(self.utts, split_rng, self.vocabulary_size, self.device_share)
+        return [t for s in LS_SPLITS
+                for t in self._split_tasks(s, speakers[s], split_rng[s], texts[s])]
 
-    tasks = []
-    for s in LS_SPLITS:
-        sp, r = speakers[s], split_rng[s]
+    def _split_tasks(self, s: str, sp: list, r: random.Random, texts: list) -> list:
+        """A split's utterances, dealt round its speakers, each of whom reads 1-2 chapters."""
         chapters = {spk.spk_id: r.sample(range(10000, 99999), r.randint(1, 2)) for spk in sp}
-        counters = {}
-        for i, text in enumerate(texts[s]):
+        counters, tasks = {}, []
+        for i, text in enumerate(texts):
             spk = sp[i % len(sp)]
             chap = chapters[spk.spk_id][(i // len(sp)) % len(chapters[spk.spk_id])]
             k = counters.get((spk.spk_id, chap), 0)
             counters[(spk.spk_id, chap)] = k + 1
             uid = f"{spk.spk_id}-{chap}-{k:04d}"
-            path = os.path.join(out_dir, s, spk.spk_id, str(chap), uid + ".flac")
-            tasks.append((s, i, spk, uid, path, text))
+            path = os.path.join(self.out_dir, s, spk.spk_id, str(chap), uid + ".flac")
+            tasks.append(Task(s, i, spk, uid, path, text))
+        return tasks
 
-    def work(chunk):
-        rs = [_rng(seed, "ls", t[0], t[1]) for t in chunk]
-        factors = [r.uniform(0.93, 1.07) for r in rs]
-        audio = engines.synthesize([(t[5], f) for t, f in zip(chunk, factors)], chunk[0][2])
-        return [post(t, r, x) for t, r, x in zip(chunk, rs, audio)]
+    def task_rng(self, task):
+        return _rng(self.seed, "ls", task.split, task.index)
 
-    def post(task, r, x):
-        s, i, spk, uid, path, text = task
-        x = _post(x, r, conditions[LS_ROLES[s]], pad=(0.05, 0.25))
-        ok, why = speech_check(x, SR, len(text.split()))
-        _write_atomic(path, to_int16(x), format="FLAC", subtype="PCM_16")
-        return len(x), ok, why
+    def render(self, task, r, x):
+        x = _post(x, r, self.conditions[LS_ROLES[task.split]], pad=(0.05, 0.25))
+        ok, why = speech_check(x, SR, len(task.text.split()))
+        _write_atomic(task.path, to_int16(x), format="FLAC", subtype="PCM_16")
+        return Written(len(x), ok, why)
 
-    results = _run_chunked(work, tasks, key=lambda t: (t[0], t[2].spk_id), jobs=jobs,
-                           path=lambda t: t[4],
-                           recorded=lambda f: (sf.info(f).frames, True, ""))
-    augmentation = write_augmentation_sources(out_dir, seed)
+    def recorded(self, path):
+        return Written(sf.info(path).frames, True, "")
 
-    # transcripts + SPEAKERS.TXT
+    def vocabulary(self, tasks):
+        return len({w for t in tasks for w in t.text.split()})
+
+    def write_files(self, tasks, speakers, stats):
+        _write_transcripts(tasks)
+        lm_text = self._write_lm_text(tasks)
+        # the total's hours: the sum of the splits' rounded ones
+        hours = round(sum(stats[s]["hours"] for s in LS_SPLITS), 4)
+        return {"lm_text": {"sentences": len(lm_text),
+                            "words": sum(len(t.split()) for t in lm_text)},
+                "total": _total(self, tasks, speakers, hours)}
+
+    def _write_lm_text(self, tasks: list) -> list:
+        texts = {s: [t.text for t in tasks if t.split == s] for s in LS_SPLITS}
+        lm_text = _lm_text(texts, random.Random(f"librispeech-{self.seed}-lm-text"),
+                           self.lm_sentences, self.vocabulary_size, self.device_share)
+        with atomic_open(os.path.join(self.out_dir, LM_TEXT)) as fh:
+            fh.writelines(t + "\n" for t in lm_text)
+        return lm_text
+
+
+def _write_transcripts(tasks: list) -> None:
+    """``<spk>-<chapter>.trans.txt`` in each chapter's folder: ``<uid> <text>`` lines."""
     trans = {}
-    for (s, i, spk, uid, path, text) in tasks:
-        trans.setdefault(os.path.dirname(path), []).append((uid, text))
+    for t in tasks:
+        trans.setdefault(os.path.dirname(t.path), []).append((t.uid, t.text))
     for d, lines in trans.items():
         spk, chap = lines[0][0].split("-")[:2]
         with open(os.path.join(d, f"{spk}-{chap}.trans.txt"), "w") as fh:
             for uid, text in sorted(lines):
                 fh.write(f"{uid} {text}\n")
-    stats, bad = {}, []
-    for s in LS_SPLITS:
-        idx = [j for j, t in enumerate(tasks) if t[0] == s]
-        secs = sum(results[j][0] for j in idx) / SR
-        stats[s] = {"hours": round(secs / 3600, 4), "utterances": len(idx),
-                    "speakers": len(speakers[s]),
-                    "vocabulary": len({w for j in idx for w in tasks[j][5].split()}),
-                    "engines": _engine_counts(speakers[s])}
-        bad += [(tasks[j][4], results[j][2]) for j in idx if not results[j][1]]
-    minutes = {}
-    for task, result in zip(tasks, results):
-        minutes[task[2].spk_id] = minutes.get(task[2].spk_id, 0.0) + result[0] / SR / 60
-    _write_speakers(out_dir, speakers, minutes, train_engines)
-    lm_text = _lm_text(texts, random.Random(f"librispeech-{seed}-lm-text"), lm_sentences,
-                       vocabulary_size, device_share)
-    with atomic_open(os.path.join(out_dir, LM_TEXT)) as fh:
-        fh.writelines(t + "\n" for t in lm_text)
-    stats["lm_text"] = {"sentences": len(lm_text),
-                        "words": sum(len(t.split()) for t in lm_text)}
-    stats["total"] = {"hours": round(sum(stats[s]["hours"] for s in LS_SPLITS), 4),
-                      "utterances": len(tasks),
-                      "speakers": sum(len(speakers[s]) for s in LS_SPLITS),
-                      "vocabulary": len({w for t in tasks for w in t[5].split()})}
-    stats["augmentation_sources"] = augmentation
-    stats["speech_check_failures"] = len(bad)
-    stats["seconds"] = round(time.time() - t0, 2)
-    for path, why in bad[:20]:
-        log.warning("synthesized utterance fails the speech check: %s: %s", path, why)
-    _finish(out_dir, options, stats)
-    log.info("synthesized LibriSpeech-layout corpus in %s: %s", out_dir, stats)
-    return stats
 
 
 def _engine_setup(names, engine_share: float) -> tuple:
@@ -641,15 +807,10 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
     """
     out_dir = os.fspath(out_dir)
     words = tuple(words)
-    for w in words:
-        if not w or w.startswith("_") or "/" in w or w != w.strip():
-            raise DataError(f"bad word folder name {w!r}")
-    splits = {"train": train_speakers, "validation": valid_speakers, "testing": test_speakers,
+    counts = {"train": train_speakers, "validation": valid_speakers, "testing": test_speakers,
               "testing_other": test_other_speakers}
-    for s, n in splits.items():
-        if n < 1:
-            raise DataError(f"{s}: need at least one speaker, got {n}")
-    roles = {"train": "train", "validation": "dev", "testing": "test", "testing_other": "other"}
+    # settings are checked, and the engines found, before anything is written or removed
+    _check_speech_commands_settings(words, counts)
     train_engines, versions = _engine_setup(train_engines, engine_share)
     clean = Conditions(peak_db=(-14.0, -2.0))
     conditions = {
@@ -657,22 +818,45 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
         "testing_other": Conditions(peak_db=(-14.0, -2.0), reverb_prob=test_other_reverb_prob,
                                     rt60=rt60, room_size=room_size, noise_prob=1.0,
                                     snr_db=test_other_snr)}
-    options = {"kind": "speech-commands", "generator": GENERATOR_VERSIONS["speech-commands"],
-               "seed": int(seed), "words": list(words), "speakers": splits,
-               "repeats": int(repeats),
-               "filler_prob": float(filler_prob), "noise_prob": float(noise_prob),
-               "noise_seconds": float(noise_seconds), "engine_share": float(engine_share),
-               "conditions": {k: c.as_dict() for k, c in conditions.items()},
-               "engines": versions}
-    done = _check_or_clear(out_dir, options, force)
-    if done is not None:
-        return done
-    t0 = time.time()
-    rng = random.Random(f"speech-commands-{seed}")
+    options = _options("speech-commands", seed, conditions, versions, words=list(words),
+                       speakers=counts, repeats=int(repeats), filler_prob=float(filler_prob),
+                       noise_prob=float(noise_prob), noise_seconds=float(noise_seconds),
+                       engine_share=float(engine_share))
+    return _synthesize(_SpeechCommands(out_dir, seed, counts, conditions, train_engines,
+                                       engine_share, options, words, repeats, filler_prob,
+                                       noise_prob, noise_seconds), jobs, force)
+
+
+def _check_speech_commands_settings(words: tuple, counts: dict) -> None:
+    for w in words:
+        if not w or w.startswith("_") or "/" in w or w != w.strip():
+            raise DataError(f"bad word folder name {w!r}")
+    for s, n in counts.items():
+        if n < 1:
+            raise DataError(f"{s}: need at least one speaker, got {n}")
+
+
+@dataclass(frozen=True)
+class _SpeechCommands(_Layout):
+    """``<word>/<spk>_nohash_<n>.wav`` (the held-out engine's under ``_other_engine_/``),
+    the split lists, ``_background_noise_/``."""
+    words: tuple
+    repeats: int
+    filler_prob: float
+    noise_prob: float
+    noise_seconds: float
+
+    kind = "speech-commands"
+    title = "Speech-Commands"
+    item = "clip"
+    roles = {"train": "train", "validation": "dev", "testing": "test",
+             "testing_other": "other"}
+    draw_order = ("testing_other", "testing", "validation", "train")
     profiles = {"train": (120, 200), "dev": (130, 190), "test": (130, 190),
                 "other": (130, 190)}
+    speed = (0.9, 1.1)
 
-    def ids(r, n):
+    def speaker_ids(self, r, n):
         # in draw order: iterating a set of strings follows the per-process hash seed
         out, seen = [], set()
         while len(out) < n:
@@ -682,36 +866,40 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
                 out.append(h)
         return out
 
-    by_role = _speakers(f"speech-commands-{seed}",
-                        {roles[s]: splits[s] for s in ("testing_other", "testing",
-                                                       "validation", "train")},
-                        profiles, ids, train_engines, engine_share)
-    speakers = {s: by_role[roles[s]] for s in splits}
-    tasks = []
-    for s in splits:
-        said = {w: [] for w in words}
-        for spk in speakers[s]:
-            for w in words:
-                n = repeats if w in GSC_CORE else int(rng.random() < filler_prob)
-                said[w] += [spk] * n
-        for j, w in enumerate(words):  # every word in every split at least once
-            if not said[w]:
-                said[w] = [speakers[s][j % len(speakers[s])]]
-        folder = os.path.join(out_dir, OTHER_ENGINE_DIR) if s == "testing_other" else out_dir
-        for spk in speakers[s]:
-            for w in words:
+    def tasks(self, speakers):
+        rng = random.Random(f"speech-commands-{self.seed}")
+        return [t for s in self.roles for t in self._split_tasks(s, speakers[s], rng)]
+
+    def _split_tasks(self, s: str, sp: list, rng: random.Random) -> list:
+        said = self._takes(sp, rng)
+        folder = (os.path.join(self.out_dir, OTHER_ENGINE_DIR) if s == "testing_other"
+                  else self.out_dir)
+        tasks = []
+        for spk in sp:
+            for w in self.words:
                 for k in range(sum(x is spk for x in said[w])):
-                    tasks.append((s, spk, w, os.path.join(folder, w,
-                                                          f"{spk.spk_id}_nohash_{k}.wav")))
+                    uid = f"{spk.spk_id}_nohash_{k}"
+                    tasks.append(Task(s, k, spk, uid, os.path.join(folder, w, uid + ".wav"), w))
+        return tasks
 
-    def work(chunk):
-        rs = [_rng(seed, "gsc", t[3][len(out_dir):]) for t in chunk]
-        factors = [r.uniform(0.9, 1.1) for r in rs]
-        audio = engines.synthesize([(t[2], f) for t, f in zip(chunk, factors)], chunk[0][1])
-        return [post(t, r, x) for t, r, x in zip(chunk, rs, audio)]
+    def _takes(self, sp: list, rng: random.Random) -> dict:
+        """word -> its speakers, one entry a take: ``repeats`` of each core word, one of
+        each other word with probability ``filler_prob``."""
+        said = {w: [] for w in self.words}
+        for spk in sp:
+            for w in self.words:
+                n = self.repeats if w in GSC_CORE else int(rng.random() < self.filler_prob)
+                said[w] += [spk] * n
+        for j, w in enumerate(self.words):  # every word in every split at least once
+            if not said[w]:
+                said[w] = [sp[j % len(sp)]]
+        return said
 
-    def post(task, r, x):
-        s, spk, w, path = task
+    def task_rng(self, task):
+        return _rng(self.seed, "gsc", task.path[len(self.out_dir):])
+
+    def render(self, task, r, x):
+        """A 1-second clip: the word, cut to 0.95 s at most, at a random level and place."""
         x = trim(x, pad=int(0.03 * SR))
         if len(x) > int(0.95 * SR):  # keep the middle
             a = (len(x) - int(0.95 * SR)) // 2
@@ -721,38 +909,49 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
         off = int(np.clip(slack / 2 + r.uniform(-0.3, 0.3) * slack, 0, slack))
         clip = np.zeros(SR, np.float32)
         clip[off: off + len(x)] = x
-        if s != "testing_other" and r.random() < noise_prob:
+        if task.split != "testing_other" and r.random() < self.noise_prob:
             kind = ("white", "pink", "brown")[int(r.integers(3))]
             clip = add_noise(clip, r.uniform(15, 40), make_noise(kind, SR, r))
-        clip = conditions[s].apply(clip, r)[:SR]
+        clip = self.conditions[task.split].apply(clip, r)[:SR]
         clip = np.pad(clip, (0, SR - len(clip)))
         peak = np.abs(clip).max()
         if peak > 0.99:
             clip *= 0.99 / peak
         ok, why = speech_check(clip, SR, 1)
-        _write_atomic(path, to_int16(clip), format="WAV", subtype="PCM_16")
-        return ok, why
+        _write_atomic(task.path, to_int16(clip), format="WAV", subtype="PCM_16")
+        return Written(SR, ok, why)
 
-    results = _run_chunked(work, tasks, key=lambda t: (t[0], t[1].spk_id), jobs=jobs,
-                           path=lambda t: t[3], recorded=lambda f: (True, ""))
+    def recorded(self, path):
+        return Written(SR, True, "")
 
-    # background noise: long files, plus a babble made from espeak-ng sentences
+    def vocabulary(self, tasks):
+        return len({t.text for t in tasks})
+
+    def write_files(self, tasks, speakers, stats):
+        _write_background_noise(self.out_dir, self.seed, self.noise_seconds,
+                                [spk for spk in speakers["train"] if spk.engine == "espeak-ng"])
+        _write_split_lists(self.out_dir, tasks)
+        with open(os.path.join(self.out_dir, "README.md"), "w") as fh:
+            fh.write("Synthetic keyword-spotting corpus in the Google Speech Commands v0.02 "
+                     "layout, written by `denseshift-speech synth speech-commands` "
+                     f"(seed {self.seed}) with {', '.join(self.train_engines)}.  "
+                     f"{OTHER_ENGINE_DIR}/ holds clips by {HELD_OUT_ENGINE}, an engine never "
+                     "used in training, in simulated rooms with noise; they are listed in "
+                     "testing_other_list.txt.\n")
+        # 1-second clips: the total's hours are its clips'
+        return {"total": _total(self, tasks, speakers, round(len(tasks) / 3600, 4)),
+                "background_noise_files": len(NOISE_FILES)}
+
+
+def _write_background_noise(out_dir: str, seed, seconds: float, babble_voices: list) -> None:
+    """``_background_noise_/``: long noise files, to cut 1-second 'silence' samples from."""
     bg = os.path.join(out_dir, "_background_noise_")
     os.makedirs(bg, exist_ok=True)
-    n = int(noise_seconds * SR)
-    babble_voices = [spk for spk in speakers["train"] if spk.engine == "espeak-ng"]
+    n = int(seconds * SR)
     for kind in NOISE_FILES:
         r = _rng(seed, "bg", kind)
         if kind == "babble":
-            y = np.zeros(n, np.float32)
-            for j in range(max(4, int(noise_seconds))):  # ~2-3 talkers at once
-                spk = babble_voices[j % len(babble_voices)]
-                seg = engines.synthesize(
-                    [(grammar.sentence(random.Random(f"{seed}-babble-{j}")), 1.0)], spk)[0]
-                pos = int(r.integers(0, max(1, n - len(seg))))
-                seg = seg[: n - pos]
-                y[pos: pos + len(seg)] += seg / (np.abs(seg).max() + 1e-9)
-            y = y + 0.01 * make_noise("pink", n, r)
+            y = _babble(seed, n, seconds, babble_voices, r)
         else:
             y = make_noise(kind.replace("_noise", ""), n, r)
         y = y / (np.abs(y).max() + 1e-9) * 0.5
@@ -760,44 +959,31 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
     with open(os.path.join(bg, "README.md"), "w") as fh:
         fh.write("Synthetic background noise (denseshift-speech synth); long 16 kHz "
                  "recordings to cut 1-second 'silence' samples from.\n")
-    augmentation = write_augmentation_sources(out_dir, seed)
+
+
+def _babble(seed, n: int, seconds: float, voices: list, r: np.random.Generator) -> np.ndarray:
+    """``n`` samples of espeak-ng sentences said over each other (~2-3 talkers at once)."""
+    y = np.zeros(n, np.float32)
+    for j in range(max(4, int(seconds))):
+        spk = voices[j % len(voices)]
+        seg = engines.synthesize(
+            [(grammar.sentence(random.Random(f"{seed}-babble-{j}")), 1.0)], spk)[0]
+        pos = int(r.integers(0, max(1, n - len(seg))))
+        seg = seg[: n - pos]
+        y[pos: pos + len(seg)] += seg / (np.abs(seg).max() + 1e-9)
+    return y + 0.01 * make_noise("pink", n, r)
+
+
+def _write_split_lists(out_dir: str, tasks: list) -> None:
+    """``validation_list.txt``, ``testing_list.txt``, ``testing_other_list.txt``: the
+    clips of each split but train, relative to ``out_dir``."""
     lists = {"validation": [], "testing": [], "testing_other": []}
-    for (s, spk, w, path) in tasks:
-        if s in lists:
-            lists[s].append(os.path.relpath(path, out_dir))
+    for t in tasks:
+        if t.split in lists:
+            lists[t.split].append(os.path.relpath(t.path, out_dir))
     for s in lists:
         with open(os.path.join(out_dir, f"{s}_list.txt"), "w") as fh:
             fh.writelines(line + "\n" for line in sorted(lists[s]))
-    clips = {}
-    for (_, spk, _, _) in tasks:
-        clips[spk.spk_id] = clips.get(spk.spk_id, 0) + 1
-    _write_speakers(out_dir, speakers, {k: n / 60 for k, n in clips.items()}, train_engines)
-    with open(os.path.join(out_dir, "README.md"), "w") as fh:
-        fh.write("Synthetic keyword-spotting corpus in the Google Speech Commands v0.02 "
-                 "layout, written by `denseshift-speech synth speech-commands` "
-                 f"(seed {seed}) with {', '.join(train_engines)}.  "
-                 f"{OTHER_ENGINE_DIR}/ holds clips by {HELD_OUT_ENGINE}, an engine never "
-                 "used in training, in simulated rooms with noise; they are listed in "
-                 "testing_other_list.txt.\n")
-    stats, bad = {}, []
-    for s in splits:
-        idx = [j for j, t in enumerate(tasks) if t[0] == s]
-        stats[s] = {"hours": round(len(idx) / 3600, 4), "utterances": len(idx),
-                    "speakers": len(speakers[s]),
-                    "vocabulary": len({tasks[j][2] for j in idx}),
-                    "engines": _engine_counts(speakers[s])}
-        bad += [(tasks[j][3], results[j][1]) for j in idx if not results[j][0]]
-    stats["total"] = {"hours": round(len(tasks) / 3600, 4), "utterances": len(tasks),
-                      "speakers": sum(splits.values()), "vocabulary": len(set(words))}
-    stats["background_noise_files"] = len(NOISE_FILES)
-    stats["augmentation_sources"] = augmentation
-    stats["speech_check_failures"] = len(bad)
-    stats["seconds"] = round(time.time() - t0, 2)
-    for path, why in bad[:20]:
-        log.warning("synthesized clip fails the speech check: %s: %s", path, why)
-    _finish(out_dir, options, stats)
-    log.info("synthesized Speech-Commands-layout corpus in %s: %s", out_dir, stats)
-    return stats
 
 
 def is_synthetic_corpus(folder) -> bool:
