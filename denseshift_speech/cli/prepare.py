@@ -41,7 +41,9 @@ def add_parser(subparsers):
     return p
 
 
-def _call(fn):
+def run_data_step(fn):
+    """Run a corpus step (``prepare``, ``synth``) for the command line: its log on the
+    terminal, a DataError as one user error (exit 2), its stats as JSON."""
     from ..errors import UserError
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -54,7 +56,7 @@ def _call(fn):
 
 def _run_librispeech(a):
     from ..data.librispeech import prepare_librispeech
-    return _call(lambda: prepare_librispeech(
+    return run_data_step(lambda: prepare_librispeech(
         a.data_folder, a.save_folder, tr_splits=a.train_splits, dev_splits=a.dev_splits,
         te_splits=a.test_splits, merge_lst=a.train_splits if a.merge_name else None,
         merge_name=a.merge_name, resample=a.resample, strict=a.strict))
@@ -62,7 +64,7 @@ def _run_librispeech(a):
 
 def _run_speech_commands(a):
     from ..data.speech_commands import prepare_speech_commands
-    return _call(lambda: prepare_speech_commands(
+    return run_data_step(lambda: prepare_speech_commands(
         a.data_folder, a.save_folder, num_classes=a.num_classes,
         percentage_unknown=a.percentage_unknown, percentage_silence=a.percentage_silence,
         balance=a.balance, seed=a.seed, resample=a.resample, strict=a.strict))

@@ -6,7 +6,7 @@ from ..data.synth import (DEVICE_SHARE, LM_SENTENCES, LM_TEXT, TRAIN_ENGINES,
                           synthesize_librispeech, synthesize_speech_commands)
 # prepare's runner does what a synthesis needs too: the log shown, a DataError the
 # user's (exit 2), the stats printed (a synthesis always returns them)
-from .prepare import _call as _synthesize
+from .prepare import run_data_step
 
 
 def add_parser(subparsers):
@@ -72,7 +72,7 @@ def _names(csv: str) -> tuple:
 
 
 def _run_librispeech(args):
-    return _synthesize(lambda: synthesize_librispeech(
+    return run_data_step(lambda: synthesize_librispeech(
         args.out_dir, seed=args.seed, train_utts=args.train_utts, dev_utts=args.dev_utts,
         test_utts=args.test_utts, test_other_utts=args.test_other_utts,
         train_speakers=args.train_speakers, dev_speakers=args.dev_speakers,
@@ -83,7 +83,7 @@ def _run_librispeech(args):
 
 def _run_speech_commands(args):
     kw = {"words": _names(args.words)} if args.words else {}
-    return _synthesize(lambda: synthesize_speech_commands(
+    return run_data_step(lambda: synthesize_speech_commands(
         args.out_dir, seed=args.seed, train_speakers=args.train_speakers,
         valid_speakers=args.valid_speakers, test_speakers=args.test_speakers,
         test_other_speakers=args.test_other_speakers,
