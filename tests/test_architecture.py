@@ -157,3 +157,70 @@ def test_the_checker_finds_a_violation_in_a_tree(tmp_path):
     (pkg / "kernels" / "bad.py").write_text("def f():\n    from ..integrations import x\n")
     found = check_tree(str(pkg))
     assert len(found) == 1 and "kernels.bad:2" in found[0], found
+
+
+def _module_graph(root: str = ROOT, package: str = PACKAGE) -> dict:
+    """``{module: {modules of the package it imports}}`` (lazy imports included; a name
+    imported from a module counts as that module)."""
+    sources = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in ("__pycache__", "csrc")]
+        for fname in files:
+            if fname.endswith(".py"):
+                parts = os.path.relpath(os.path.join(folder, fname),
+                                        os.path.dirname(root))[:-3].split(os.sep)
+                is_package = parts[-1] == "__init__"
+                parts = parts[:-1] if is_package else parts
+                parts[0] = package
+                with open(os.path.join(folder, fname)) as f:
+                    sources[".".join(parts)] = (f.read(), is_package)
+    graph = {}
+    for module, (source, is_package) in sources.items():
+        graph[module] = set()
+        for _, name in _imports(module, source, is_package):
+            while name and name not in sources:
+                name = name.rpartition(".")[0]
+            if name and name not in (module, package):
+                graph[module].add(name)
+    return graph
+
+
+def import_cycles(graph: dict) -> list:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_two_modules_import_each_other():
+    """Not even lazily: a circle means two modules are one design cut in two."""
+    assert import_cycles(_module_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_circle_of_three():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [["a", "b", "c"]]

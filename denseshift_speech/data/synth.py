@@ -664,7 +664,7 @@ def _write_speakers(out_dir: str, speakers: dict, minutes: dict, train_engines) 
         fh.write(";ID  |SEX| SUBSET           |MINUTES| NAME\n")
         for subset, spks in speakers.items():
             for spk in spks:
-                fh.write(f"{spk.spk_id:<5}| {spk.sex} | {subset:<16} | "
+                fh.write(f"{spk.spk_id:<5}| {engines.engine(spk.engine).sex(spk.voice)} | {subset:<16} | "
                          f"{minutes.get(spk.spk_id, 0.0):5.2f} | {spk.description}\n")
 
 
