@@ -261,3 +261,10 @@ def test_docs_named_in_code_and_hparams_exist():
                         if not os.path.isfile(os.path.join(ROOT, ref)):
                             bad.append(f"{os.path.relpath(path, ROOT)}:{n}: {ref}")
     assert not bad, "\n".join(bad)
+
+
+def test_every_results_file_is_in_the_index():
+    folder = os.path.join(ROOT, "docs", "results")
+    index = open(os.path.join(folder, "README.md")).read()
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".md") and f != "README.md")
+    assert [f for f in files if f"]({f})" not in index] == []
