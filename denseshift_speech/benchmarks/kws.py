@@ -7,8 +7,9 @@ One window of the spotter (one second of audio = 101 log-mel frames in, class po
 out; batch 1) through the SAME network, each the best of 5 timed groups after warm-up
 (:func:`denseshift_speech.benchmarks.harness.time_us`), in one process:
 
-    ds-int8        the packed file on the native kernel, int8 path (the default)
-    ds-exact       the packed file, exact float path
+    ds-int8        the packed file on the native kernel, int8 path (the default): the
+                   x-vector network in one fused op call (packed/xvector.py) when it fuses
+    ds-exact       the packed file, exact float path (fused alike)
     torch-fp32     the packed weights decoded to dense fp32 layers, eager torch
     torch-int8     that fp32 twin through torch dynamic int8 (its nn.Linear layers; the
                    TDNN's Conv1d stay fp32: torch has no dynamic int8 conv)
@@ -19,7 +20,10 @@ out; batch 1) through the SAME network, each the best of 5 timed groups after wa
     ds-onnx        the DenseShift ONNX export of the packed file (export --onnx)
 
 plus the spotter's whole cost per 100 ms hop (features for the new audio + one window,
-``ds-spotter-hop``) and the files' sizes.  Ratios are each line's time over ds-int8's
+``ds-spotter-hop``) and the files' sizes.  Each ds line is called as the spotter calls the
+model (sentence normalization, ``classifier(embedding_model(feats))`` inside
+``deterministic_pooling``, softmax); the table says whether the packed lines ran the
+fused op, or why not.  Ratios are each line's time over ds-int8's
 (``> 1``: the packed spotter is faster).  The fp32 twin has the packed model's weights
 (decoded), so every line computes the same function up to int8 rounding.
 """
@@ -107,6 +111,8 @@ def bench_kws(path, threads: int = 1, budget: float = DEFAULT_BUDGET, log=print)
                                                        generator=torch.Generator().manual_seed(1)))
     fns = {"ds-int8": _network(packed), "ds-exact": _network(exact),
            "torch-fp32": _network(twin)}
+    network = {name: m.unfused_reason(m.normalize(feats, torch.ones(1))) or "fused x-vector op"
+               for name, m in (("ds-int8", packed), ("ds-exact", exact))}
     int8_twin = load_kws_model(path, fp32=True)
     int8_twin.embedding_model = B.torch_dynamic_int8(twin.embedding_model)
     int8_twin.classifier = B.torch_dynamic_int8(twin.classifier)
@@ -141,7 +147,7 @@ def bench_kws(path, threads: int = 1, budget: float = DEFAULT_BUDGET, log=print)
     hop_seconds = 0.1
     return {"model": os.fspath(path), "threads": threads, "machine": machine_info(),
             "window_frames": int(feats.shape[1]), "rows": rows, "ratios": ratios,
-            "sizes": sizes,
+            "sizes": sizes, "network": network,
             "spotter_rtf": round(rows["ds-spotter-hop"]["us"] * 1e-6 / hop_seconds, 5)}
 
 
@@ -158,6 +164,7 @@ def format_table(result: dict) -> str:
                      f"{'-' if err is None else format(err, '.4f'):>10}"
                      f"{'-' if same is None else ('same' if same else 'DIFF'):>7}")
     lines.append(f"spotter real-time factor (one hop per 100 ms): {result['spotter_rtf']:.4f}")
+    lines.append("packed network: " + ", ".join(f"{k} {v}" for k, v in result.get("network", {}).items()))
     lines.append("sizes: " + ", ".join(f"{k[:-6]} {v:,} B" for k, v in result["sizes"].items()))
     return "\n".join(lines)
 

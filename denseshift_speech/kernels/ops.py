@@ -27,6 +27,12 @@ SCHEMAS = {
     "conformer_layer": ("conformer_layer(Tensor x, Tensor? pos_embs, Tensor? key_padding_mask, "
                         "Tensor?[] slots, int[] slot_ints, Tensor[] params, float[] eps, "
                         "int[] conf, str stages, str path='int8', str isa='auto') -> Tensor"),
+    # A SpeechBrain x-vector network (TDNN, statistics pooling, classifier) as a program of
+    # records, see kernels/csrc/torch/ops_xvector.cpp and packed/xvector.py; returns the
+    # vectors at the EMIT record (the embedding; (batch, 0) without one) and the output.
+    "xvector": ("xvector(Tensor x, Tensor? mean_noise, Tensor?[] slots, int[] slot_ints, "
+                "Tensor[] params, float[] floats, int[] program, str path='int8', "
+                "str isa='auto') -> (Tensor, Tensor)"),
     # Training: the 2-4-bit DenseShift weight from its latents and its surrogate gradients
     # (core/quant.py, fused_weight; csrc/core/latent_weight.h has the layout and tables).
     "latent_weight": ("latent_weight(Tensor sign_latent, Tensor thermo, Tensor alpha, "
@@ -82,6 +88,15 @@ def _repack_fake(packed, bits, in_features):
 def _conformer_layer_fake(x, pos_embs, key_padding_mask, slots, slot_ints, params, eps, conf,
                           stages, path="int8", isa="auto"):
     return torch.empty_like(x)
+
+
+@torch.library.register_fake("denseshift::xvector")
+def _xvector_fake(x, mean_noise, slots, slot_ints, params, floats, program, path="int8",
+                  isa="auto"):
+    from .reference import xvector_shapes
+    b, t, c = x.shape
+    emit, out = xvector_shapes(slots, c, program)
+    return x.new_empty((b, emit)), x.new_empty((b, out))
 
 
 @torch.library.register_fake("denseshift::linear_tiled")

@@ -7,7 +7,7 @@ packed codes (float32, exact) and every product ``x * Q`` is the IEEE float32 pr
 padding.  ``isa`` and ``method`` are accepted and ignored (one path).  Packed rows that
 are not rows of ``in_features`` (``kernel_size``) codes are refused as the kernels refuse
 them (:func:`.layout.unpack_codes`).  Then the tiled ops (``repack``, ``linear_tiled``,
-``conformer_layer``) and the training ops.
+``conformer_layer``, ``xvector``) and the training ops.
 """
 from __future__ import annotations
 
@@ -157,6 +157,112 @@ def conformer_layer(x, pos_embs, key_padding_mask, slots, slot_ints, params, eps
     if "ffn2" in stages:
         x = norm(5, x + 0.5 * ffn(7, 4, x))
     return x
+
+
+# denseshift::xvector: a program of records, one int each: the kind in the low XV_KIND_BITS
+# bits, then up to XV_FIELDS fields of XV_FIELD_BITS bits (xv_record; the fields of each
+# kind: kernels/csrc/torch/ops_xvector.cpp); the F.pad modes a CONV record's code names
+XV_KIND_BITS, XV_FIELD_BITS, XV_FIELDS = 4, 10, 6
+XV_CONV, XV_LEAKY, XV_NORM, XV_POOL, XV_LINEAR, XV_LOG_SOFTMAX, XV_EMIT = range(7)
+XV_PAD_MODES = ("constant", "reflect", "replicate")
+
+
+def xv_record(kind: int, *fields: int) -> int:
+    """One program record (fields past those given are 0)."""
+    if len(fields) > XV_FIELDS or not 0 <= kind < 1 << XV_KIND_BITS:
+        raise ValueError(f"a record is a kind and at most {XV_FIELDS} fields, got {kind}, {fields}")
+    out = kind
+    for i, f in enumerate(fields):
+        if not 0 <= f < 1 << XV_FIELD_BITS:
+            raise ValueError(f"record field {f} out of range 0..{(1 << XV_FIELD_BITS) - 1}")
+        out |= int(f) << (XV_KIND_BITS + i * XV_FIELD_BITS)
+    if out >= 1 << 63:
+        raise ValueError("the last record field must stay below 512 (int64)")
+    return out
+
+
+def _records(program):
+    """[kind, field 0, ..., field 5] of every record."""
+    if not len(program):
+        raise ValueError("the program is empty")
+    mask = (1 << XV_FIELD_BITS) - 1
+    return [[int(r) & ((1 << XV_KIND_BITS) - 1)]
+            + [(int(r) >> (XV_KIND_BITS + i * XV_FIELD_BITS)) & mask for i in range(XV_FIELDS)]
+            for r in program]
+
+
+def xvector_shapes(slots, features, program):
+    """(embedding width, output width) of ``xvector`` on ``features`` input features."""
+    c, emit = int(features), 0
+    for kind, a, *_ in _records(program):
+        if kind in (XV_CONV, XV_LINEAR):
+            weight, alpha = slots[5 * a + 4], slots[5 * a + 2]
+            c = int(weight.shape[0] if weight is not None else alpha.shape[0])
+        elif kind == XV_POOL:
+            c = 2 * c
+        elif kind == XV_EMIT:
+            emit = c
+    return emit, c
+
+
+def xvector(x, mean_noise, slots, slot_ints, params, floats, program, path="int8", isa="auto"):
+    """A SpeechBrain x-vector network as kernels/csrc/torch/ops_xvector.cpp runs it, each
+    step as the SpeechBrain module computes it (frames kept channel-major, as there), so
+    that on the int8 path the result is the module path's bit for bit.  Packed conv slots
+    hold tap-major codes (in_features index = tap * C_in + channel)."""
+    h = x.float()      # (B, T, C) while frames, then (B, C)
+    frames, emit = True, None
+    for kind, a, b, c, d, e, _ in _records(program):
+        if kind == XV_CONV:
+            tiles, sums, alpha, bias, weight = slots[5 * a:5 * a + 5]
+            xt = h.transpose(1, 2)
+            if d:
+                xt = F.pad(xt, (d, d), mode=XV_PAD_MODES[e])
+            if weight is not None:
+                h = F.conv1d(xt, weight, bias, 1, 0, c).transpose(1, 2)
+            else:
+                tout = xt.shape[2] - c * (b - 1)
+                if tout < 1:
+                    raise ValueError(f"{xt.shape[2]} padded frames are fewer than the kernel's "
+                                     f"span {c * (b - 1) + 1}")
+                taps = torch.stack([xt[:, :, j * c:j * c + tout] for j in range(b)], 1)
+                rows = taps.permute(0, 3, 1, 2).reshape(xt.shape[0], tout, -1)  # tap-major
+                y = linear_tiled(rows, tiles, sums, alpha, bias, slot_ints[2 * a],
+                                 slot_ints[2 * a + 1], path, isa)
+                h = y.transpose(1, 2).contiguous().transpose(1, 2)
+        elif kind == XV_LEAKY:
+            h = F.leaky_relu(h, floats[a])
+        elif kind == XV_NORM:
+            mean, var, weight, bias = params[4 * a:4 * a + 4]
+            v = h.transpose(1, 2) if frames else h.unsqueeze(2)
+            v = F.batch_norm(v, mean, var, weight, bias, False, 0.0, floats[b])
+            h = v.transpose(1, 2) if frames else v.squeeze(2)
+        elif kind == XV_POOL:
+            if not frames:
+                raise ValueError("a second pooling")
+            mean = h.mean(dim=1)
+            if mean_noise is not None:
+                mean = mean + mean_noise.reshape(mean.shape)
+            h = torch.cat((mean, h.std(dim=1) + floats[a]), dim=1)
+            frames = False
+        elif kind == XV_LINEAR:
+            tiles, sums, alpha, bias, weight = slots[5 * a:5 * a + 5]
+            if weight is not None:
+                h = F.linear(h.unsqueeze(1), weight, bias).squeeze(1)
+            else:
+                h = linear_tiled(h, tiles, sums, alpha, bias, slot_ints[2 * a],
+                                 slot_ints[2 * a + 1], path, isa)
+        elif kind == XV_LOG_SOFTMAX:
+            h = F.log_softmax(h, dim=-1)
+        elif kind == XV_EMIT:
+            emit = h.clone()
+        else:
+            raise ValueError(f"unknown record kind {kind}")
+    if frames:
+        raise ValueError("the program has no pooling")
+    if emit is None:
+        emit = h.new_empty((h.shape[0], 0))
+    return emit, h.contiguous()
 
 
 # ------------------------------------------------------------------------ training ops --

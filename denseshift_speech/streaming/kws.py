@@ -5,7 +5,11 @@ The file (written by the recipe's ``export_model`` through ``export_packed``, ta
 TDNN and its classifier), the normalizer statistics and, from the recipe, the class names
 (metadata ``classes``, a JSON list in the classifier's output order).  Only the inference
 part of the hparams is instantiated, as :func:`~.model.load_model` does for ASR; packed
-layers run through the packed modules (the native kernel).
+layers run through the packed modules (the native kernel).  A packed x-vector network runs
+one op per batch of windows (:func:`~denseshift_speech.packed.xvector.fuse_xvector_`: the
+embedding model and the classifier swap classes; ``classifier(embedding_model(feats))``
+is unchanged for callers, bit for bit on the int8 path), and the sentence normalization
+of whole windows three tensor ops (:class:`SentenceNormalization`, same values).
 
     from denseshift_speech.streaming.kws import load_kws_model
     model = load_kws_model("results/kws_ds3/model.dsp")
@@ -31,6 +35,29 @@ KWS_INFERENCE_KEYS = ("compute_features", "mean_var_norm", "embedding_model", "c
 # The recipe's class list, when an older file lacks the ``classes`` metadata
 # (denseshift-speech export of a run): written beside model.dsp by the preparer.
 CLASSES_FILE = "classes.txt"
+
+
+try:  # speechbrain is a dependency; the class swap below needs its normalizer class
+    from speechbrain.processing.features import InputNormalization
+except ImportError:  # pragma: no cover
+    InputNormalization = None
+
+if InputNormalization is not None:
+    class SentenceNormalization(InputNormalization):
+        """SpeechBrain's ``InputNormalization`` whose mean-only sentence normalization of
+        whole clips (every relative length >= 1, as the spotter's windows) is
+        ``x - x.sum(1) / T``: the stock path computes the same sums and division through a
+        mask of ones (``(x * mask).sum(1) / mask.sum(1)``, then ``/ 1.0``), about a dozen
+        tensor ops for the same values; anything else runs the stock code."""
+
+        def forward(self, x, lengths=None, epoch=None):
+            if (self.norm_type == "sentence" and not self.std_norm and self.length_dim == 1
+                    and x.dim() == 3 and x.dtype == torch.float32 and x.shape[1] > 0
+                    and (lengths is None or bool((lengths >= 1).all()))):
+                return x - x.sum(1, keepdim=True) / x.shape[1]
+            return super().forward(x, lengths, epoch)
+else:  # pragma: no cover
+    SentenceNormalization = None
 
 
 @dataclasses.dataclass
@@ -68,6 +95,13 @@ class KWSModel(LoadedFile):
         from ..packed import PackedConv1d, PackedLinear
         return [m for mod in (self.embedding_model, self.classifier) for m in mod.modules()
                 if isinstance(m, PackedLinear) or (isinstance(m, PackedConv1d) and m.mode != "dense")]
+
+    def unfused_reason(self, feats: torch.Tensor | None = None) -> str | None:
+        """None when ``classifier(embedding_model(feats))`` runs the fused x-vector op, else
+        why it runs module by module (:func:`~denseshift_speech.packed.xvector.fused_reason`)."""
+        from ..packed.xvector import fused_reason
+        with torch.no_grad():
+            return fused_reason(self.embedding_model, feats)
 
     def uses_native_kernel(self) -> bool:
         return kernels.native_available() and bool(self.packed_modules())
@@ -134,7 +168,14 @@ def load_kws_model(path, fp32: bool = False, kernel_path: str | None = None) -> 
         raise ModelFileError(f"{path}: the classifier has {outputs} outputs but the file names "
                              f"{len(labels)} classes ({', '.join(labels)})")
     hp["compute_features"].eval()
+    embedding_model, classifier = container["embedding_model"], container["classifier"]
+    normalize = container["mean_var_norm"]
+    if not fp32:  # the packed network in one op per window (the fp32 twin stays eager torch)
+        from ..packed.xvector import fuse_xvector_
+        fuse_xvector_(embedding_model, classifier)
+        if SentenceNormalization is not None and type(normalize) is InputNormalization:
+            normalize.__class__ = SentenceNormalization
     return KWSModel(
         **file_facts(path, plain, info, fp32), labels=labels,
-        compute_features=hp["compute_features"], normalize=container["mean_var_norm"],
-        embedding_model=container["embedding_model"], classifier=container["classifier"])
+        compute_features=hp["compute_features"], normalize=normalize,
+        embedding_model=embedding_model, classifier=classifier)
