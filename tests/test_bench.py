@@ -48,6 +48,9 @@ def test_bench_quick_cli(tmp_path):
         assert head in text, text
     assert data["command"].startswith("denseshift-speech bench --quick")
     assert data["machine"]["native_kernel"] and data["machine"]["cores"] >= 1
+    # the ceiling of a 2-thread speed-up here: 2 one-thread processes against one
+    assert data["capacity"]["one_process_calls_per_s"] > 0 and 0 < data["capacity"]["2"] < 2.5
+    assert "## this machine: N one-thread processes at once run" in text
     onnx = B.available().ok
     assert data["onnx"]["used"] == onnx
     baselines = list(bench.BASELINES) if onnx else ["torch-fp32", "torch-int8"]

@@ -70,6 +70,8 @@ STREAM_NAMES = ("ds-int8", "ort-int8")
 #: seconds per measurement (layers; whole encoders get ENCODER_BUDGET_SCALE times more)
 BUDGET, QUICK_BUDGET = 0.7, 0.03  # full run: about 3-4 min on 2 cores
 ENCODER_BUDGET_SCALE = 3
+#: seconds per process of the machine-capacity line (benchmarks/capacity.py)
+CAPACITY_SECONDS, QUICK_CAPACITY_SECONDS = 3.0, 0.3
 
 BASELINES = ("torch-fp32", "torch-int8", "ort-fp32", "ort-int8")
 ONNX_BASELINES = ("ort-fp32", "ort-int8")
@@ -409,12 +411,22 @@ def run(args) -> int:
     finally:
         torch.set_num_threads(saved_threads)
     records = T.evaluate(enc_rows, layer_rows, sizes, stream_rows)
+    capacity = {}
+    if max(counts) > 1:  # the ceiling of the scaling columns on this machine
+        from .capacity import core_capacity
+        capacity = core_capacity(counts, seconds=QUICK_CAPACITY_SECONDS if quick else
+                                 CAPACITY_SECONDS)
     print()
     if enc_rows:
         print("\n".join(encoder_tables(enc_rows, sizes, stream_rows)))
         print()
     if layer_rows:
         print("\n".join(layer_tables(layer_rows)))
+        print()
+    if capacity:
+        print("## this machine: N one-thread processes at once run "
+              + ", ".join(f"{capacity[n]:.2f}x (N={n})" for n in counts if n > 1)
+              + " the calls of one (the tiled int8 kernel; the most N threads can gain here)")
         print()
     print(f"## targets ({args.bits}-bit, {thr} thread(s), ds-int8 is the default path; "
           "each target names its thread count)")
@@ -427,7 +439,7 @@ def run(args) -> int:
            "threads": counts, "budget_s": budget,
            "onnx": {"used": onnx, "available": onnx_status.ok,
                     "message": onnx_status.message},
-           "encoder": enc_rows, "streams": stream_rows, "sizes": sizes, "layers": layer_rows,
+           "capacity": capacity, "encoder": enc_rows, "streams": stream_rows, "sizes": sizes, "layers": layer_rows,
            "targets": records,
            "elapsed_s": elapsed}
     write_json(DEFAULT_JSON if args.json is None else args.json, out, elapsed)
