@@ -11,7 +11,8 @@ per weight layout (:mod:`.layout`):
   tiled layout) on every path, and for depthwise convolutions outside the fused layer.
 * the *tiled* ops read the run-time layout that :func:`repack` makes once per layer from
   the packed rows: :func:`linear_tiled` (paths ``int8`` and ``exact``, the default paths)
-  and the fused ``conformer_layer`` (:mod:`denseshift_speech.packed.fused`).
+  the fused ``conformer_layer`` (:mod:`denseshift_speech.packed.fused`) and the fused
+  ``xvector`` keyword-spotter network (:mod:`denseshift_speech.packed.xvector`).
 
 The ops that read packed rows (the file-layout ops and ``repack``) refuse an
 ``in_features`` (``kernel_size``) that disagrees with them: a row width other than
