@@ -7,8 +7,8 @@
 //                  per-channel affine; `fused`: one rounding (fma, what torch's x86 and
 //                  aarch64 builds compute), else two
 //   mean_over_time: the mean over the T rows of x (T, C) per column as torch.mean over a
-//                  contiguous time axis computes it: its cascade sum (SumKernel.cpp:
-//                  row_sum / multi_row_sum, 4 accumulation levels) over vectors of `lanes`
+//                  contiguous time axis computes it: its cascade sum (row_sum / multi_row_sum of
+//                  its CPU sum kernel, 4 accumulation levels) over vectors of `lanes`
 //                  floats (Vectorized<float>::size() of torch's CPU capability) when
 //                  T >= lanes, else over single floats, then divided by T
 //   std_over_time: unbiased standard deviation over the T rows of x (T, C) per column,

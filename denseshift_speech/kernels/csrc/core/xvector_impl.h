@@ -1,5 +1,5 @@
-// Loop bodies of the x-vector post-ops (xvector.h), compiled for the target of the
-// including file.  Define DS_XVECTOR_SUFFIX (e.g. _avx2) before including.
+// Loop bodies of the x-vector post-ops, compiled for the target of the including file
+// (xvector_scalar.cpp, xvector_avx2.cpp, xvector_neon.cpp).  Define DS_XVECTOR_SUFFIX (e.g. _avx2) before including.
 #include <cmath>
 #include <cstdint>
 
