@@ -27,9 +27,9 @@ import time
 
 import yaml
 
-import progress
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # progress.py beside this file (also under PYTHONSAFEPATH / -P)
+import progress  # noqa: E402
 PLANS = os.path.join(HERE, "plans.yaml")
 ROOT = os.path.dirname(os.path.dirname(HERE))  # recipes/demo/ -> the checkout
 PY = sys.executable
