@@ -297,14 +297,18 @@ def test_fused_int8_close_to_exact(packed_small):
     assert 1e-6 < rel < 0.05
 
 
+def fused_op_inputs(model, T, valid):
+    """Inputs of the first layer's conformer_layer op: two sequences of T frames (the
+    second padded after ``valid``), relative positions, the mask, the layer's arguments."""
+    x = torch.randn(2, T, 48)
+    pos = torch.randn(1, 2 * T - 1, 48)
+    kpm = torch.tensor([[False] * T, [False] * valid + [True] * (T - valid)])
+    return (x, pos, kpm, *model.encoder.layers[0]._ds_fused.args())
+
+
 @needs_native
 def test_native_fused_op_matches_python_reference(packed_small):
-    layer = packed_small.encoder.layers[0]
-    spec = layer._ds_fused
-    x = torch.randn(2, 11, 48)
-    pos = torch.randn(1, 21, 48)
-    kpm = torch.tensor([[False] * 11, [False] * 7 + [True] * 4])
-    slots, ints, params, eps, conf = spec.args()
+    x, pos, kpm, slots, ints, params, eps, conf = fused_op_inputs(packed_small, 11, 7)
     for stages in ("ffn1", "attention", "conv", "ffn2", "ffn1,attention,conv,ffn2"):
         y = torch.ops.denseshift.conformer_layer(x, pos, kpm, slots, ints, params, eps, conf, stages, "exact",
                                                  "auto")
@@ -451,12 +455,7 @@ def test_fused_layer_batch_of_streams_equals_one_by_one(packed_small, split_ever
 
 @needs_native
 def test_opcheck_fused_layer_on_two_threads(packed_small, split_everything):
-    layer = packed_small.encoder.layers[0]
-    spec = layer._ds_fused
-    x = torch.randn(2, 9, 48)
-    pos = torch.randn(1, 17, 48)
-    kpm = torch.tensor([[False] * 9, [False] * 5 + [True] * 4])
-    slots, ints, params, eps, conf = spec.args()
+    x, pos, kpm, slots, ints, params, eps, conf = fused_op_inputs(packed_small, 9, 5)
     torch.set_num_threads(2)
     for path in ("int8", "exact"):
         torch.library.opcheck(torch.ops.denseshift.conformer_layer.default,
