@@ -3,6 +3,7 @@ disjoint speakers, speech content, skip-when-done, CLI."""
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 
@@ -125,8 +126,9 @@ def test_librispeech_layout_and_stats(ls):
 
 def test_librispeech_lm_text_is_held_out_text(ls):
     """librispeech-lm-norm.txt: the asked number of transcript-style sentences, made only
-    of training words, none of them a dev or test sentence (the LM must not have read the
-    test set), and most of them new text rather than training transcripts."""
+    of training words, no dev or test grammar sentence among them (the LM must not have
+    read the test set; only short device utterances may be shared), and most of them new
+    text rather than training transcripts."""
     a, _, stats, _ = ls
     content = check_librispeech_layout(a)
     with open(os.path.join(a, "librispeech-lm-norm.txt")) as fh:
@@ -138,9 +140,29 @@ def test_librispeech_lm_text_is_held_out_text(ls):
     train_words = {w for t in texts["train-clean-100"] for w in t.split()}
     assert {w for t in lines for w in t.split()} <= train_words
     held_out = texts["dev-clean"] | texts["test-clean"] | texts["test-other"]
-    assert not held_out & set(lines)
+    assert all(len(t.split()) <= 7 for t in held_out & set(lines))  # device utterances
     distinct = set(lines)  # (40 training sentences allow few words: lines repeat)
     assert len(distinct) > 100 and len(distinct - texts["train-clean-100"]) > 0.8 * len(distinct)
+
+
+def test_lm_text_keeps_device_utterances_and_leaves_out_held_out_sentences():
+    """A held-out grammar sentence never reaches the LM text; a device utterance (a single
+    command word, a digit) does, even when a held-out split says it: without them the LM
+    knows no one-word utterance "DOWN" and hears "DO"."""
+    from denseshift_speech.data import grammar
+    from denseshift_speech.data.synth import _lm_text
+    rng = random.Random(0)
+    train = [grammar.sentence(rng) for _ in range(3000)] + \
+        [grammar.device_utterance(rng) for _ in range(3000)]
+    sentence = next(t for t in train if len(t.split()) > 8)
+    texts = {"train-clean-100": train, "dev-clean": ["DOWN", sentence],
+             "test-clean": ["ZERO"], "test-other": ["OFF"]}
+    lines = _lm_text(texts, random.Random(1), 4000, None, device_share=0.3)
+    assert len(lines) == 4000
+    assert {"DOWN", "ZERO", "OFF"} <= set(lines)
+    assert sentence not in lines
+    vocab = {w for t in train for w in t.split()}
+    assert {w for t in lines for w in t.split()} <= vocab
 
 
 def test_librispeech_bad_lm_sentences_is_one_clear_error(tmp_path):

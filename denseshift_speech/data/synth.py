@@ -735,14 +735,19 @@ def _texts(utts: dict, split_rng: dict, vocabulary_size: int | None = None,
 def _utterance(rng: random.Random, words, device_share: float, redraws) -> str:
     """A device utterance (with probability ``device_share``) or a grammar sentence, made
     only of ``words`` unless that is None (``redraws``: as for ``_sentence_of``)."""
+    return _draw(rng, words, device_share, redraws)[0]
+
+
+def _draw(rng: random.Random, words, device_share: float, redraws) -> tuple[str, bool]:
+    """(``_utterance``'s text, whether it is a device utterance)."""
     if device_share and rng.random() < device_share:
         for _ in range(20 if words is not None else 1):  # (a tiny vocabulary: a sentence)
             t = grammar.device_utterance(rng)
             if words is None or all(w in words for w in t.split()):
-                return t
+                return t, True
     if words is None:
-        return grammar.sentence(rng)
-    return _sentence_of(rng, words, redraws)
+        return grammar.sentence(rng), False
+    return _sentence_of(rng, words, redraws), False
 
 
 def _sentence_of(rng: random.Random, words, redraws: int = 200) -> str:
@@ -759,10 +764,15 @@ def _sentence_of(rng: random.Random, words, redraws: int = 200) -> str:
 def _lm_text(texts: dict, rng: random.Random, n: int, vocabulary_size: int | None,
              device_share: float = 0.0) -> list:
     """``n`` sentences for the n-gram LM: utterances made only of training words, as the
-    held-out splits' are (drawn the way ``_texts`` draws those), and none of them a
-    dev or test sentence: LibriSpeech's LM corpus likewise leaves out the books of its test
-    sets.  Fewer than ``n`` when the held-out splits hold nearly every sentence a tiny
-    vocabulary allows (at most 20 draws a sentence)."""
+    held-out splits' are (drawn the way ``_texts`` draws those), and no grammar sentence
+    of a dev or test split: LibriSpeech's LM corpus likewise leaves out the books of its
+    test sets.  Device utterances stay even when a held-out split says them too: they are
+    a small closed set (ten command words, ten digits, short commands) that any device's
+    LM lists, and leaving them out left the LM without "DOWN" or "ZERO" as a whole
+    utterance, so it heard "DO" and "OF" in people's single words
+    (docs/results/2026-12-08-lm-device-utterances.md).  Fewer than ``n`` when the
+    held-out splits hold nearly every sentence a tiny vocabulary allows (at most 20
+    draws a sentence)."""
     train = LS_SPLITS[0]
     vocab = {w for t in texts[train] for w in t.split()}
     held_out = {t for s in LS_SPLITS[1:] for t in texts[s]}
@@ -774,8 +784,8 @@ def _lm_text(texts: dict, rng: random.Random, n: int, vocabulary_size: int | Non
     for _ in range(20 * n):
         if len(out) == n:
             break
-        t = _utterance(rng, vocab, device_share, redraws)
-        if t not in held_out:
+        t, device = _draw(rng, vocab, device_share, redraws)
+        if device or t not in held_out:
             out.append(t)
     return out
 
