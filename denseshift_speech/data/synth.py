@@ -770,7 +770,7 @@ def _lm_text(texts: dict, rng: random.Random, n: int, vocabulary_size: int | Non
     a small closed set (ten command words, ten digits, short commands) that any device's
     LM lists, and leaving them out left the LM without "DOWN" or "ZERO" as a whole
     utterance, so it heard "DO" and "OF" in people's single words
-    (docs/results/2026-12-08-lm-device-utterances.md).  Fewer than ``n`` when the
+    (docs/results/2026-12-07-lm-device-utterances.md).  Fewer than ``n`` when the
     held-out splits hold nearly every sentence a tiny vocabulary allows (at most 20
     draws a sentence)."""
     train = LS_SPLITS[0]
