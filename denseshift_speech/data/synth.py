@@ -63,8 +63,8 @@ from .engines import Speaker
 log = logging.getLogger(__name__)
 
 # per corpus kind, raised when what that kind's synthesizer writes changes, so that an
-# older corpus of the kind is written anew (librispeech 7: the LM text)
-GENERATOR_VERSIONS = {"librispeech": 8, "speech-commands": 7}
+# older corpus of the kind is written anew (librispeech 7 and 9: the LM text)
+GENERATOR_VERSIONS = {"librispeech": 9, "speech-commands": 7}
 MARKER = ".denseshift_synth.json"
 PARTIAL = ".denseshift_synth.partial"
 SR = 16000
