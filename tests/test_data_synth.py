@@ -165,6 +165,24 @@ def test_lm_text_keeps_device_utterances_and_leaves_out_held_out_sentences():
     assert {w for t in lines for w in t.split()} <= vocab
 
 
+def test_options_only_writes_nothing_and_differences_name_each_setting(tmp_path):
+    """``options_only`` returns what the marker would record without touching the folder;
+    corpus_differences lists each setting a finished corpus differs in (engine versions
+    aside), and nothing for a folder without a marker."""
+    from denseshift_speech.data.synth import MARKER, corpus_differences
+    out = tmp_path / "corpus"
+    asked = synthesize_speech_commands(out, **dict(GSC_KW, options_only=True))
+    assert not out.exists()
+    assert corpus_differences(out, asked) == []
+    out.mkdir()
+    written = json.loads(json.dumps(asked))
+    written["speakers"]["train"] = 60
+    written["engines"] = {name: "0.0-other" for name in asked["engines"]}
+    (out / MARKER).write_text(json.dumps({"options": written, "stats": {}}))
+    assert corpus_differences(out, asked) == [
+        f"speakers: written {written['speakers']}, asked {asked['speakers']}"]
+
+
 def test_librispeech_bad_lm_sentences_is_one_clear_error(tmp_path):
     with pytest.raises(DataError, match="lm_sentences must be a whole number >= 0"):
         synthesize_librispeech(tmp_path / "x", **dict(LS_KW, lm_sentences=-5))

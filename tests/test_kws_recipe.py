@@ -4,6 +4,7 @@ and hparams errors that stop the run at start with one clear line."""
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -64,7 +65,9 @@ def real_like(corpus, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fp_run(corpus, real_like, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("kws_fp"))
-    run_recipe(KWS, FP, *tiny(corpus, out), f"--real_speech_folders=[{','.join(real_like)}]")
+    proc = run_recipe(KWS, FP, *tiny(corpus, out), f"--real_speech_folders=[{','.join(real_like)}]")
+    with open(os.path.join(out, "console.txt"), "w") as f:  # what the user saw
+        f.write(proc.stdout + proc.stderr)
     return out
 
 
@@ -212,10 +215,16 @@ def test_killed_run_resumes_from_its_checkpoint(corpus, tmp_path):
 @pytest.mark.slow
 def test_finished_corpus_is_used_as_it_is(corpus, fp_run):
     """A finished synthetic corpus written with other options than the recipe's synth_*
-    defaults (here: the fixture's 4 training speakers) is not re-synthesized."""
+    defaults (here: the fixture's 4 training speakers) is not re-synthesized, and the
+    run's log names each setting that differs."""
     from denseshift_speech.data import synth
     with open(os.path.join(corpus, synth.MARKER)) as f:
         assert json.load(f)["options"]["speakers"]["train"] == 4
+    with open(os.path.join(fp_run, "console.txt")) as f:
+        log = f.read()
+    assert "holds a synthetic corpus written with other settings" in log
+    assert re.search(r"speakers: written \{[^}]*'train': 4[^}]*\}, asked \{[^}]*'train': 240", log)
+    assert "repeats: written 1, asked 3" in log
 
 
 @pytest.mark.slow

@@ -479,7 +479,7 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
                            engine_share: float = ENGINE_SHARE, vocabulary_size: int | None = None,
                            device_share: float = DEVICE_SHARE,
                            lm_sentences: int = LM_SENTENCES, jobs: int | None = None,
-                           force: bool = False) -> dict:
+                           force: bool = False, options_only: bool = False) -> dict:
     """Write a LibriSpeech-layout ASR corpus into ``out_dir``; return stats per split.
 
     ``out_dir`` plays the role of the ``LibriSpeech/`` folder: it receives
@@ -495,7 +495,8 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
     split's utterances are single words, short commands and digit strings
     (``grammar.device_utterance``), as people say to a device.  Stats: ``{split: {hours, utterances, speakers,
     vocabulary, engines}}`` plus ``total`` and ``seconds`` (synthesis wall time of the
-    run that made it).
+    run that made it).  ``options_only``: write nothing, return the settings the marker
+    would record (what :func:`corpus_differences` compares).
     """
     out_dir = os.fspath(out_dir)
     utts = dict(zip(LS_SPLITS, (train_utts, dev_utts, test_utts, test_other_utts)))
@@ -513,6 +514,8 @@ def synthesize_librispeech(out_dir, seed: int = 0, train_utts: int = 1500,
                        device_share=float(device_share))
     if vocabulary_size is not None:  # (absent by default: older markers stay valid)
         options["vocabulary_size"] = int(vocabulary_size)
+    if options_only:
+        return options
     return _synthesize(_LibriSpeech(out_dir, seed, spks, conditions, train_engines,
                                     engine_share, options, utts, vocabulary_size,
                                     device_share, lm_sentences), jobs, force)
@@ -803,7 +806,7 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
                                test_other_reverb_prob: float = 0.5, rt60=(0.25, 0.9),
                                room_size=(3.0, 8.0), train_engines=TRAIN_ENGINES,
                                engine_share: float = ENGINE_SHARE, jobs: int | None = None,
-                               force: bool = False) -> dict:
+                               force: bool = False, options_only: bool = False) -> dict:
     """Write a Google-Speech-Commands-v0.02-layout corpus into ``out_dir``.
 
     Each speaker says every core command (``yes no up down left right on off stop go``
@@ -813,7 +816,8 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
     ``testing_other`` clips (``_other_engine_/<word>/``, ``testing_other_list.txt``), in
     simulated rooms with noise.  Stats: ``{split: {hours, utterances, speakers,
     vocabulary, engines}}`` with splits ``train``, ``validation``, ``testing``,
-    ``testing_other``, plus ``total`` and ``seconds``.
+    ``testing_other``, plus ``total`` and ``seconds``.  ``options_only``: as for
+    :func:`synthesize_librispeech`.
     """
     out_dir = os.fspath(out_dir)
     words = tuple(words)
@@ -832,6 +836,8 @@ def synthesize_speech_commands(out_dir, seed: int = 0, words=GSC_CORE + GSC_FILL
                        speakers=counts, repeats=int(repeats), filler_prob=float(filler_prob),
                        noise_prob=float(noise_prob), noise_seconds=float(noise_seconds),
                        engine_share=float(engine_share))
+    if options_only:
+        return options
     return _synthesize(_SpeechCommands(out_dir, seed, counts, conditions, train_engines,
                                        engine_share, options, words, repeats, filler_prob,
                                        noise_prob, noise_seconds), jobs, force)
@@ -999,6 +1005,26 @@ def _write_split_lists(out_dir: str, tasks: list) -> None:
 def is_synthetic_corpus(folder) -> bool:
     """True if ``folder`` was written (completely or partly) by this synthesizer."""
     return any(os.path.isfile(os.path.join(folder, name)) for name in (MARKER, PARTIAL))
+
+
+def corpus_differences(folder, asked: dict) -> list:
+    """How the settings a finished corpus in ``folder`` was written with differ from
+    ``asked`` (a synthesizer's ``options_only=True`` record), one "key: written X, asked Y"
+    line each; engine versions are not compared (only which engines).  Empty when they
+    agree or when ``folder`` has no readable marker."""
+    try:
+        with open(os.path.join(folder, MARKER)) as fh:
+            written = json.load(fh)["options"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    lines = []
+    for key in sorted(set(written) | set(asked)):
+        old, new = written.get(key), asked.get(key)
+        if key == "engines":
+            old, new = sorted(old or {}), sorted(new or {})
+        if old != new:
+            lines.append(f"{key}: written {old}, asked {new}")
+    return lines
 
 
 def is_outdated_corpus(folder) -> bool:

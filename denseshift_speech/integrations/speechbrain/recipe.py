@@ -301,12 +301,32 @@ def end_distributed():
         dist.destroy_process_group()
 
 
+def _warn_if_other_settings(folder, synthesize, seed, synth_kwargs) -> None:
+    from ...data import DataError
+    from ...data.synth import corpus_differences, is_synthetic_corpus
+    if not is_synthetic_corpus(folder):
+        return
+    try:
+        asked = synthesize(out_dir=folder, seed=seed, options_only=True, **synth_kwargs)
+    except DataError:  # (an engine missing here: nothing to compare with)
+        return
+    differences = corpus_differences(folder, asked)
+    if differences:
+        logger.warning("%s holds a synthetic corpus written with other settings than the "
+                       "synth_* hparams ask; it is used as it is (remove the folder, or point "
+                       "--data_folder at a new one, to have the asked corpus written): %s",
+                       folder, "; ".join(differences))
+
+
 def ensure_data(hparams: dict, dataset: str, synthesize, **synth_kwargs):
     """Use ``hparams['data_folder']`` as it is, synthesize it (main process only), or fail.
 
     A real dataset, or a finished synthetic corpus (whatever options wrote it), is used as
     it is -- unless an older version of the synthesizer wrote it (then it is written
     anew: an older corpus lacks the engines, conditions and splits the recipes expect).
+    A corpus written with other settings than the synth_* hparams ask is named in a
+    warning with each difference (it is not rewritten: that may be hours of synthesis
+    someone chose to keep).
     A synthetic corpus still being written (by a twin started at the same time) or
     left unfinished by a killed run is handed to ``synthesize``, which waits for the
     twin's lock or starts again.  With ``synthesize_if_missing: False`` a missing folder
@@ -318,6 +338,7 @@ def ensure_data(hparams: dict, dataset: str, synthesize, **synth_kwargs):
     folder = hparams["data_folder"]
     if os.path.isdir(folder) and not is_unfinished_corpus(folder):
         if not is_outdated_corpus(folder):
+            _warn_if_other_settings(folder, synthesize, hparams["synth_seed"], synth_kwargs)
             return
         logger.warning("%s was written by an older synthesizer; writing it anew", folder)
     if not hparams["synthesize_if_missing"]:
