@@ -433,6 +433,21 @@ def test_fused_layer_is_bit_identical_on_any_thread_count(packed_small, split_ev
 
 
 @needs_native
+def test_fused_layer_rows_split_keeps_bits_and_non_finite_rows(packed_small, split_everything):
+    """Enough rows for every thread (the int8 linears then split by rows: each thread
+    quantizes its rows and computes all their outputs), one frame holding inf: the same
+    bits on 1, 2 and 3 threads, the non-finite rows included (through the exact path)."""
+    layer = packed_small.encoder.layers[0]
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 41, 48, generator=gen)
+    x[1, 17, 5] = float("inf")
+    ys = on_threads(lambda: fused_call(layer, x, None, "int8"))
+    for y in ys[1:]:
+        torch.testing.assert_close(y, ys[0], rtol=0, atol=0, equal_nan=True)
+    assert torch.isfinite(ys[0][0]).all() and not torch.isfinite(ys[0][1]).all()
+
+
+@needs_native
 @pytest.mark.parametrize("path", ["int8", "exact"])
 def test_fused_layer_batch_of_streams_equals_one_by_one(packed_small, split_everything, path):
     """Several independent sequences in one call (the linears see all rows at once, so each

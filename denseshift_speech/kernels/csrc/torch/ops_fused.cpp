@@ -117,11 +117,34 @@ struct Layer {
     });
     if (L.tiled) L.tiled->finish_prepare();
   }
-  void prepare(SlotLinear& L) const {
-    prepare(L, [](int64_t, int64_t) {});
-  }
+  static void no_pre(int64_t, int64_t) {}
+  void prepare(SlotLinear& L) const { prepare(L, no_pre); }
   // Run prepared linears together (one split for all), epi(job, m0, m1, n0, n1) on the
   // output block each thread just computed.
+  // prepare() then run() of one linear; on the int8 path, when every part gets
+  // kMinRowsPerPart rows, one fork-join by rows instead (each thread: pre, quantization,
+  // every output tile and epi of its own rows): no join between quantizing and the
+  // kernel, and balanced where a narrow layer has few tiles (144 outputs are 9 tiles, 5
+  // against 4 on two threads).  Same bits either way (TiledLinear::run_rows).
+  template <class Pre, class Epi>
+  void prepare_run(SlotLinear& L, const Pre& pre, const Epi& epi) const {
+    if (L.tiled && int8) {
+      const double ns = double(L.M) * double(L.x.size(1)) / par::kElemPerNs + L.tiled->cost_ns();
+      const int64_t n = par::parts_for(ns, L.M / par::kMinRowsPerPart);
+      if (n > 1) {
+        par::run_parts(n, [&](int64_t p) {
+          const auto r = par::chunk(L.M, p, n);
+          pre(r.first, r.second);
+          L.tiled->prepare_rows(r.first, r.second);
+          L.tiled->run_rows(r.first, r.second);
+          epi(size_t(0), r.first, r.second, int64_t(0), L.N);
+        });
+        return;
+      }
+    }
+    prepare(L, pre);
+    run({&L}, epi);
+  }
   template <class Epi>
   void run(std::vector<SlotLinear*> jobs, const Epi& epi) const {
     std::vector<TiledLinear*> tiled;
@@ -159,12 +182,14 @@ struct Layer {
     float* xp = fptr(x);
     at::Tensor h = at::empty({M, C}, x.options());
     SlotLinear up = make(first, h);
-    prepare(up, [&](int64_t m0, int64_t m1) { norm_rows(norm_index, xp + m0 * C, m1 - m0, C, fptr(h) + m0 * C); });
-    run({&up}, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) { silu_block(up, m0, m1, n0, n1); });
+    prepare_run(
+        up, [&](int64_t m0, int64_t m1) { norm_rows(norm_index, xp + m0 * C, m1 - m0, C, fptr(h) + m0 * C); },
+        [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) { silu_block(up, m0, m1, n0, n1); });
     SlotLinear down = make(first + 1, up.y);
     TORCH_CHECK(down.N == C, "denseshift::conformer_layer: feed-forward output has ", down.N, " features, expected ", C);
-    prepare(down);
-    run({&down}, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) { residual(xp, down, a, m0, m1, n0, n1); });
+    prepare_run(down, no_pre, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      residual(xp, down, a, m0, m1, n0, n1);
+    });
   }
 
   // x += MHA_relpos(LN(x)): RelPosMHAXL (speechbrain.nnet.attention), no dropout,
@@ -228,8 +253,9 @@ struct Layer {
     }
     SlotLinear out = make(kOutProj, o);
     TORCH_CHECK(out.N == C, "denseshift::conformer_layer: attention output has ", out.N, " features, expected ", C);
-    prepare(out);
-    run({&out}, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) { residual(xp, out, 1.0f, m0, m1, n0, n1); });
+    prepare_run(out, no_pre, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      residual(xp, out, 1.0f, m0, m1, n0, n1);
+    });
   }
 
   // x += ConvolutionModule(x) on (B, T, C): pointwise -> GLU -> depthwise -> LN -> swish
@@ -240,8 +266,9 @@ struct Layer {
     at::Tensor h = at::empty({M, C}, x.options());
     SlotLinear pw = make(kPointwise, h);
     TORCH_CHECK(pw.N == 2 * C, "denseshift::conformer_layer: pointwise conv has ", pw.N, " outputs, expected ", 2 * C);
-    prepare(pw, [&](int64_t m0, int64_t m1) { norm_rows(kNormConv, xp + m0 * C, m1 - m0, C, fptr(h) + m0 * C); });
-    run({&pw}, [](size_t, int64_t, int64_t, int64_t, int64_t) {});
+    prepare_run(
+        pw, [&](int64_t m0, int64_t m1) { norm_rows(kNormConv, xp + m0 * C, m1 - m0, C, fptr(h) + m0 * C); },
+        [](size_t, int64_t, int64_t, int64_t, int64_t) {});
 
     const at::Tensor w = params[2 * kNorms + 2].contiguous(), bias = params[2 * kNorms + 3].contiguous();
     const int64_t K = kernel;
@@ -283,14 +310,14 @@ struct Layer {
     SlotLinear out = make(kConvOut, h2);
     TORCH_CHECK(out.N == C, "denseshift::conformer_layer: convolution output has ", out.N, " features, expected ", C);
     float* h2p = fptr(h2);
-    prepare(out, [&](int64_t m0, int64_t m1) {
-      for (int64_t m = m0; m < m1; ++m) norm_rows(kNormConvAfter, dwp + ((m / T) * Tout + m % T) * C, 1, C, h2p + m * C);
-      P().silu(h2p + m0 * C, (m1 - m0) * C);
-    });
     at::Tensor mask;
     if (kpm.has_value()) mask = kpm->to(at::kBool).contiguous();
     const bool* mk = mask.defined() ? mask.data_ptr<bool>() : nullptr;
-    run({&out}, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const auto pre = [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) norm_rows(kNormConvAfter, dwp + ((m / T) * Tout + m % T) * C, 1, C, h2p + m * C);
+      P().silu(h2p + m0 * C, (m1 - m0) * C);
+    };
+    prepare_run(out, pre, [&](size_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       if (mk) {
         float* yo = fptr(out.y);
         for (int64_t m = m0; m < m1; ++m)

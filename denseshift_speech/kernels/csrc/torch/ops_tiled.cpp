@@ -131,6 +131,22 @@ void TiledLinear::run(int64_t t0, int64_t t1) const {
     std::memcpy(y_ + bad_[size_t(i)] * ldy_ + n0, yb + i * N + n0, sizeof(float) * size_t(n1 - n0));
 }
 
+void TiledLinear::run_rows(int64_t m0, int64_t m1) const {
+  TORCH_CHECK(int8_, "denseshift: TiledLinear::run_rows is the int8 path's");
+  const int64_t t1 = tiles(), K = L_.K, Kq = L_.Kq;
+  if (m1 <= m0 || t1 == 0) return;
+  tiled::I8Args a{xq_.get() + m0 * Kq, xscale_.get() + m0, m1 - m0, y_ + m0 * ldy_, ldy_};
+  P_->i8(L_, a, 0, t1);
+  std::vector<float> xb;
+  for (int64_t m = m0; m < m1; ++m) {
+    if (finite_[size_t(m)]) continue;
+    xb.assign(size_t(Kq), 0.0f);  // as finish_prepare pads it
+    std::memcpy(xb.data(), x_ + m * ldx_, sizeof(float) * size_t(K));
+    tiled::F32Args fa{xb.data(), 1, Kq, y_ + m * ldy_, ldy_};
+    P_->f32(L_, fa, 0, t1);
+  }
+}
+
 namespace {
 
 void write_header(uint8_t* h, int64_t N, int64_t K, int32_t bits) {

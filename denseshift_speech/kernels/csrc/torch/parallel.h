@@ -37,6 +37,11 @@ constexpr double kExactMacPerNs = 60.0;   // exact path
 constexpr double kFlopPerNs = 30.0;       // attention / depthwise float work
 constexpr double kElemPerNs = 4.0;        // row-wise post-ops (layer norm + quantize, ...)
 
+// Rows each part needs before a linear of the fused layer is split by rows instead of by
+// output tiles (ops_fused.cpp, prepare_run): every part decodes each weight tile once for
+// its own rows, so it needs enough of them to pay for that.
+constexpr int64_t kMinRowsPerPart = 16;
+
 // Least work (ns of one thread) per part: 3 us, well above the cost of waking and joining
 // a pool thread; $DENSESHIFT_PARALLEL_MIN_NS (read at load) or set_min_part_ns (returns the
 // previous value; 0 splits every stage as far as it goes, as the tests do) change it.
@@ -104,6 +109,12 @@ class TiledLinear {
   void prepare();
   // Output tiles [t0, t1) for all M rows.
   void run(int64_t t0, int64_t t1) const;
+  // int8 path: every output tile for rows [m0, m1), whose rows prepare_rows has quantized
+  // (finish_prepare not needed: non-finite rows of the range go through the exact path
+  // here).  A thread that quantizes its own rows and computes all their outputs needs no
+  // join between the two; the per-element arithmetic is run()'s (per-row scales, integer
+  // sums), so the output is the same bits.
+  void run_rows(int64_t m0, int64_t m1) const;
 
   int64_t tiles() const { return tiled::padded_rows(L_.N) / tiled::kLanes; }
   int64_t rows() const { return M_; }
