@@ -651,6 +651,29 @@ def test_a_corpus_of_an_older_generator_is_outdated(ls, tmp_path):
     assert not is_outdated_corpus(tmp_path / "missing")
 
 
+@pytest.mark.parametrize("marker", ["finished", "partial"])
+def test_a_corpus_of_a_newer_generator_is_never_removed(tmp_path, marker):
+    """An older version of the package finds a corpus a newer one wrote (or is writing):
+    one clear error, from synth and from a recipe's ensure_data, and nothing removed."""
+    from denseshift_speech.data.synth import GENERATOR_VERSIONS, MARKER, PARTIAL, is_outdated_corpus
+    from denseshift_speech.integrations.speechbrain import recipe
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    options = {"kind": "speech-commands", "generator": GENERATOR_VERSIONS["speech-commands"] + 1}
+    if marker == "finished":
+        (newer / MARKER).write_text(json.dumps({"options": options, "stats": {}}))
+    else:
+        (newer / PARTIAL).write_text(json.dumps(options))
+    (newer / "kept.wav").write_bytes(b"RIFF")
+    assert not is_outdated_corpus(newer)
+    with pytest.raises(DataError, match="written by a newer version of denseshift-speech"):
+        synthesize_speech_commands(newer, **GSC_KW)
+    hparams = {"data_folder": str(newer), "synthesize_if_missing": True, "synth_seed": 0}
+    with pytest.raises(recipe.HparamsError, match="data_folder: .* newer version"):
+        recipe.ensure_data(hparams, "Speech Commands v0.02", synthesize_speech_commands, **GSC_KW)
+    assert (newer / "kept.wav").exists()
+
+
 def test_speech_commands_does_not_depend_on_the_hash_seed(tmp_path):
     """Two processes with different PYTHONHASHSEED write the same corpus (set iteration
     order of strings follows the hash seed; the speaker ids once did)."""

@@ -239,6 +239,7 @@ def _check_or_clear(out_dir: str, options: dict, force: bool):
     ``out_dir`` ready for a fresh synthesis (only removing what we wrote earlier)."""
     marker = os.path.join(out_dir, MARKER)
     partial = os.path.join(out_dir, PARTIAL)
+    check_not_newer(out_dir)
     if os.path.isfile(marker) and not force:
         try:
             with open(marker) as fh:
@@ -1027,14 +1028,35 @@ def corpus_differences(folder, asked: dict) -> list:
     return lines
 
 
+def _marker_generator(folder, name=MARKER) -> tuple:
+    """(generator version, this code's version of that kind: None for a marker older
+    than the kinds) of the marker ``name`` in ``folder``, or None when there is no
+    readable one."""
+    try:
+        with open(os.path.join(folder, name)) as fh:
+            rec = json.load(fh)
+        options = rec.get("options", rec)  # (the partial marker holds the options alone)
+        return int(options["generator"]), GENERATOR_VERSIONS.get(options.get("kind"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def is_outdated_corpus(folder) -> bool:
     """True if ``folder`` is a finished corpus written by an older generator version."""
-    try:
-        with open(os.path.join(folder, MARKER)) as fh:
-            options = json.load(fh)["options"]
-        return options["generator"] != GENERATOR_VERSIONS.get(options.get("kind"))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    versions = _marker_generator(folder)
+    return versions is not None and (versions[1] is None or versions[0] < versions[1])
+
+
+def check_not_newer(folder) -> None:
+    """A DataError when ``folder`` holds a corpus (finished or partly written) of a newer
+    generator than this code's: an older version of the package must not remove it to
+    write its own."""
+    for name in (MARKER, PARTIAL):
+        versions = _marker_generator(folder, name)
+        if versions is not None and versions[1] is not None and versions[0] > versions[1]:
+            raise DataError(f"{folder} holds a corpus written by a newer version of "
+                            f"denseshift-speech (generator {versions[0]}, this one writes "
+                            f"{versions[1]}); upgrade, or choose another folder")
 
 
 def is_unfinished_corpus(folder) -> bool:

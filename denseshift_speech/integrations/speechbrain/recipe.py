@@ -327,6 +327,7 @@ def ensure_data(hparams: dict, dataset: str, synthesize, **synth_kwargs):
     A corpus written with other settings than the synth_* hparams ask is named in a
     warning with each difference (it is not rewritten: that may be hours of synthesis
     someone chose to keep).
+    A corpus of a newer synthesizer than this one is one clear error (never removed).
     A synthetic corpus still being written (by a twin started at the same time) or
     left unfinished by a killed run is handed to ``synthesize``, which waits for the
     twin's lock or starts again.  With ``synthesize_if_missing: False`` a missing folder
@@ -334,8 +335,13 @@ def ensure_data(hparams: dict, dataset: str, synthesize, **synth_kwargs):
     """
     from speechbrain.utils.distributed import run_on_main
 
-    from ...data.synth import is_outdated_corpus, is_unfinished_corpus
+    from ...data import DataError
+    from ...data.synth import check_not_newer, is_outdated_corpus, is_unfinished_corpus
     folder = hparams["data_folder"]
+    try:
+        check_not_newer(folder)
+    except DataError as err:
+        raise HparamsError(f"data_folder: {err}") from None
     if os.path.isdir(folder) and not is_unfinished_corpus(folder):
         if not is_outdated_corpus(folder):
             _warn_if_other_settings(folder, synthesize, hparams["synth_seed"], synth_kwargs)
