@@ -142,6 +142,37 @@ def test_telephone_channel_module_matches_shape_and_band():
         TelephoneChannel(8000)
 
 
+def test_time_shift_moves_each_clip_within_its_length():
+    """Every clip moved by its own amount of at most max_shift_ms, inside its own length
+    (a padded clip's speech never goes into its padding), zeros where it left; lengths
+    unchanged; channels kept; and SpeechBrain's Augmenter runs it (it takes lengths)."""
+    from speechbrain.augment.augmenter import Augmenter
+    from denseshift_speech.integrations.speechbrain.augment import TimeShift
+    torch.manual_seed(0)
+    x = torch.arange(1, 1001, dtype=torch.float).repeat(64, 1)
+    lengths = torch.ones(64)
+    lengths[::2] = 0.5
+    y, out_lengths = TimeShift(sample_rate=1000, max_shift_ms=40)(x, lengths)
+    assert torch.equal(out_lengths, lengths)
+    shifts = set()
+    for row, n in zip(y, (lengths * 1000).long().tolist()):
+        nz = row.nonzero().flatten()
+        first, last = int(nz[0]), int(nz[-1])
+        shift = first - int(row[first]) + 1           # where sample 1.. now sits
+        assert -40 <= shift <= 40 and last < n
+        assert torch.equal(row[first:last + 1], torch.arange(1, last - first + 2, dtype=torch.float)
+                           + max(0, -shift))
+        shifts.add(shift)
+    assert len(shifts) > 10                           # each clip its own amount
+    assert TimeShift(1000, 40)(x.unsqueeze(-1), lengths)[0].shape == (64, 1000, 1)
+    assert torch.equal(TimeShift(1000, 0)(x, lengths)[0][1], x[1])
+    with pytest.raises(ValueError, match="max_shift_ms >= 0"):
+        TimeShift(1000, -1)
+    noise = torch.randn(4, 16000) * 0.01
+    aug = Augmenter(augmentations=[TimeShift(16000, 100)], min_augmentations=1, max_augmentations=1)
+    assert aug(noise, torch.ones(4))[0].shape == (4, 16000)
+
+
 def test_vocal_tract_warp_moves_formants_and_keeps_the_rest():
     """A factor above 1 moves a spectral peak up the mel bands, below 1 down; 1 changes
     nothing; the result is an interpolation of the input's own values (no new energy),

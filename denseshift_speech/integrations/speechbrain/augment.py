@@ -5,7 +5,9 @@ The embedded corpora carry ``_augmentation_/rirs/*.wav`` (simulated-room impulse
 responses) and ``_augmentation_/noise/*.wav`` (denseshift_speech.data.augment writes
 them); :func:`write_source_csvs` lists them for SpeechBrain.  SpeechBrain has no
 augmenter for a telephone line (:class:`TelephoneChannel`, on waveforms) nor for vocal
-tract length perturbation (:class:`VocalTractWarp`, on log-mel features).
+tract length perturbation (:class:`VocalTractWarp`, on log-mel features), and its
+RandomShift moves a whole batch by one amount and changes the lengths, which AddNoise
+then refuses (:class:`TimeShift` moves each clip by its own amount within its length).
 """
 from __future__ import annotations
 
@@ -50,6 +52,36 @@ class TelephoneChannel(nn.Module):
         y = AF.resample(y, TELEPHONE_RATE, self.sample_rate)
         y = nn.functional.pad(y, (0, max(0, n - y.shape[-1])))[..., :n]
         return y.transpose(1, 2) if channels_last else y
+
+
+class TimeShift(nn.Module):
+    """Each waveform moved in time by its own random amount of at most ``max_shift_ms``
+    either way, within its own length (zeros where it moved away from); the lengths stay.
+    A synthetic clip's word sits where the synthesizer put it; people's words are anywhere
+    in a recording's second.
+
+    ``forward(waveforms, lengths)`` takes ``[batch, time]`` (or ``[batch, time,
+    channels]``) at ``sample_rate`` and relative lengths ``[batch]`` (SpeechBrain's
+    Augmenter passes both) and returns both."""
+
+    def __init__(self, sample_rate: int = 16000, max_shift_ms: float = 100.0):
+        super().__init__()
+        if not max_shift_ms >= 0 or sample_rate <= 0:
+            raise ValueError(f"TimeShift needs max_shift_ms >= 0 and a sample rate > 0, got "
+                             f"{max_shift_ms} ms at {sample_rate} Hz")
+        self.max_shift = int(round(sample_rate * max_shift_ms / 1000))
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor):
+        batch, time = waveforms.shape[:2]
+        shift = torch.randint(-self.max_shift, self.max_shift + 1, (batch, 1), device=waveforms.device)
+        n = (lengths.to(waveforms.device).reshape(batch, 1) * time).round().long()
+        t = torch.arange(time, device=waveforms.device).unsqueeze(0)
+        src = t - shift
+        keep = (src >= 0) & (src < n) & (t < n)
+        moved = waveforms.gather(1, src.clamp(0, time - 1).view(batch, time, *([1] * (waveforms.dim() - 2)))
+                                 .expand_as(waveforms))
+        return torch.where(keep.view(batch, time, *([1] * (waveforms.dim() - 2))), moved,
+                           torch.zeros((), dtype=waveforms.dtype, device=waveforms.device)), lengths
 
 
 class VocalTractWarp(nn.Module):
