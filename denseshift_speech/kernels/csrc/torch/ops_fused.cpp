@@ -121,23 +121,26 @@ struct Layer {
   void prepare(SlotLinear& L) const { prepare(L, no_pre); }
   // Run prepared linears together (one split for all), epi(job, m0, m1, n0, n1) on the
   // output block each thread just computed.
-  // prepare() then run() of one linear; on the int8 path, when every part gets
-  // kMinRowsPerPart rows, one fork-join by rows instead (each thread: pre, quantization,
-  // every output tile and epi of its own rows): no join between quantizing and the
-  // kernel, and balanced where a narrow layer has few tiles (144 outputs are 9 tiles, 5
-  // against 4 on two threads).  Same bits either way (TiledLinear::run_rows).
+  // prepare() then run() of one linear; on the int8 path, when its rows make whole
+  // kRowBlock blocks for two parts or more, one fork-join by rows instead (each thread:
+  // pre, quantization, every output tile and epi of its own blocks of rows): no join
+  // between quantizing and the kernel, no more weight decoding than on one thread, and
+  // balanced where a narrow layer has few tiles (144 outputs are 9 tiles, 5 against 4 on
+  // two threads).  Same bits either way (TiledLinear::run_rows).
   template <class Pre, class Epi>
   void prepare_run(SlotLinear& L, const Pre& pre, const Epi& epi) const {
     if (L.tiled && int8) {
       const double ns = double(L.M) * double(L.x.size(1)) / par::kElemPerNs + L.tiled->cost_ns();
-      const int64_t n = par::parts_for(ns, L.M / par::kMinRowsPerPart);
+      const int64_t blocks = (L.M + par::kRowBlock - 1) / par::kRowBlock;
+      const int64_t n = par::parts_for(ns, blocks);
       if (n > 1) {
         par::run_parts(n, [&](int64_t p) {
-          const auto r = par::chunk(L.M, p, n);
-          pre(r.first, r.second);
-          L.tiled->prepare_rows(r.first, r.second);
-          L.tiled->run_rows(r.first, r.second);
-          epi(size_t(0), r.first, r.second, int64_t(0), L.N);
+          const auto b = par::chunk(blocks, p, n);
+          const int64_t m0 = b.first * par::kRowBlock, m1 = std::min(L.M, b.second * par::kRowBlock);
+          pre(m0, m1);
+          L.tiled->prepare_rows(m0, m1);
+          L.tiled->run_rows(m0, m1);
+          epi(size_t(0), m0, m1, int64_t(0), L.N);
         });
         return;
       }

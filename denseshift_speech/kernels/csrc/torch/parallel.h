@@ -37,10 +37,11 @@ constexpr double kExactMacPerNs = 60.0;   // exact path
 constexpr double kFlopPerNs = 30.0;       // attention / depthwise float work
 constexpr double kElemPerNs = 4.0;        // row-wise post-ops (layer norm + quantize, ...)
 
-// Rows each part needs before a linear of the fused layer is split by rows instead of by
-// output tiles (ops_fused.cpp, prepare_run): every part decodes each weight tile once for
-// its own rows, so it needs enough of them to pay for that.
-constexpr int64_t kMinRowsPerPart = 16;
+// Rows the int8 kernels decode a weight group for at once (tiled_avx512.cpp i8_rows: 8;
+// AVX2: 4): a linear of the fused layer split by rows (ops_fused.cpp, prepare_run) gives
+// each part whole blocks of this many rows, so the parts decode no more weights between
+// them than one thread does.
+constexpr int64_t kRowBlock = 8;
 
 // Least work (ns of one thread) per part: 3 us, well above the cost of waking and joining
 // a pool thread; $DENSESHIFT_PARALLEL_MIN_NS (read at load) or set_min_part_ns (returns the
