@@ -2,6 +2,7 @@
 learning, resume after a kill, torchrun on CPU, and bad hparams."""
 import glob
 import json
+import math
 import os
 import re
 import signal
@@ -47,7 +48,7 @@ def test_smoke_training_writes_results_and_denseshift_checkpoint(hparams, tiny_l
         assert set(results["packed_paths"]) == {"int8", "exact"}
         for path, by_split in results["packed_paths"].items():
             assert set(by_split) == {"test-clean", "test-other"}, path
-            assert all(0 <= r["WER"] <= 200 for r in by_split.values())
+            assert all(math.isfinite(r["WER"]) and r["WER"] >= 0 for r in by_split.values())
         assert (out / "wer_test-clean.packed-int8.txt").exists()
         from denseshift_speech.packed import read_packed_metadata
         paths = {rec.get("path") for rec in read_packed_metadata(out / "model.dsp")["layers"]
@@ -55,7 +56,8 @@ def test_smoke_training_writes_results_and_denseshift_checkpoint(hparams, tiny_l
         assert paths == {"int8"}  # exported on the default path
     assert results["task"] == "asr" and results["arch"] == arch
     assert set(results["wer"]) == {"test-clean", "test-other"}
-    assert all(0 <= v <= 200 for v in results["wer"].values())
+    # (a one-epoch toy under the LM's word bonus inserts words: its WER can pass 200)
+    assert all(math.isfinite(v) and v >= 0 for v in results["wer"].values())
     assert results["decoding"] == "beam_lm" and set(results["wer_greedy"]) == set(results["wer"])
     # per engine:voice of the synthetic corpus (its SPEAKERS.TXT): festival in test-other only
     by_voice = results["wer_by_voice"]
