@@ -78,10 +78,10 @@ class TimeShift(nn.Module):
         t = torch.arange(time, device=waveforms.device).unsqueeze(0)
         src = t - shift
         keep = (src >= 0) & (src < n) & (t < n)
-        moved = waveforms.gather(1, src.clamp(0, time - 1).view(batch, time, *([1] * (waveforms.dim() - 2)))
-                                 .expand_as(waveforms))
-        return torch.where(keep.view(batch, time, *([1] * (waveforms.dim() - 2))), moved,
-                           torch.zeros((), dtype=waveforms.dtype, device=waveforms.device)), lengths
+        per_sample = (batch, time) + (1,) * (waveforms.dim() - 2)  # broadcast over channels
+        moved = waveforms.gather(1, src.clamp(0, time - 1).view(per_sample).expand_as(waveforms))
+        return torch.where(keep.view(per_sample), moved, torch.zeros((), dtype=waveforms.dtype,
+                                                                       device=waveforms.device)), lengths
 
 
 class VocalTractWarp(nn.Module):
