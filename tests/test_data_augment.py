@@ -142,6 +142,26 @@ def test_telephone_channel_module_matches_shape_and_band():
         TelephoneChannel(8000)
 
 
+def test_narrow_band_keeps_speech_band_and_drops_the_rest():
+    """8 kHz sampling keeps what lies below 4 kHz (unlike the telephone line, the lows and
+    the level too) and removes what lies above; shapes and channels kept."""
+    from denseshift_speech.integrations.speechbrain.augment import NarrowBand
+    torch.manual_seed(0)
+    x = torch.randn(3, SR) * 0.1
+    y = NarrowBand(SR)(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    f = np.fft.rfftfreq(SR, 1 / SR)
+    speech_band = (f >= 100) & (f < 3600)
+    for before, after in zip(x.numpy(), y.numpy()):
+        assert band_energy(after, 4200, 8000) < 0.02
+        kept = (np.abs(np.fft.rfft(after)) ** 2)[speech_band].sum() / \
+            (np.abs(np.fft.rfft(before)) ** 2)[speech_band].sum()
+        assert 0.9 < kept < 1.1
+    assert NarrowBand(SR)(x.unsqueeze(-1)).shape == (3, SR, 1)
+    with pytest.raises(ValueError, match="sample rate"):
+        NarrowBand(8000)
+
+
 def test_time_shift_moves_each_clip_within_its_length():
     """Every clip moved by its own amount of at most max_shift_ms, inside its own length
     (a padded clip's speech never goes into its padding), zeros where it left; lengths

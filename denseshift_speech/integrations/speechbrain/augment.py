@@ -4,7 +4,8 @@ CSV lists its AddReverb / AddNoise read.
 The embedded corpora carry ``_augmentation_/rirs/*.wav`` (simulated-room impulse
 responses) and ``_augmentation_/noise/*.wav`` (denseshift_speech.data.augment writes
 them); :func:`write_source_csvs` lists them for SpeechBrain.  SpeechBrain has no
-augmenter for a telephone line (:class:`TelephoneChannel`, on waveforms) nor for vocal
+augmenter for a telephone line or a narrow-band microphone (:class:`TelephoneChannel`,
+:class:`NarrowBand`, on waveforms) nor for vocal
 tract length perturbation (:class:`VocalTractWarp`, on log-mel features), and its
 RandomShift moves a whole batch by one amount and changes the lengths, which AddNoise
 then refuses (:class:`TimeShift` moves each clip by its own amount within its length).
@@ -25,33 +26,53 @@ TELEPHONE_RATE = 8000
 TELEPHONE_BAND = (300.0, 3400.0)
 
 
-class TelephoneChannel(nn.Module):
+class NarrowBand(nn.Module):
+    """A narrow-band recording: the audio sampled at ``band_rate`` (8 kHz by default, as
+    Bluetooth headsets, phone lines and many small-device microphones record), so nothing
+    above ``band_rate / 2`` is left, then returned at ``sample_rate``.  What it takes away
+    is what tells "four" from "or" and "two" from "go": the high-frequency noise of
+    /f/, /th/ and /t/.
+
+    ``forward(waveforms)`` takes ``[batch, time]`` (or ``[batch, time, channels]``) at
+    ``sample_rate`` and returns the same shape."""
+
+    def __init__(self, sample_rate: int = 16000, band_rate: int = TELEPHONE_RATE):
+        super().__init__()
+        if not 0 < band_rate < sample_rate:
+            raise ValueError(f"{type(self).__name__} needs a sample rate above its band rate "
+                             f"({band_rate} Hz), got {sample_rate}")
+        self.sample_rate, self.band_rate = int(sample_rate), int(band_rate)
+
+    def channel(self, y: torch.Tensor) -> torch.Tensor:
+        """What happens to ``[..., time]`` audio while it is at ``band_rate``."""
+        return y
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        channels_last = waveforms.dim() == 3
+        x = waveforms.transpose(1, 2) if channels_last else waveforms
+        n = x.shape[-1]
+        y = self.channel(AF.resample(x, self.sample_rate, self.band_rate))
+        y = AF.resample(y, self.band_rate, self.sample_rate)
+        y = nn.functional.pad(y, (0, max(0, n - y.shape[-1])))[..., :n]
+        return y.transpose(1, 2) if channels_last else y
+
+
+class TelephoneChannel(NarrowBand):
     """A narrow-band telephone line: 8 kHz sampling, 300-3400 Hz, 8-bit mu-law.
 
     ``forward(waveforms)`` takes ``[batch, time]`` (or ``[batch, time, channels]``) at
     ``sample_rate`` and returns the same shape."""
 
     def __init__(self, sample_rate: int = 16000, quantization_channels: int = 256):
-        super().__init__()
-        if sample_rate <= TELEPHONE_RATE:
-            raise ValueError(f"TelephoneChannel needs a sample rate above {TELEPHONE_RATE} "
-                             f"Hz, got {sample_rate}")
-        self.sample_rate = int(sample_rate)
+        super().__init__(sample_rate, TELEPHONE_RATE)
         self.quantization_channels = int(quantization_channels)
 
-    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        channels_last = waveforms.dim() == 3
-        x = waveforms.transpose(1, 2) if channels_last else waveforms
-        n = x.shape[-1]
-        y = AF.resample(x, self.sample_rate, TELEPHONE_RATE)
-        y = AF.highpass_biquad(y, TELEPHONE_RATE, TELEPHONE_BAND[0])
-        y = AF.lowpass_biquad(y, TELEPHONE_RATE, TELEPHONE_BAND[1])
+    def channel(self, y: torch.Tensor) -> torch.Tensor:
+        y = AF.highpass_biquad(y, self.band_rate, TELEPHONE_BAND[0])
+        y = AF.lowpass_biquad(y, self.band_rate, TELEPHONE_BAND[1])
         scale = y.abs().amax(dim=-1, keepdim=True).clamp_min(1e-8)
         q = AF.mu_law_encoding(y / scale, self.quantization_channels)
-        y = AF.mu_law_decoding(q, self.quantization_channels) * scale
-        y = AF.resample(y, TELEPHONE_RATE, self.sample_rate)
-        y = nn.functional.pad(y, (0, max(0, n - y.shape[-1])))[..., :n]
-        return y.transpose(1, 2) if channels_last else y
+        return AF.mu_law_decoding(q, self.quantization_channels) * scale
 
 
 class TimeShift(nn.Module):
