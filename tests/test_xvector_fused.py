@@ -6,6 +6,7 @@ here needs a trained spotter), quantized to DenseShift and packed by the recipe'
 export_packed, so the dilated TDNN convs and the linears run packed and the first conv
 and the last linear stay fp32 (keep_first / keep_last).  The fused network must give the
 module-by-module packed output bit for bit on the int8 path."""
+import contextlib
 import json
 import os
 
@@ -101,6 +102,27 @@ def test_fused_equals_the_module_path_bit_for_bit(models, b, t, monkeypatch):
     # the spotter's window posteriors, through the normalization it uses
     ones = torch.ones(b)
     assert torch.equal(fused.normalize(x, ones), plain.normalize(x, ones))
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_feature_posteriors_one_op_call_bit_for_bit(models, deterministic, monkeypatch):
+    """KWSModel.feature_posteriors (the spotter's, the bench's and the recipe's call) runs
+    a fused network in one op call without the module calls, with the numbers of the
+    module path: the pooling's middle noise when deterministic, else its random draw."""
+    fused, plain = models
+    feats = _frames(3, 101, seed=5) + 4
+    calls = _op_calls(monkeypatch)
+    torch.manual_seed(11)
+    got = fused.feature_posteriors(feats, deterministic=deterministic)
+    assert calls == [feats.shape]
+    torch.manual_seed(11)
+    want = plain.feature_posteriors(feats, deterministic=deterministic)
+    assert got.shape == (3, len(CLASSES)) and torch.equal(got, want)
+    x = plain.normalize(feats, torch.ones(3))
+    with torch.no_grad(), (sp.deterministic_pooling(plain) if deterministic else contextlib.nullcontext()):
+        torch.manual_seed(11)
+        by_hand = torch.softmax(plain.classifier(plain.embedding_model(x)).reshape(3, -1), -1)
+    assert torch.equal(got, by_hand)
 
 
 def test_short_windows_fail_as_speechbrain_reflect_padding_fails(models):

@@ -20,9 +20,9 @@ out; batch 1) through the SAME network, each the best of 5 timed groups after wa
     ds-onnx        the DenseShift ONNX export of the packed file (export --onnx)
 
 plus the spotter's whole cost per 100 ms hop (features for the new audio + one window,
-``ds-spotter-hop``) and the files' sizes.  Each ds line is called as the spotter calls the
-model (sentence normalization, ``classifier(embedding_model(feats))`` inside
-``deterministic_pooling``, softmax); the table says whether the packed lines ran the
+``ds-spotter-hop``) and the files' sizes.  Each line is called as the spotter calls the
+model (``KWSModel.feature_posteriors``: sentence normalization, the network with the
+pooling's noise at its middle value, softmax); the table says whether the packed lines ran the
 fused op, or why not.  Ratios are each line's time over ds-int8's
 (``> 1``: the packed spotter is faster).  The fp32 twin has the packed model's weights
 (decoded), so every line computes the same function up to int8 rounding.
@@ -42,16 +42,7 @@ REF = "ds-int8"
 
 def _network(model):
     """``feats -> posteriors`` of one window, as the spotter runs it."""
-    from ..streaming.spotter import deterministic_pooling
-
-    ones = torch.ones(1)
-
-    @torch.no_grad()
-    def call(feats):
-        with deterministic_pooling(model):
-            out = model.classifier(model.embedding_model(model.normalize(feats, ones)))
-        return torch.softmax(out.reshape(1, -1), -1)
-    return call
+    return lambda feats: model.feature_posteriors(feats, deterministic=True)
 
 
 def _onnx_files(path, twin, workdir) -> dict:
@@ -59,7 +50,7 @@ def _onnx_files(path, twin, workdir) -> dict:
     export of the packed file."""
     from ..integrations.speechbrain.onnx_export import KwsOnnxModule, export_kws_onnx
     from ..packed.onnx_export import export_onnx
-    from ..streaming.spotter import deterministic_pooling
+    from ..streaming.kws import deterministic_pooling
     from . import baselines as B
     frames = twin.clip_samples // int(twin.compute_features.compute_STFT.hop_length) + 1
     example = torch.zeros(1, frames, int(twin.compute_features.compute_fbanks.n_mels))

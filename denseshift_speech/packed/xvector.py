@@ -18,7 +18,7 @@ the log-softmax are the same ATen calls on the same layouts, and the batch norm,
 LeakyReLU and the standard deviation (Welford in double) repeat torch's CPU arithmetic
 (:func:`batch_norm_fma` and :func:`mean_lanes` check once what this torch build does).
 The statistics pooling's noise is SpeechBrain's own (``pool._get_gauss_noise``, called as
-the module calls it), so :func:`~denseshift_speech.streaming.spotter.deterministic_pooling`
+the module calls it), so :func:`~denseshift_speech.streaming.kws.deterministic_pooling`
 applies unchanged.  On the exact path the tap-major order changes the float summation
 order of the packed convs (agreement within float tolerance, not bits).
 
@@ -338,20 +338,48 @@ class XvectorSpec:
             self._key = tuple(id(m._tiled_cache) for m in self.packed)
         return self._args
 
-    def run(self, x, path, isa):
+    def run(self, x, path, isa, noise=None):
         """The embedding ``(B, 1, E)`` of frames ``x`` (B, T, F); the log-probabilities go to
-        :attr:`last` for the classifier."""
+        :attr:`last` for the classifier.  ``noise``: the pooling's mean noise ``(B, C)``
+        (None: the pooling module draws it, as it would itself)."""
+        emb, out = self._call(x, path, isa, noise)
+        self.last = (emb, emb._version, out)
+        return emb
+
+    def _call(self, x, path, isa, noise):
         slots, ints, params, floats, program = self.args()
-        noise = self.pool._get_gauss_noise((x.shape[0], self.channels), device=x.device)
+        if noise is None:
+            noise = self.pool._get_gauss_noise((x.shape[0], self.channels), device=x.device)
         emb, out = torch.ops.denseshift.xvector(x, noise, slots, ints, params, floats, program,
                                                 path, isa)
-        emb = emb.unsqueeze(1)
-        self.last = (emb, emb._version, out.unsqueeze(1))
         for m in self.packed:  # the op ran these layers: their forward hooks (call counters)
             if m._forward_hooks:
                 for hook in tuple(m._forward_hooks.values()):
                     hook(m, (), None)
-        return emb
+        return emb.unsqueeze(1), out.unsqueeze(1)
+
+
+def middle_noise(pool, shape, device="cpu") -> torch.Tensor:
+    """The middle value (5 eps) of the noise SpeechBrain's StatisticsPooling adds to its
+    mean on every call (eps to 9 eps): what the spotter, the bench and the ONNX export use
+    so that one window gives one answer (streaming.kws.deterministic_pooling)."""
+    return torch.full(shape, 5 * pool.eps, device=device)
+
+
+def fused_log_probs(embedding_model, x, deterministic: bool = False):
+    """``classifier(embedding_model(x))`` of normalized frames ``x`` in one op call without
+    the module calls around it (the same tensor, bit for bit), or None when the pair does
+    not run the fused op on ``x``.  ``deterministic``: the pooling's noise at
+    :func:`middle_noise` instead of a random draw."""
+    if FusedXvector is None or not isinstance(embedding_model, FusedXvector) \
+            or not _inference(embedding_model, x):
+        return None
+    spec = embedding_model._spec()
+    pi = spec.path() if spec is not None else None
+    if pi is None:
+        return None
+    noise = middle_noise(spec.pool, (x.shape[0], spec.channels), x.device) if deterministic else None
+    return spec._call(x, *pi, noise)[1]
 
 
 def _inference(module, x) -> bool:

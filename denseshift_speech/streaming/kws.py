@@ -18,6 +18,7 @@ of whole windows three tensor ops (:class:`SentenceNormalization`, same values).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -82,13 +83,29 @@ class KWSModel(LoadedFile):
         wavs = torch.as_tensor(wavs, dtype=torch.float32)
         if wavs.dim() == 1:
             wavs = wavs.unsqueeze(0)
-        if lengths is None:
-            lengths = torch.ones(wavs.shape[0])
-        feats = self.normalize(self.compute_features(wavs), torch.as_tensor(lengths).float())
-        out = self.classifier(self.embedding_model(feats)).reshape(wavs.shape[0], -1)
+        return self.feature_posteriors(self.compute_features(wavs), lengths)
+
+    @torch.no_grad()
+    def feature_posteriors(self, feats: torch.Tensor, lengths: torch.Tensor | None = None,
+                           deterministic: bool = False) -> torch.Tensor:
+        """Class probabilities ``(batch, classes)`` of log-mel frames ``(batch, frames,
+        mels)`` as :attr:`compute_features` makes them: the recipe's normalization, the
+        TDNN and the classifier.  A fused packed network runs in one op call, without the
+        module calls around it (the same numbers: :func:`~denseshift_speech.packed.xvector.
+        fused_log_probs`).  ``deterministic``: the statistics pooling's noise at its middle
+        value (:func:`deterministic_pooling`), as the spotter, the bench and the ONNX export
+        run it; else SpeechBrain's random draw, as in the recipe."""
+        from ..packed.xvector import fused_log_probs
+        batch = feats.shape[0]
+        lengths = torch.ones(batch) if lengths is None else torch.as_tensor(lengths).float()
+        x = self.normalize(feats, lengths)
+        out = fused_log_probs(self.embedding_model, x, deterministic)
+        if out is None:
+            with deterministic_pooling(self) if deterministic else contextlib.nullcontext():
+                out = self.classifier(self.embedding_model(x))
         # the classifier gives log-probabilities; softmax of them is the probabilities
         # (and would normalize raw scores alike)
-        return torch.softmax(out.float(), -1)
+        return torch.softmax(out.reshape(batch, -1).float(), -1)
 
     def packed_modules(self):
         """Packed inference modules that run the native op (not the decoded-dense ones)."""
@@ -105,6 +122,37 @@ class KWSModel(LoadedFile):
 
     def uses_native_kernel(self) -> bool:
         return kernels.native_available() and bool(self.packed_modules())
+
+
+def _statistics_pools(embedding_model) -> list:
+    """The StatisticsPooling layers of a network, found once (walking every module on
+    each window cost tens of microseconds, a tenth of the fused spotter's window)."""
+    pools = embedding_model.__dict__.get("_denseshift_statistics_pools")
+    if pools is None:
+        from speechbrain.nnet.pooling import StatisticsPooling
+        pools = [m for m in embedding_model.modules() if isinstance(m, StatisticsPooling)]
+        embedding_model.__dict__["_denseshift_statistics_pools"] = pools
+    return pools
+
+
+@contextlib.contextmanager
+def deterministic_pooling(model):
+    """SpeechBrain's StatisticsPooling adds random noise (1e-5 to 9e-5, scaled by the
+    batch's min and max) to the pooled mean on every call, in eval mode too: the same
+    window would get slightly different posteriors each time, enough to flip int8
+    roundings in the packed layers after it (posteriors move by up to ~1e-3).  Inside
+    this context the noise is its middle value, 5e-5, so one window gives one answer
+    whatever the batch."""
+    from ..packed.xvector import middle_noise
+    pools = _statistics_pools(model.embedding_model)
+    for pool in pools:
+        pool._get_gauss_noise = (lambda shape, device="cpu", pool=pool:
+                                 middle_noise(pool, shape, device))
+    try:
+        yield model
+    finally:
+        for pool in pools:
+            del pool._get_gauss_noise   # the class's method again
 
 
 def _labels(path: str, meta: dict, plain: dict) -> list:

@@ -53,7 +53,6 @@ sweep replays the detection rule over the recorded smoothed posteriors of both s
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import dataclasses
 import math
@@ -69,6 +68,7 @@ from .audio import read_audio
 from .decoder import _percentile
 from .defaults import (DEFAULT_SPOT_HOP, DEFAULT_SPOT_REFRACTORY, DEFAULT_SPOT_SMOOTH,
                        DEFAULT_SPOT_THRESHOLD)
+from .kws import deterministic_pooling
 
 # Classes that are not keywords: the recipe's (and Speech Commands folders') names.
 NON_KEYWORDS = ("unknown", "_unknown_", "silence", "_silence_")
@@ -225,38 +225,6 @@ class WindowFeatures:
             self.samples_start = next_start
 
 
-# ------------------------------------------------------------------- network ----------
-
-def _statistics_pools(embedding_model) -> list:
-    """The StatisticsPooling layers of a network, found once (walking every module on
-    each window cost tens of microseconds, a tenth of the fused spotter's window)."""
-    pools = embedding_model.__dict__.get("_denseshift_statistics_pools")
-    if pools is None:
-        from speechbrain.nnet.pooling import StatisticsPooling
-        pools = [m for m in embedding_model.modules() if isinstance(m, StatisticsPooling)]
-        embedding_model.__dict__["_denseshift_statistics_pools"] = pools
-    return pools
-
-
-@contextlib.contextmanager
-def deterministic_pooling(model):
-    """SpeechBrain's StatisticsPooling adds random noise (1e-5 to 9e-5, scaled by the
-    batch's min and max) to the pooled mean on every call, in eval mode too: the same
-    window would get slightly different posteriors each time, enough to flip int8
-    roundings in the packed layers after it (posteriors move by up to ~1e-3).  Inside
-    this context the noise is its middle value, 5e-5, so one window gives one answer
-    whatever the batch."""
-    pools = _statistics_pools(model.embedding_model)
-    for pool in pools:
-        pool._get_gauss_noise = (lambda shape, device="cpu", eps=pool.eps:
-                                 torch.full(shape, 5 * eps, device=device))
-    try:
-        yield model
-    finally:
-        for pool in pools:
-            del pool._get_gauss_noise   # the class's method again
-
-
 # ------------------------------------------------------------------- detection ---------
 
 class PosteriorSmoother:
@@ -388,16 +356,6 @@ class KeywordSpotter:
         return x
 
     @torch.no_grad()
-    def _posteriors(self, windows: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of windows of log-mel frames ``(batch, frames, mels)``: the
-        recipe's sentence normalization, TDNN and classifier (as ``model.posteriors``)."""
-        m = self.model
-        feats = m.normalize(windows, torch.ones(windows.shape[0]))
-        with deterministic_pooling(m):
-            out = m.classifier(m.embedding_model(feats)).reshape(windows.shape[0], -1)
-        return torch.softmax(out.float(), -1)
-
-    @torch.no_grad()
     def accept(self, samples) -> list:
         """Take the next piece of audio; return the detections of the windows it completed."""
         x = self._clean(samples)
@@ -412,7 +370,8 @@ class KeywordSpotter:
         if not ready:
             self.stats.compute_seconds += time.perf_counter() - t0
             return []
-        probs = self._posteriors(torch.stack([feats for _, feats in ready]))
+        probs = self.model.feature_posteriors(torch.stack([feats for _, feats in ready]),
+                                              deterministic=True)
         spent = time.perf_counter() - t0
         self.stats.compute_seconds += spent
         self.stats.windows += len(ready)

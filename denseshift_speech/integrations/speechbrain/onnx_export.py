@@ -219,11 +219,11 @@ def export_kws_onnx(dsp_path, out):
     """Write the ONNX twin of the keyword-spotter file ``dsp_path`` to ``out``; return the
     :class:`~denseshift_speech.packed.onnx_export.QuantizeReport`.  SpeechBrain's
     statistics pooling adds random noise to its mean on every call; the graph holds its
-    middle value instead (:func:`~denseshift_speech.streaming.spotter.deterministic_pooling`),
+    middle value instead (:func:`~denseshift_speech.streaming.kws.deterministic_pooling`),
     as the packed spotter does."""
     from ...packed.onnx_export import export_onnx
     from ...streaming.kws import load_kws_model
-    from ...streaming.spotter import deterministic_pooling
+    from ...streaming.kws import deterministic_pooling
 
     model = load_kws_model(dsp_path)
     module = KwsOnnxModule(model).eval()
@@ -236,13 +236,9 @@ def export_kws_onnx(dsp_path, out):
                            output_names=("probs",), dynamic_axes=dynamic)
 
 
-@torch.no_grad()
 def _packed_probs(model, feats) -> np.ndarray:
-    """The keyword spotter's posteriors of one clip's features (as ``model.posteriors``)."""
-    from ...streaming.spotter import deterministic_pooling
-    with deterministic_pooling(model):
-        out = model.classifier(model.embedding_model(model.normalize(feats, torch.ones(1))))
-    return torch.softmax(out.reshape(-1), -1).numpy()
+    """The keyword spotter's posteriors of one clip's features, as the spotter computes them."""
+    return model.feature_posteriors(feats, deterministic=True).reshape(-1).numpy()
 
 
 def compare_kws(dsp_path, onnx_path, folder, limit: int | None = None, threads: int = 1,
