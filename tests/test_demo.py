@@ -46,7 +46,7 @@ def test_plan_fine_tunes_the_3bit_models_from_their_fp32_twins():
     cmd, after = runs["conformer_ds3"]
     assert after == "conformer_fp"
     assert "--ds_init=from_float" in cmd and "--init_from_fp=results/demo/conformer_fp" in cmd
-    assert "--number_of_epochs=1" in cmd and "--eval_packed_paths=[int8,exact]" in cmd
+    assert "--number_of_epochs=2" in cmd and "--eval_packed_paths=[int8,exact]" in cmd
     cmd, after = runs["kws_ds3"]  # the keyword spotter likewise, from its own twin
     assert after == "kws_fp"
     assert "--ds_init=from_float" in cmd and "--init_from_fp=results/demo/kws_fp" in cmd
