@@ -371,13 +371,12 @@ def fused_log_probs(embedding_model, x, deterministic: bool = False):
     the module calls around it (the same tensor, bit for bit), or None when the pair does
     not run the fused op on ``x``.  ``deterministic``: the pooling's noise at
     :func:`middle_noise` instead of a random draw."""
-    if FusedXvector is None or not isinstance(embedding_model, FusedXvector) \
-            or not _inference(embedding_model, x):
+    if FusedXvector is None or not isinstance(embedding_model, FusedXvector):
         return None
-    spec = embedding_model._spec()
-    pi = spec.path() if spec is not None else None
-    if pi is None:
+    ready = embedding_model._runnable(x)
+    if ready is None:
         return None
+    spec, pi = ready
     noise = middle_noise(spec.pool, (x.shape[0], spec.channels), x.device) if deterministic else None
     return spec._call(x, *pi, noise)[1]
 
@@ -400,11 +399,17 @@ if Xvector is not None:
                 spec = _refuse(self, spec.classifier)
             return spec
 
-        def forward(self, x, lens=None):
-            spec = self._spec() if lens is None and _inference(self, x) else None
+        def _runnable(self, x):
+            """(spec, (path, isa)) when the op runs the network on frames ``x``, else None."""
+            spec = self._spec() if _inference(self, x) else None
             pi = spec.path() if spec is not None else None
-            if pi is None:
+            return None if pi is None else (spec, pi)
+
+        def forward(self, x, lens=None):
+            ready = self._runnable(x) if lens is None else None
+            if ready is None:
                 return super().forward(x, lens)
+            spec, pi = ready
             return spec.run(x, *pi)
 
     class FusedClassifier(Classifier):

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .. import kernels
+from ..packed.xvector import fused_log_probs, middle_noise
 from .model import LoadedFile, ModelFileError, file_facts, read_header, rebuild
 
 # hparams keys the classifier needs; every other tagged key (augmentation, optimizer,
@@ -95,7 +96,6 @@ class KWSModel(LoadedFile):
         fused_log_probs`).  ``deterministic``: the statistics pooling's noise at its middle
         value (:func:`deterministic_pooling`), as the spotter, the bench and the ONNX export
         run it; else SpeechBrain's random draw, as in the recipe."""
-        from ..packed.xvector import fused_log_probs
         batch = feats.shape[0]
         lengths = torch.ones(batch) if lengths is None else torch.as_tensor(lengths).float()
         x = self.normalize(feats, lengths)
@@ -143,7 +143,6 @@ def deterministic_pooling(model):
     roundings in the packed layers after it (posteriors move by up to ~1e-3).  Inside
     this context the noise is its middle value, 5e-5, so one window gives one answer
     whatever the batch."""
-    from ..packed.xvector import middle_noise
     pools = _statistics_pools(model.embedding_model)
     for pool in pools:
         pool._get_gauss_noise = (lambda shape, device="cpu", pool=pool:
