@@ -320,6 +320,39 @@ def test_native_fused_op_matches_python_reference(packed_small):
 
 
 @needs_native
+@pytest.mark.parametrize("path", ["int8", "exact"])
+def test_layer_plan_runs_the_op_bit_for_bit(packed_small, path):
+    """The plan a packed layer keeps (its op arguments checked and prepared once) gives the
+    op's own output, every stage set, both paths; a wrong d_model is refused by name."""
+    x, pos, kpm, slots, ints, params, eps, conf = fused_op_inputs(packed_small, 11, 7)
+    plan = kernels._C.ConformerLayerPlan(slots, ints, params, eps, conf, path, "auto")
+    for stages in ("ffn1", "attention", "conv", "ffn2", "ffn1,attention,conv,ffn2"):
+        y = torch.ops.denseshift.conformer_layer(x, pos, kpm, slots, ints, params, eps, conf, stages, path, "auto")
+        assert torch.equal(plan.run(x, pos, kpm, stages), y), stages
+    with pytest.raises(RuntimeError, match="x has 40 features but the layer's parameters are for d_model 48"):
+        plan.run(x[..., :40].contiguous(), pos, kpm, "ffn1")
+    with pytest.raises(RuntimeError, match="unknown path 'fast'"):
+        kernels._C.ConformerLayerPlan(slots, ints, params, eps, conf, "fast", "auto")
+
+
+@needs_native
+def test_fused_layer_plan_follows_path_changes_and_copies(packed_small):
+    """A fused layer's kept plan is rebuilt when the packed modules' path changes, and a
+    copy of the model (plans are not copied) computes what the original does."""
+    model = copy.deepcopy(packed_small)
+    x = torch.randn(1, 12, 20)
+    with torch.no_grad():
+        exact = model.encode(x, None)
+        set_path_(model, "int8")
+        int8 = model.encode(x, None)
+        twin = copy.deepcopy(model)
+        assert torch.equal(twin.encode(x, None), int8)
+        set_path_(model, "exact")
+        assert torch.equal(model.encode(x, None), exact)
+    assert not torch.equal(exact, int8)
+
+
+@needs_native
 def test_fused_streaming_equals_unfused_streaming(packed_small):
     from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
     cfg = DynChunkTrainConfig(chunk_size=4, left_context_size=2)

@@ -26,6 +26,17 @@ PATHS = ("int8", "exact", "shift")
 DEFAULT_PATH = "int8"
 
 
+#: Moves whenever a packed module's kernel path, ISA or tiled weights change (any module):
+#: the fused layers (:mod:`.fused`) keep their prepared op arguments until it moves.
+_RUN_STATE = [0]
+_RUN_ATTRS = frozenset(("path", "isa", "_tiled_cache"))
+
+
+def run_state() -> int:
+    """A number that changes whenever any packed module's path, ISA or tiled weights do."""
+    return _RUN_STATE[0]
+
+
 def check_path(path: str) -> str:
     if path not in PATHS:
         raise ValueError(f"kernel path must be one of {', '.join(PATHS)}; got {path!r}")
@@ -33,6 +44,11 @@ def check_path(path: str) -> str:
 
 
 class _PackedBase(nn.Module):
+    def __setattr__(self, name, value):
+        if name in _RUN_ATTRS:
+            _RUN_STATE[0] += 1
+        super().__setattr__(name, value)
+
     def _init_storage(self, rows: int, k: int, bits: int, bias: bool):
         self.bits = quant.check_bits(bits)
         self.register_buffer("packed", torch.zeros(rows, layout.row_bytes(k, bits), dtype=torch.uint8))

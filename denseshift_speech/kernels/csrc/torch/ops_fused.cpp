@@ -7,7 +7,9 @@
 //   conv:      x = x + W swish(LN(DW(GLU(PW LN(x)))))   (masked where padded)
 //   ffn2:      x = LN(x + 0.5 * W2 swish(W1 LN(x)))
 // Linear "slots" are packed (tiles, row sums, alpha, bias -> the tiled kernels) or float
-// (weight, bias -> at::linear).  Schema: denseshift_speech/kernels/ops.py.
+// (weight, bias -> at::linear).  Schema: denseshift_speech/kernels/ops.py.  The op makes a
+// ConformerLayerPlan of its arguments and runs it; packed models keep the plan
+// (kernels._C.ConformerLayerPlan, packed/fused.py) and only run it.
 //
 // Threads (parallel.h: ATen's intra-op pool, torch.set_num_threads, each stage split only
 // when its work pays for a second thread): the linears by output tiles (each thread reads
@@ -55,56 +57,70 @@ struct SlotLinear {
   int64_t M = 0, N = 0;
 };
 
-struct Layer {
-  const c10::List<c10::optional<at::Tensor>>& slots;
-  at::IntArrayRef slot_ints;  // per slot: bits, in_features
-  at::TensorList params;
-  at::ArrayRef<double> eps;
-  int64_t heads, kernel, padding, dilation;
-  bool int8;
-  const PathInfo* info;  // isa resolved once per call
-  std::vector<at::Tensor> keep;  // contiguous copies the tiled layers point into
+// A layer's arguments checked and prepared once: the tiled layouts of its packed slots,
+// contiguous float32 parameters, the resolved ISA path.  conformer_layer does this on every
+// call before it reads x (about 10 us at d_model 144, most of it turning 61 tensor
+// arguments into C++ ones); a packed model keeps one plan per layer and pays it once.
+// Tensors are held, not copied, where they already are contiguous float32: in-place
+// updates of them reach the next run, as they reach the next conformer_layer call.
+class ConformerLayerPlan {
+ public:
+  ConformerLayerPlan(const std::vector<c10::optional<at::Tensor>>& slots, const std::vector<int64_t>& slot_ints,
+                     const std::vector<at::Tensor>& params, const std::vector<double>& eps,
+                     const std::vector<int64_t>& conf, const std::string& path, const std::string& isa);
+  at::Tensor run(const at::Tensor& x, const c10::optional<at::Tensor>& pos_embs,
+                 const c10::optional<at::Tensor>& key_padding_mask, const std::string& stages) const;
 
-  at::Tensor slot(int s, int i) const {
-    c10::optional<at::Tensor> t = slots.get(size_t(s * kSlotTensors + i));
-    return t.has_value() ? *t : at::Tensor();
-  }
-  const PathInfo& P() const { return *info; }
+  // One linear slot: packed (tiles, in_features) or float (weight, bias).
+  struct Slot {
+    bool packed = false;
+    tiled::Layer tl{};
+    int64_t in_features = 0;
+    at::Tensor w, b;
+  };
+  std::vector<Slot> slot;
+  std::vector<at::Tensor> params;  // contiguous float32 (layer norms, biases, depthwise taps)
+  std::vector<double> eps;
+  int64_t d_model = 0, heads = 0, kernel = 0, padding = 0, dilation = 0;
+  bool int8 = true;
+  const PathInfo* info = nullptr;  // isa resolved once
+  std::vector<at::Tensor> keep;    // contiguous copies the tiled layers point into
+};
+
+struct Layer {
+  const ConformerLayerPlan& plan;
+
+  const PathInfo& P() const { return *plan.info; }
+  bool int8() const { return plan.int8; }
+  const at::Tensor& param(size_t i) const { return plan.params[i]; }
   tiled::LayerNormFn layer_norm_fn() const { return P().layer_norm ? P().layer_norm : tiled::layer_norm_scalar; }
   tiled::AxpyFn axpy_fn() const { return P().axpy ? P().axpy : tiled::axpy_scalar; }
   tiled::GluFn glu_fn() const { return P().glu ? P().glu : tiled::glu_scalar; }
 
   // Layer norm n of `rows` rows (row stride C) from src into dst.
   void norm_rows(int n, const float* src, int64_t rows, int64_t C, float* dst) const {
-    layer_norm_fn()(src, rows, C, fptr(params[2 * n]), fptr(params[2 * n + 1]), float(eps[n]), dst);
+    layer_norm_fn()(src, rows, C, fptr(param(2 * n)), fptr(param(2 * n + 1)), float(plan.eps[size_t(n)]), dst);
   }
 
   // y = slot s (x), x: a contiguous (M, K) tensor whose rows are written by pre(m0, m1)
   // (run row range by row range just before those rows are quantized).
-  SlotLinear make(int s, const at::Tensor& x) {
+  SlotLinear make(int s, const at::Tensor& x) const {
     SlotLinear L;
     L.x = x;
     L.M = x.size(0);
     const int64_t K = x.size(1);
-    const at::Tensor w = slot(s, 4), b = slot(s, 3);
-    if (w.defined()) {
-      L.w = w;
-      L.b = b;
-      L.N = w.size(0);
+    const ConformerLayerPlan::Slot& sl = plan.slot[size_t(s)];
+    if (!sl.packed) {
+      L.w = sl.w;
+      L.b = sl.b;
+      L.N = sl.w.size(0);
       return L;
     }
-    const at::Tensor alpha = slot(s, 2);
-    TORCH_CHECK(alpha.defined() && slot_ints[2 * s + 1] == K, "denseshift::conformer_layer: linear slot ", s,
-                " has in_features=", slot_ints[2 * s + 1], " but its input has ", K, " features");
-    const tiled::Layer tl = tiled_layer(slot(s, 0), slot(s, 1), alpha,
-                                        b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, slot_ints[2 * s],
-                                        K, keep);
-    if (int8)
-      TORCH_CHECK(K <= tiled::kMaxInt8K, "denseshift::conformer_layer: the int8 path takes at most ", tiled::kMaxInt8K,
-                  " input features, got ", K);
-    L.N = tl.N;
+    TORCH_CHECK(sl.in_features == K, "denseshift::conformer_layer: linear slot ", s, " has in_features=",
+                sl.in_features, " but its input has ", K, " features");
+    L.N = sl.tl.N;
     L.y = at::empty({L.M, L.N}, x.options());
-    L.tiled = std::make_unique<TiledLinear>(P(), tl, int8, fptr(x), L.M, K, fptr(L.y), L.N);
+    L.tiled = std::make_unique<TiledLinear>(P(), sl.tl, int8(), fptr(x), L.M, K, fptr(L.y), L.N);
     return L;
   }
   // pre(m0, m1) over the rows (threads by size), then quantize / pad them.
@@ -129,7 +145,7 @@ struct Layer {
   // two threads).  Same bits either way (TiledLinear::run_rows).
   template <class Pre, class Epi>
   void prepare_run(SlotLinear& L, const Pre& pre, const Epi& epi) const {
-    if (L.tiled && int8) {
+    if (L.tiled && int8()) {
       const double ns = double(L.M) * double(L.x.size(1)) / par::kElemPerNs + L.tiled->cost_ns();
       const int64_t blocks = (L.M + par::kRowBlock - 1) / par::kRowBlock;
       const int64_t n = par::parts_for(ns, blocks);
@@ -199,7 +215,7 @@ struct Layer {
   // mask_pos_future off: the projections on the packed kernels, the attention itself in
   // the kernel core.
   void attention(at::Tensor& x, const at::Tensor& pos_in, const c10::optional<at::Tensor>& kpm) {
-    const int64_t B = x.size(0), T = x.size(1), C = x.size(2), H = heads, D = C / H, M = B * T;
+    const int64_t B = x.size(0), T = x.size(1), C = x.size(2), H = plan.heads, D = C / H, M = B * T;
     TORCH_CHECK(pos_in.dim() == 3 && pos_in.size(0) == 1 && pos_in.size(1) == 2 * T - 1 && pos_in.size(2) == C,
                 "denseshift::conformer_layer: pos_embs must be (1, ", 2 * T - 1, ", ", C, "), got ", pos_in.sizes());
     float* xp = fptr(x);
@@ -212,7 +228,7 @@ struct Layer {
     prepare(pk);
     run({&in, &pk}, [](size_t, int64_t, int64_t, int64_t, int64_t) {});
 
-    const at::Tensor bu = params[2 * kNorms].contiguous(), bv = params[2 * kNorms + 1].contiguous();
+    const at::Tensor &bu = param(2 * kNorms), &bv = param(2 * kNorms + 1);
     at::Tensor mask;
     if (kpm.has_value()) mask = kpm->to(at::kBool).contiguous();
     const uint8_t* kp = mask.defined() ? reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>()) : nullptr;
@@ -273,8 +289,8 @@ struct Layer {
         pw, [&](int64_t m0, int64_t m1) { norm_rows(kNormConv, xp + m0 * C, m1 - m0, C, fptr(h) + m0 * C); },
         [](size_t, int64_t, int64_t, int64_t, int64_t) {});
 
-    const at::Tensor w = params[2 * kNorms + 2].contiguous(), bias = params[2 * kNorms + 3].contiguous();
-    const int64_t K = kernel;
+    const at::Tensor &w = param(2 * kNorms + 2), &bias = param(2 * kNorms + 3);
+    const int64_t K = plan.kernel, padding = plan.padding, dilation = plan.dilation;
     const int64_t Tout = T + 2 * padding - dilation * (K - 1);
     TORCH_CHECK(Tout >= T, "denseshift::conformer_layer: depthwise conv gives ", Tout, " frames for ", T);
     at::Tensor dw = at::empty({B, Tout, C}, x.options());
@@ -331,46 +347,78 @@ struct Layer {
   }
 };
 
-at::Tensor conformer_layer_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& pos_embs,
-                               const c10::optional<at::Tensor>& key_padding_mask,
-                               const c10::List<c10::optional<at::Tensor>>& slots, at::IntArrayRef slot_ints,
-                               at::TensorList params_in, at::ArrayRef<double> eps, at::IntArrayRef conf,
-                               c10::string_view stages_s, c10::string_view path_s, c10::string_view isa) {
-  TORCH_CHECK(x_in.dim() == 3 && x_in.scalar_type() == at::kFloat && x_in.device().is_cpu(),
-              "denseshift::conformer_layer: x must be a (batch, time, d_model) float32 CPU tensor, got ",
-              x_in.scalar_type(), " ", x_in.sizes());
+ConformerLayerPlan::ConformerLayerPlan(const std::vector<c10::optional<at::Tensor>>& slots,
+                                       const std::vector<int64_t>& slot_ints, const std::vector<at::Tensor>& params_in,
+                                       const std::vector<double>& eps_in, const std::vector<int64_t>& conf,
+                                       const std::string& path, const std::string& isa)
+    : eps(eps_in) {
   TORCH_CHECK(slots.size() == size_t(kSlots * kSlotTensors) && slot_ints.size() == size_t(2 * kSlots),
               "denseshift::conformer_layer: expected ", kSlots, " linear slots");
   TORCH_CHECK(params_in.size() == size_t(2 * kNorms + 4) && eps.size() == size_t(kNorms) && conf.size() == 4,
               "denseshift::conformer_layer: malformed layer parameters");
-  const std::string stages(stages_s), path(path_s);
   TORCH_CHECK(path == "int8" || path == "exact", "denseshift::conformer_layer: unknown path '", path,
               "' (expected int8 or exact)");
-  std::vector<at::Tensor> params;  // contiguous float32 (layer norms, biases, depthwise taps)
+  int8 = path == "int8";
+  info = &resolve_path(isa);
+  heads = conf[0];
+  kernel = conf[1];
+  padding = conf[2];
+  dilation = conf[3];
   for (const at::Tensor& t : params_in) params.push_back(t.to(at::kFloat).contiguous());
-  Layer L{slots, slot_ints, params, eps, conf[0], conf[1], conf[2], conf[3], path == "int8",
-          &resolve_path(std::string(isa)), {}};
-  TORCH_CHECK(L.heads >= 1 && x_in.size(2) % L.heads == 0, "denseshift::conformer_layer: d_model ", x_in.size(2),
-              " is not divisible by ", L.heads, " heads");
-  const int64_t C = x_in.size(2);
+  const int64_t C = d_model = params[0].numel();
+  TORCH_CHECK(heads >= 1 && C % heads == 0, "denseshift::conformer_layer: d_model ", C, " is not divisible by ",
+              heads, " heads");
   for (int n = 0; n < kNorms; ++n)
     TORCH_CHECK(params[2 * n].numel() == C && params[2 * n + 1].numel() == C,
                 "denseshift::conformer_layer: layer norm ", n, " has ", params[2 * n].numel(), " weights for d_model ", C);
   TORCH_CHECK(params[2 * kNorms].numel() == C && params[2 * kNorms + 1].numel() == C,
               "denseshift::conformer_layer: pos_bias_u / pos_bias_v must have d_model = ", C, " entries");
-  TORCH_CHECK(params[2 * kNorms + 2].numel() == L.kernel * C && params[2 * kNorms + 3].numel() == C,
-              "denseshift::conformer_layer: depthwise weight must be (", L.kernel, ", ", C, ") and its bias (", C, ")");
+  TORCH_CHECK(params[2 * kNorms + 2].numel() == kernel * C && params[2 * kNorms + 3].numel() == C,
+              "denseshift::conformer_layer: depthwise weight must be (", kernel, ", ", C, ") and its bias (", C, ")");
+  const auto get = [&](int s, int i) {
+    const c10::optional<at::Tensor>& t = slots[size_t(s * kSlotTensors + i)];
+    return t.has_value() ? *t : at::Tensor();
+  };
+  for (int s = 0; s < kSlots; ++s) {
+    Slot sl;
+    sl.in_features = slot_ints[size_t(2 * s + 1)];
+    const at::Tensor w = get(s, 4), b = get(s, 3), alpha = get(s, 2);
+    if (w.defined()) {
+      sl.w = w;
+      sl.b = b;
+    } else {
+      TORCH_CHECK(alpha.defined(), "denseshift::conformer_layer: linear slot ", s,
+                  " has neither packed tiles (tiles, row_sums, alpha) nor a float weight");
+      if (int8)
+        TORCH_CHECK(sl.in_features <= tiled::kMaxInt8K, "denseshift::conformer_layer: the int8 path takes at most ",
+                    tiled::kMaxInt8K, " input features, got ", sl.in_features);
+      sl.packed = true;
+      sl.tl = tiled_layer(get(s, 0), get(s, 1), alpha, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
+                          slot_ints[size_t(2 * s)], sl.in_features, keep);
+    }
+    slot.push_back(sl);
+  }
+}
+
+at::Tensor ConformerLayerPlan::run(const at::Tensor& x_in, const c10::optional<at::Tensor>& pos_embs,
+                                   const c10::optional<at::Tensor>& key_padding_mask, const std::string& stages) const {
+  TORCH_CHECK(x_in.dim() == 3 && x_in.scalar_type() == at::kFloat && x_in.device().is_cpu(),
+              "denseshift::conformer_layer: x must be a (batch, time, d_model) float32 CPU tensor, got ",
+              x_in.scalar_type(), " ", x_in.sizes());
+  const int64_t C = d_model;
+  TORCH_CHECK(x_in.size(2) == C, "denseshift::conformer_layer: x has ", x_in.size(2),
+              " features but the layer's parameters are for d_model ", C);
   if (key_padding_mask.has_value())
     TORCH_CHECK(key_padding_mask->numel() == x_in.size(0) * x_in.size(1),
                 "denseshift::conformer_layer: key_padding_mask must be (batch, time) = (", x_in.size(0), ", ",
                 x_in.size(1), "), got ", key_padding_mask->sizes());
+  const bool attention = stages.find("attention") != std::string::npos;
+  TORCH_CHECK(!attention || pos_embs.has_value(), "denseshift::conformer_layer: RelPosMHAXL needs pos_embs");
+  Layer L{*this};
   at::Tensor x = x_in.contiguous().clone();  // updated in place below, never the caller's
   if (x.numel() == 0) return x;
   if (stages.find("ffn1") != std::string::npos) L.ffn(kFfn1In, kNormFfn1, x, 0.5f);
-  if (stages.find("attention") != std::string::npos) {
-    TORCH_CHECK(pos_embs.has_value(), "denseshift::conformer_layer: RelPosMHAXL needs pos_embs");
-    L.attention(x, *pos_embs, key_padding_mask);
-  }
+  if (attention) L.attention(x, *pos_embs, key_padding_mask);
   if (stages.find("conv") != std::string::npos) L.conv(x, key_padding_mask);
   if (stages.find("ffn2") != std::string::npos) {
     L.ffn(kFfn2In, kNormFfn2, x, 0.5f);
@@ -382,7 +430,36 @@ at::Tensor conformer_layer_cpu(const at::Tensor& x_in, const c10::optional<at::T
   return x;
 }
 
+// The op: a plan made for this one call.
+at::Tensor conformer_layer_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& pos_embs,
+                               const c10::optional<at::Tensor>& key_padding_mask,
+                               const c10::List<c10::optional<at::Tensor>>& slots, at::IntArrayRef slot_ints,
+                               at::TensorList params, at::ArrayRef<double> eps, at::IntArrayRef conf,
+                               c10::string_view stages, c10::string_view path, c10::string_view isa) {
+  std::vector<c10::optional<at::Tensor>> slot_list;
+  for (const c10::optional<at::Tensor>& t : slots) slot_list.push_back(t);
+  const ConformerLayerPlan plan(slot_list, slot_ints.vec(), params.vec(), eps.vec(), conf.vec(), std::string(path),
+                                std::string(isa));
+  return plan.run(x, pos_embs, key_padding_mask, std::string(stages));
+}
+
 }  // namespace
+
+void bind_conformer_layer_plan(pybind11::module_& m) {
+  namespace py = pybind11;
+  py::class_<ConformerLayerPlan>(m, "ConformerLayerPlan",
+                                 "The arguments of denseshift::conformer_layer after `stages`-independent checks and "
+                                 "preparation, made once: run(x, pos_embs, key_padding_mask, stages) equals the op "
+                                 "called with them, bit for bit.")
+      .def(py::init<const std::vector<c10::optional<at::Tensor>>&, const std::vector<int64_t>&,
+                    const std::vector<at::Tensor>&, const std::vector<double>&, const std::vector<int64_t>&,
+                    const std::string&, const std::string&>(),
+           py::arg("slots"), py::arg("slot_ints"), py::arg("params"), py::arg("eps"), py::arg("conf"),
+           py::arg("path") = "int8", py::arg("isa") = "auto")
+      .def("run", &ConformerLayerPlan::run, py::arg("x"), py::arg("pos_embs"), py::arg("key_padding_mask"),
+           py::arg("stages"), py::call_guard<py::gil_scoped_release>());
+}
+
 }  // namespace denseshift
 
 TORCH_LIBRARY_IMPL(denseshift, CPU, m) { m.impl("conformer_layer", &denseshift::conformer_layer_cpu); }
