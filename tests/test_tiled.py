@@ -449,7 +449,7 @@ def fused_call(layer, x, kpm, path, stages="ffn1,attention,conv,ffn2"):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("b,t", [(1, 1), (1, 7), (3, 13), (2, 2)])
 def test_fused_layer_is_bit_identical_on_any_thread_count(packed_small, split_everything, path, causal, b, t):
-    """Linears by output tiles, attention by (sequence, head), GLU + depthwise by channels,
+    """Linears by rows or output tiles, attention by sequence or head, GLU + depthwise by sequence or channel,
     post-ops by rows: the same bits on 1, 2 and 3 threads, both kernel paths."""
     layer = (causal_conformer() if causal else packed_small).encoder.layers[0]
     gen = torch.Generator().manual_seed(10 * b + t)

@@ -35,8 +35,9 @@ below 16 rows and ``gemm`` above (``depthwise_conv1d``: ``auto`` is ``add``, ``g
 ``neon``); asking for one the CPU lacks is an error.  Threads (ATen's intra-op pool,
 ``torch.set_num_threads`` applies): the file-layout ops split output channels; the tiled
 linear splits output tiles and the fused conformer layer splits each stage (linears by
-output tiles, attention by sequence and head, the depthwise convolution by channels,
-row-wise post-ops by rows), each only when its work pays for another thread
+rows on the int8 path, else by output tiles; attention and depthwise convolution by
+sequence, or by head and channel when there are fewer sequences than threads; row-wise
+post-ops by rows), each only when its work pays for another thread
 (:func:`parallel_min_ns`).  Outputs are bit-identical on any thread count.
 
 The native op lives in ``denseshift_speech.kernels._C`` (built by ``pip install``).  When

@@ -12,10 +12,12 @@
 // (kernels._C.ConformerLayerPlan, packed/fused.py) and only run it.
 //
 // Threads (parallel.h: ATen's intra-op pool, torch.set_num_threads, each stage split only
-// when its work pays for a second thread): the linears by output tiles (each thread reads
-// only its own weight tiles; silu and the residual add run on a thread's own output
-// columns right after its tiles), layer norm + activation quantization by rows, the
-// attention by (sequence, head), the GLU + depthwise convolution by channels.  The batch
+// when its work pays for a second thread): on the int8 path the linears by blocks of rows
+// (each thread normalizes, quantizes and computes its own rows), else by output tiles
+// (silu and the residual add on a thread's own output columns right after its tiles);
+// the attention and the GLU + depthwise convolution by whole sequences, so a thread stays
+// on the rows it just wrote, and by heads or channels (rows every thread wrote: only for
+// more work, par::kForeignRows) when there are fewer sequences than threads.  The batch
 // dimension holds independent sequences (several streams at once): the linears see all
 // their rows in one call, so each weight tile is decoded once for every stream.  No split
 // changes the arithmetic of an output element: outputs are bit-identical on any thread
@@ -224,9 +226,9 @@ struct Layer {
     SlotLinear in = make(kInProj, h), pk = make(kPosProj, pos);
     TORCH_CHECK(in.N == 3 * C && pk.N == C, "denseshift::conformer_layer: attention projections of ", in.N, " and ",
                 pk.N, " features, expected ", 3 * C, " and ", C);
-    prepare(in, [&](int64_t m0, int64_t m1) { norm_rows(kNorm1, xp + m0 * C, m1 - m0, C, fptr(h) + m0 * C); });
-    prepare(pk);
-    run({&in, &pk}, [](size_t, int64_t, int64_t, int64_t, int64_t) {});
+    const auto none = [](size_t, int64_t, int64_t, int64_t, int64_t) {};
+    prepare_run(in, [&](int64_t m0, int64_t m1) { norm_rows(kNorm1, xp + m0 * C, m1 - m0, C, fptr(h) + m0 * C); }, none);
+    prepare_run(pk, no_pre, none);
 
     const at::Tensor &bu = param(2 * kNorms), &bv = param(2 * kNorms + 1);
     at::Tensor mask;
@@ -240,12 +242,25 @@ struct Layer {
     const int64_t Pn = 2 * T - 1, units = B * H;
     // per (sequence, head): about 4 T^2 D multiply-adds plus the softmax
     const double unit_ns = double(T) * double(4 * T * D + 30 * T + 8 * D) / par::kFlopPerNs;
-    const int64_t n = par::parts_for(unit_ns * double(units), units);
-    if (n == 1) {
+    // Whole sequences per thread when there are enough of them (the rows the row-split
+    // projection above left in that thread's cache); else heads, whose parts read columns
+    // of every row (par::kForeignRows).
+    const double work = unit_ns * double(units);
+    const int64_t by_seq = par::parts_for(work, B);
+    const int64_t n = by_seq > 1 ? 1 : par::parts_for(work / par::kForeignRows, units);
+    const auto sequences = [&](int64_t b0, int64_t b1) {
       std::vector<float> scratch(size_t(tiled::attention_scratch(T, D)));
-      for (int64_t b = 0; b < B; ++b)
+      for (int64_t b = b0; b < b1; ++b)
         fn(qkv + b * T * 3 * C, pkp, bup, bvp, kp ? kp + b * T : nullptr, T, H, D, scale, op + b * T * C,
            scratch.data());
+    };
+    if (by_seq > 1) {
+      par::run_parts(by_seq, [&](int64_t p) {
+        const auto r = par::chunk(B, p, by_seq);
+        sequences(r.first, r.second);
+      });
+    } else if (n == 1) {
+      sequences(0, B);
     } else {
       // one head at a time: its q|k|v, positional keys and output gathered contiguous, so
       // the kernel core runs unchanged with H = 1 (same arithmetic per head)
@@ -299,11 +314,20 @@ struct Layer {
     const int64_t cunits = (C + tiled::kLanes - 1) / tiled::kLanes;  // channel blocks of one vector
     const double ns = double(M) * double(C) * 20.0 / par::kFlopPerNs +
                       2.0 * double(B * Tout) * double(C) * double(K) / par::kFlopPerNs;
-    const int64_t n = par::parts_for(ns, cunits);
-    if (n == 1) {
+    // Whole sequences per thread when there are enough of them (their rows are the ones
+    // that thread's row-split pointwise conv wrote); else channels, whose parts read
+    // columns of every row (par::kForeignRows).
+    const int64_t by_seq = par::parts_for(ns, B);
+    const int64_t n = by_seq > 1 ? 1 : par::parts_for(ns / par::kForeignRows, cunits);
+    if (by_seq > 1 || n == 1) {
       at::Tensor g = at::empty({M, C}, x.options());
-      glu_fn()(y, M, C, fptr(g));
-      P().depthwise(fptr(g), B, T, C, fptr(w), fptr(bias), K, padding, dilation, Tout, dwp);
+      par::run_parts(by_seq, [&](int64_t p) {
+        const auto r = par::chunk(B, p, by_seq);
+        const int64_t b0 = r.first, nb = r.second - r.first;
+        glu_fn()(y + b0 * T * 2 * C, nb * T, C, fptr(g) + b0 * T * C);
+        P().depthwise(fptr(g) + b0 * T * C, nb, T, C, fptr(w), fptr(bias), K, padding, dilation, Tout,
+                      dwp + b0 * Tout * C);
+      });
     } else {
       // channels [c0, c1) gathered contiguous: GLU and depthwise are per channel
       par::run_parts(n, [&](int64_t p) {

@@ -43,6 +43,13 @@ constexpr double kElemPerNs = 4.0;        // row-wise post-ops (layer norm + qua
 // them than one thread does.
 constexpr int64_t kRowBlock = 8;
 
+// A split whose parts read rows that other threads just wrote (a fused layer's attention
+// by heads, its depthwise convolution by channels, after projections split by rows) moves
+// those rows between the cores' caches: it is made only for this many times the work of
+// a split that keeps each thread on its own rows.  (Measured on the 2-core AMD EPYC VM:
+// at 16 frames the channel split made the convolution module 1.1x slower than one thread.)
+constexpr double kForeignRows = 4.0;
+
 // Least work (ns of one thread) per part: 3 us, well above the cost of waking and joining
 // a pool thread; $DENSESHIFT_PARALLEL_MIN_NS (read at load) or set_min_part_ns (returns the
 // previous value; 0 splits every stage as far as it goes, as the tests do) change it.
