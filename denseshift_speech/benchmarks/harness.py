@@ -16,13 +16,12 @@ from ..errors import UserError
 DEFAULT_THREADS = (1, 2)
 
 
-def time_us(fn, budget: float, stats: dict | None = None) -> float:
-    """Microseconds per call of ``fn``: the best of 5 timed groups after calibration.
+#: timed groups per callable; its reported time is the best group's
+GROUPS = 5
 
-    The best group is reported because the 2-core machines this runs on are shared:
-    other processes steal whole scheduler slices, which inflates medians at random.
-    The median of the 5 groups goes to ``stats["median"]`` when ``stats`` is given.
-    """
+
+def _calibrate(fn, budget: float) -> int:
+    """Calls of ``fn`` per timed group (a fifth of 80 % of ``budget``), after two warm-ups."""
     fn()
     fn()
     n, t0 = 0, time.perf_counter()
@@ -30,25 +29,53 @@ def time_us(fn, budget: float, stats: dict | None = None) -> float:
         fn()
         n += 1
     per = (time.perf_counter() - t0) / n
-    reps = max(1, int(budget * 0.8 / 5 / max(per, 1e-9)))
-    samples = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        samples.append((time.perf_counter() - t) / reps)
+    return max(1, int(budget * 0.8 / GROUPS / max(per, 1e-9)))
+
+
+def _group(fn, reps: int) -> float:
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+
+def time_us(fn, budget: float, stats: dict | None = None) -> float:
+    """Microseconds per call of ``fn``: the best of :data:`GROUPS` timed groups after
+    calibration.
+
+    The best group is reported because the 2-core machines this runs on are shared:
+    other processes steal whole scheduler slices, which inflates medians at random.
+    The median of the groups goes to ``stats["median"]`` when ``stats`` is given.
+    """
+    reps = _calibrate(fn, budget)
+    samples = [_group(fn, reps) for _ in range(GROUPS)]
     if stats is not None:
         stats["median"] = statistics.median(samples) * 1e6
     return min(samples) * 1e6
 
 
-def time_all(fns: dict, budget: float) -> tuple:
-    """``{name: fn}`` -> ``({name: best us}, {name: median us})``."""
-    best, median = {}, {}
+def time_all(fns: dict, budget: float, setup: dict | None = None) -> tuple:
+    """``{name: fn}`` -> ``({name: best us}, {name: median us})``, the groups taken in
+    turns: group 1 of every callable, then group 2 of every callable, ...  A slow spell of
+    the machine (this VM's speed moves by tens of percent within a minute, and its second
+    core's most of all) then falls on every callable compared instead of on whichever ran
+    during it.  ``setup[name]()``, when given, runs before each of the name's groups,
+    untimed, followed by one untimed call (thread counts, kernel paths).
+    """
+    setup = setup or {}
+    reps, samples = {}, {}
     for name, fn in fns.items():
-        st = {}
-        best[name] = time_us(fn, budget, st)
-        median[name] = st["median"]
+        if name in setup:
+            setup[name]()
+        reps[name] = _calibrate(fn, budget)
+    for _ in range(GROUPS):
+        for name, fn in fns.items():
+            if name in setup:
+                setup[name]()
+                fn()
+            samples.setdefault(name, []).append(_group(fn, reps[name]))
+    best = {k: min(v) * 1e6 for k, v in samples.items()}
+    median = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
     return best, median
 
 

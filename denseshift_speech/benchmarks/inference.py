@@ -3,7 +3,8 @@ instead.
 
 One run measures, side by side in the same process, at each thread count of ``--threads``
 (default 1 and 2: torch, onnxruntime and DenseShift all on the same count; microseconds
-per call, the best of 5 timed groups after warm-up; medians go to the JSON too):
+per call, the best of 5 timed groups after warm-up, the groups of every alternative and
+thread count of one shape taken in turns (harness.time_all); medians go to the JSON too):
 
 whole encoder
     SpeechBrain conformer encoders (``TransformerASR.encode``, batch 1, T = 16 and 100
@@ -124,7 +125,6 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
     import torch
 
     from . import baselines as B
-    from ..packed import set_path_
 
     counts = [threads] if isinstance(threads, int) else list(threads)
     rows, stream_rows, sizes = [], [], {}
@@ -161,76 +161,102 @@ def bench_encoders(geometries, frames, bits, threads, budget, isa="auto", onnx=T
             f"parameters; baselines and {bits}-bit packed model built in "
             f"{time.perf_counter() - t0:.1f} s")
 
+        bases = {}  # thread count -> {name: callable of x}
         for n in counts:
-            set_threads(n)
-            base = {k: bl[k] for k in ("torch-fp32", "torch-int8")}
-            base.update(sessions.get(n, {}))
-            for t in frames:
-                x = B.example_input(geometry, t)
-                fns = {k: base[k] for k in (*BASELINES, DS_ONNX) if k in base}
-                with torch.no_grad():
-                    ref = fns["torch-fp32"](x)
-                    errs = {}
-                    us, med = {}, {}
-                    for name, fn in fns.items():
-                        errs[name] = rel_err(fn(x), ref)
-                    for path in PATHS:
-                        set_path_(packed, path, None if isa == "auto" else isa)
-                        fn = (lambda: packed.encode(x, None))
-                        errs[f"ds-{path}"] = rel_err(fn(), ref)
-                        b, m = time_all({f"ds-{path}": fn}, budget)
-                        us.update(b)
-                        med.update(m)
-                    b, m = time_all({k: (lambda f=f: f(x)) for k, f in fns.items()}, budget)
-                    us.update(b)
-                    med.update(m)
-                    set_path_(packed, PATHS[0], None if isa == "auto" else isa)
-                order = list(BASELINES) + [f"ds-{p}" for p in PATHS] + [DS_ONNX]
-                us = {k: us[k] for k in order if k in us}
-                row = {"geometry": geometry, "layers": n_layers, "frames": t, "batch": 1,
-                       "threads": n, "bits": bits, "us": us,
-                       "median_us": {k: med[k] for k in us}, "ratios": _ratios(us),
-                       "rel_err_vs_torch_fp32": errs}
-                rows.append(row)
-                log(f"{geometry:<16} T={t:<4d} {n} thr " + "  ".join(
-                    f"{k} {v / 1e3:7.2f}" for k, v in us.items()) + "   (ms)")
-            if streams:
-                stream_rows.append(_bench_streams(geometry, n_layers, packed, base, n, bits,
-                                                  budget, log))
+            bases[n] = {k: bl[k] for k in ("torch-fp32", "torch-int8")}
+            bases[n].update(sessions.get(n, {}))
+        isa_arg = None if isa == "auto" else isa
+        for t in frames:
+            rows += _bench_encoder_frames(geometry, n_layers, packed, bases, t, bits, budget,
+                                          isa_arg, log)
+        if streams:
+            stream_rows += _bench_streams(geometry, n_layers, packed, bases, bits, budget, log)
     scaling(rows, lambda r: (r["geometry"], r["frames"]))
     return rows, stream_rows, sizes
 
 
-def _bench_streams(geometry, n_layers, packed, base, threads, bits, budget, log) -> dict:
-    """:data:`STREAMS` chunks of :data:`STREAM_FRAMES` frames: one call vs one by one."""
+def _bench_encoder_frames(geometry, n_layers, packed, bases, frames, bits, budget, isa,
+                          log) -> list:
+    """One row per thread count of ``bases`` for ``frames`` encoder frames: every
+    alternative and every packed path on every thread count timed in turns (time_all)."""
     import torch
 
     from . import baselines as B
+    from ..packed import set_path_
 
+    x = B.example_input(geometry, frames)
+    fns, setup, errs = {}, {}, {}
+    with torch.no_grad():
+        ref = bases[min(bases)]["torch-fp32"](x)
+        for n, base in bases.items():
+            set_threads(n)
+            errs[n] = {}
+            for name in (*BASELINES, DS_ONNX):
+                if name in base:
+                    fns[(n, name)] = (lambda f=base[name]: f(x))
+                    setup[(n, name)] = (lambda n=n: set_threads(n))
+                    errs[n][name] = rel_err(fns[(n, name)](), ref)
+            for path in PATHS:
+                def use(n=n, path=path):
+                    set_threads(n)
+                    set_path_(packed, path, isa)
+                use()
+                fns[(n, f"ds-{path}")] = (lambda: packed.encode(x, None))
+                setup[(n, f"ds-{path}")] = use
+                errs[n][f"ds-{path}"] = rel_err(packed.encode(x, None), ref)
+        best, med = time_all(fns, budget, setup)
+    set_path_(packed, PATHS[0], isa)  # the default path for whatever runs next
+    order = list(BASELINES) + [f"ds-{p}" for p in PATHS] + [DS_ONNX]
+    rows = []
+    for n in bases:
+        us = {k: best[(n, k)] for k in order if (n, k) in best}
+        rows.append({"geometry": geometry, "layers": n_layers, "frames": frames, "batch": 1,
+                     "threads": n, "bits": bits, "us": us,
+                     "median_us": {k: med[(n, k)] for k in us}, "ratios": _ratios(us),
+                     "rel_err_vs_torch_fp32": errs[n]})
+        log(f"{geometry:<16} T={frames:<4d} {n} thr " + "  ".join(
+            f"{k} {v / 1e3:7.2f}" for k, v in us.items()) + "   (ms)")
+    return rows
+
+
+def _bench_streams(geometry, n_layers, packed, bases, bits, budget, log) -> list:
+    """:data:`STREAMS` chunks of :data:`STREAM_FRAMES` frames: one call vs one by one, one
+    row per thread count of ``bases`` (all timed in turns)."""
+    import torch
+
+    from . import baselines as B
+    from ..packed import set_path_
+
+    set_path_(packed, PATHS[0])  # "ds-int8" below
     x = B.example_input(geometry, STREAM_FRAMES, batch=STREAMS, seed=1)
     one = [x[i:i + 1].contiguous() for i in range(STREAMS)]
-    calls = {"ds-int8": lambda v: packed.encode(v, None)}
-    if "ort-int8" in base:
-        calls["ort-int8"] = base["ort-int8"]
-    us, med = {}, {}
+    fns, setup = {}, {}
+    for n, base in bases.items():
+        calls = {"ds-int8": lambda v: packed.encode(v, None)}
+        if "ort-int8" in base:
+            calls["ort-int8"] = base["ort-int8"]
+        for name, f in calls.items():
+            fns[(n, f"{name} one call")] = (lambda f=f: f(x))
+            fns[(n, f"{name} one by one")] = (lambda f=f: [f(v) for v in one])
+            setup[(n, f"{name} one call")] = setup[(n, f"{name} one by one")] = (lambda n=n: set_threads(n))
     with torch.no_grad():
         together = packed.encode(x, None)
         alone = torch.cat([packed.encode(v, None) for v in one])
-        for name, f in calls.items():
-            fns = {f"{name} one call": (lambda f=f: f(x)),
-                   f"{name} one by one": (lambda f=f: [f(v) for v in one])}
-            b, m = time_all(fns, budget)
-            us.update(b)
-            med.update(m)
-    gain = {name: us[f"{name} one by one"] / us[f"{name} one call"] for name in calls}
-    row = {"geometry": geometry, "layers": n_layers, "frames": STREAM_FRAMES,
-           "streams": STREAMS, "threads": threads, "bits": bits, "us": us, "median_us": med,
-           "gain": gain, "ds_one_call_equals_one_by_one": bool(torch.equal(together, alone)),
-           "ds_max_abs_diff": float((together - alone).abs().max())}
-    log(f"{geometry:<16} {STREAMS} streams x T={STREAM_FRAMES} {threads} thr " + "  ".join(
-        f"{name} {us[f'{name} one call'] / 1e3:.2f} vs {us[f'{name} one by one'] / 1e3:.2f} ms "
-        f"({gain[name]:.2f}x)" for name in calls))
-    return row
+        best, med = time_all(fns, budget, setup)
+    rows = []
+    for n in bases:
+        us = {k: v for (m, k), v in best.items() if m == n}
+        names = [k[:-len(" one call")] for k in us if k.endswith(" one call")]
+        gain = {name: us[f"{name} one by one"] / us[f"{name} one call"] for name in names}
+        rows.append({"geometry": geometry, "layers": n_layers, "frames": STREAM_FRAMES,
+                     "streams": STREAMS, "threads": n, "bits": bits, "us": us,
+                     "median_us": {k: v for (m, k), v in med.items() if m == n}, "gain": gain,
+                     "ds_one_call_equals_one_by_one": bool(torch.equal(together, alone)),
+                     "ds_max_abs_diff": float((together - alone).abs().max())})
+        log(f"{geometry:<16} {STREAMS} streams x T={STREAM_FRAMES} {n} thr " + "  ".join(
+            f"{name} {us[f'{name} one call'] / 1e3:.2f} vs {us[f'{name} one by one'] / 1e3:.2f} ms "
+            f"({gain[name]:.2f}x)" for name in names))
+    return rows
 
 
 def encoder_tables(rows, sizes, stream_rows=()) -> list:
