@@ -77,14 +77,15 @@ def _frames(b, t, seed=0):
 
 
 def _op_calls(monkeypatch):
+    """Shapes of the network's runs of the op (or of its kept plan): XvectorSpec._call is
+    the one place that runs either."""
     calls = []
-    real = torch.ops.denseshift.xvector
+    real = xv.XvectorSpec._call
 
-    class Counting:
-        def __call__(self, *args):
-            calls.append(args[0].shape)
-            return real(*args)
-    monkeypatch.setattr(torch.ops.denseshift, "xvector", Counting())
+    def counting(self, x, *args):
+        calls.append(x.shape)
+        return real(self, x, *args)
+    monkeypatch.setattr(xv.XvectorSpec, "_call", counting)
     return calls
 
 
@@ -192,6 +193,20 @@ def _op_args(m, b=2, t=9, path="int8"):
     slots, ints, params, floats, program = spec.args()
     noise = torch.full((b, spec.channels), 5e-5)
     return (_frames(b, t, seed=3), noise, slots, ints, params, floats, program, path, "auto")
+
+
+@pytest.mark.parametrize("path", ["int8", "exact"])
+def test_plan_runs_the_op_bit_for_bit(models, path):
+    """The plan a fused spotter keeps (its op arguments checked and prepared once) gives the
+    op's own outputs; a bad path is refused by name."""
+    fused, _ = models
+    for b, t in ((1, 101), (3, 17)):
+        x, noise, *rest = _op_args(fused, b, t, path)
+        plan = kernels._C.XvectorPlan(*rest)
+        for got, want in zip(plan.run(x, noise), torch.ops.denseshift.xvector(x, noise, *rest)):
+            assert torch.equal(got, want)
+    with pytest.raises(RuntimeError, match="unknown path 'fast'"):
+        kernels._C.XvectorPlan(*rest[:-2], "fast", "auto")
 
 
 def test_opcheck(models):

@@ -33,6 +33,10 @@ their activations are never materialized.  Anything else runs the stock SpeechBr
 ``lens`` given, gradients, tracing / ONNX export, another device or dtype, the ``shift``
 path, layers of more than 4 bits, or modules swapped since (then the structure is checked
 again, and :func:`fused_reason` says why a network does not fuse).
+
+The op's arguments are checked and prepared once, into a ``kernels._C.XvectorPlan`` kept
+until a packed module's path, ISA or weights change, as the fused conformer layer keeps
+its plan (:mod:`.fused`); the plan's run is the op's, bit for bit.
 """
 from __future__ import annotations
 
@@ -43,10 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
 from ..kernels import layout
 from ..kernels.reference import (XV_CONV, XV_EMIT, XV_LEAKY, XV_LINEAR, XV_LOG_SOFTMAX, XV_NORM,
                                  XV_PAD_MODES, XV_POOL, xv_record)
-from .modules import PackedConv1d, PackedLinear, _PackedBase
+from .modules import PackedConv1d, PackedLinear, _PackedBase, run_state
 
 try:  # speechbrain is a dependency, but keep packed/ importable without it
     from speechbrain.lobes.models.Xvector import Classifier, Xvector
@@ -102,7 +107,6 @@ def mean_lanes() -> int:
     cascade sum adds vectors of Vectorized<float>::size() floats, 8 or 16 by CPU
     capability), found by comparing the op's emulation with ``Tensor.mean`` over several
     lengths; 0 when none matches (the op then calls ``at::mean`` itself: exact, slower)."""
-    from .. import kernels
     if not kernels.native_available():
         return 0
     g = torch.Generator().manual_seed(1)
@@ -305,15 +309,24 @@ class XvectorSpec:
             raise NotFusable("no conv before the pooling")
         self._watch += [(s.parent._modules, s.name, s.module) for s in self.slots]
         self.last = None      # (embedding, its version, log-probabilities) of the last run
-        self._key = None
-        self._args = None
+        self._key = self._args = None
+        self._plan = self._plan_key = None
+        self._path = self._path_state = None
 
     def current(self) -> bool:
         """Whether every layer is still the module the program was built from."""
         return all(d.get(name) is m for d, name, m in self._watch)
 
     def path(self):
-        """(path, isa) of the packed layers, or None when the op cannot run them."""
+        """(path, isa) of the packed layers, or None when the op cannot run them (computed
+        once per ``run_state``)."""
+        state = run_state()
+        if self._path_state != state:
+            self._path = self._find_path()
+            self._path_state = state
+        return self._path
+
+    def _find_path(self):
         paths = {m.path for m in self.packed}
         isas = {m.isa for m in self.packed}
         if len(paths) > 1 or len(isas) > 1 or "shift" in paths:
@@ -338,6 +351,21 @@ class XvectorSpec:
             self._key = tuple(id(m._tiled_cache) for m in self.packed)
         return self._args
 
+    def plan(self, path, isa):
+        """The native ``XvectorPlan`` of :meth:`args` on ``path`` / ``isa`` (kept until a
+        packed module's path, ISA or weights change)."""
+        key = (run_state(), path, isa)
+        if self._plan is None or key != self._plan_key:
+            slots, ints, params, floats, program = self.args()
+            self._plan = kernels._C.XvectorPlan(slots, ints, params, floats, program, path, isa)
+            self._plan_key = (run_state(), path, isa)
+        return self._plan
+
+    def __getstate__(self):  # copies and pickles rebuild the native plan
+        state = dict(self.__dict__)
+        state["_plan"] = state["_plan_key"] = None
+        return state
+
     def run(self, x, path, isa, noise=None):
         """The embedding ``(B, 1, E)`` of frames ``x`` (B, T, F); the log-probabilities go to
         :attr:`last` for the classifier.  ``noise``: the pooling's mean noise ``(B, C)``
@@ -347,11 +375,14 @@ class XvectorSpec:
         return emb
 
     def _call(self, x, path, isa, noise):
-        slots, ints, params, floats, program = self.args()
         if noise is None:
             noise = self.pool._get_gauss_noise((x.shape[0], self.channels), device=x.device)
-        emb, out = torch.ops.denseshift.xvector(x, noise, slots, ints, params, floats, program,
-                                                path, isa)
+        if kernels.NATIVE:
+            emb, out = self.plan(path, isa).run(x, noise)
+        else:
+            slots, ints, params, floats, program = self.args()
+            emb, out = torch.ops.denseshift.xvector(x, noise, slots, ints, params, floats,
+                                                    program, path, isa)
         for m in self.packed:  # the op ran these layers: their forward hooks (call counters)
             if m._forward_hooks:
                 for hook in tuple(m._forward_hooks.values()):

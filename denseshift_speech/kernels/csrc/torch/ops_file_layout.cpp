@@ -394,11 +394,13 @@ TORCH_LIBRARY_IMPL(denseshift, CPU, m) {
 
 namespace denseshift {
 void bind_conformer_layer_plan(pybind11::module_& m);  // ops_fused.cpp
+void bind_xvector_plan(pybind11::module_& m);          // ops_xvector.cpp
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "DenseShift fused shift kernel (registers torch.ops.denseshift.*)";
   denseshift::bind_conformer_layer_plan(m);
+  denseshift::bind_xvector_plan(m);
   m.def("supported_isas", &denseshift::supported_isas, "ISA paths this CPU can run, best first");
   m.def("selected_isa", [](const std::string& req) { return std::string(denseshift::isa_name(denseshift::resolve_isa(req))); },
         "The ISA path `isa=req` resolves to (honours $DENSESHIFT_ISA for 'auto')");

@@ -2,6 +2,8 @@
 // Classifier) in one op call, so a packed keyword spotter's window reaches the kernels in
 // one framework call instead of about sixty module calls.  Schema and the argument layout:
 // denseshift_speech/kernels/ops.py; the program is built by denseshift_speech/packed/xvector.py.
+// The op makes an XvectorPlan of its arguments and runs it; a fused spotter keeps the plan
+// (kernels._C.XvectorPlan) and only runs it.
 //
 // The network is a program of records run on (B, T, C) frames, then, after the pooling, on
 // (B, C) vectors.  A record is one int64 (few ints cross from Python quickly): the kind in
@@ -83,35 +85,55 @@ struct PostOp {
   bool fused = false;
 };
 
-struct Net {
-  const c10::List<c10::optional<at::Tensor>>& slots;
-  at::IntArrayRef slot_ints;  // per slot: bits, in_features
-  const std::vector<at::Tensor>& params;
-  at::ArrayRef<double> floats;
-  at::IntArrayRef program;
-  bool int8;
-  const PathInfo* info;
-  const xv::Ops* X;
-  std::vector<at::Tensor> keep;                // contiguous copies the tiled layers point into
-  std::vector<std::vector<float>> terms;       // batch norm a, b of this call
+// The arguments of denseshift::xvector checked and prepared once: the tiled layouts of
+// its packed slots, contiguous float32 batch-norm tensors, the resolved ISA.  A fused
+// keyword spotter keeps one (packed/xvector.py) and pays the argument handling once
+// instead of on every window (as ConformerLayerPlan, ops_fused.cpp).  Batch-norm terms are
+// still made on every run from the held tensors, so in-place updates of them count.
+class XvectorPlan {
+ public:
+  XvectorPlan(const std::vector<c10::optional<at::Tensor>>& slots, const std::vector<int64_t>& slot_ints,
+              const std::vector<at::Tensor>& params, const std::vector<double>& floats,
+              const std::vector<int64_t>& program, const std::string& path, const std::string& isa);
+  std::tuple<at::Tensor, at::Tensor> run(const at::Tensor& x, const c10::optional<at::Tensor>& mean_noise) const;
 
-  int64_t records() const { return int64_t(program.size()); }
+  std::vector<c10::optional<at::Tensor>> slots;
+  std::vector<int64_t> slot_ints;  // per slot: bits, in_features
+  std::vector<at::Tensor> params;  // contiguous float32
+  std::vector<double> floats;
+  std::vector<int64_t> program;
+  bool int8 = true;
+  const PathInfo* info = nullptr;
+  const xv::Ops* X = nullptr;
+  std::vector<tiled::Layer> layers;  // per slot (packed slots only)
+  std::vector<bool> packed;
+  std::vector<at::Tensor> keep;      // contiguous copies the tiled layers point into
+};
+
+struct Net {
+  const XvectorPlan& plan;
+  std::vector<std::vector<float>> terms;  // batch norm a, b of this call
+
+  bool int8() const { return plan.int8; }
+  const xv::Ops* X() const { return plan.X; }
+  int64_t records() const { return int64_t(plan.program.size()); }
   // field 0: the kind; fields 1..kFields: the record's fields
   int64_t field(int64_t r, int64_t i) const {
-    const uint64_t rec = uint64_t(program[size_t(r)]);
+    const uint64_t rec = uint64_t(plan.program[size_t(r)]);
     if (i == 0) return int64_t(rec & ((1u << kKindBits) - 1));
     return int64_t((rec >> (kKindBits + (i - 1) * kFieldBits)) & ((1u << kFieldBits) - 1));
   }
   at::Tensor slot(int64_t s, int64_t i) const {
-    c10::optional<at::Tensor> t = slots.get(size_t(s * kSlotTensors + i));
+    const c10::optional<at::Tensor>& t = plan.slots[size_t(s * kSlotTensors + i)];
     return t.has_value() ? *t : at::Tensor();
   }
   double fl(int64_t i) const {
-    TORCH_CHECK(i >= 0 && i < int64_t(floats.size()), "denseshift::xvector: float index ", i, " out of range");
-    return floats[size_t(i)];
+    TORCH_CHECK(i >= 0 && i < int64_t(plan.floats.size()), "denseshift::xvector: float index ", i, " out of range");
+    return plan.floats[size_t(i)];
   }
   void check_slot(int64_t s) const {
-    TORCH_CHECK(s >= 0 && (s + 1) * kSlotTensors <= int64_t(slots.size()) && 2 * s + 1 < int64_t(slot_ints.size()),
+    TORCH_CHECK(s >= 0 && (s + 1) * kSlotTensors <= int64_t(plan.slots.size()) &&
+                    2 * s + 1 < int64_t(plan.slot_ints.size()),
                 "denseshift::xvector: linear slot ", s, " out of range");
   }
 
@@ -125,6 +147,7 @@ struct Net {
         ops.push_back(op);
       } else if (kind == kNorm) {
         const int64_t p = field(r, 1);
+        const std::vector<at::Tensor>& params = plan.params;
         TORCH_CHECK(p >= 0 && 4 * p + 3 < int64_t(params.size()), "denseshift::xvector: batch norm ", p,
                     " out of range");
         for (int i = 0; i < 4; ++i)
@@ -159,9 +182,9 @@ struct Net {
     if (n1 <= n0 || rows <= 0) return;
     for (const PostOp& op : ops) {
       if (op.a == nullptr)
-        X->leaky_relu(y + n0, rows, n1 - n0, ld, op.slope);
+        X()->leaky_relu(y + n0, rows, n1 - n0, ld, op.slope);
       else
-        X->affine(y + n0, rows, n1 - n0, ld, op.a + n0, op.b + n0, op.fused);
+        X()->affine(y + n0, rows, n1 - n0, ld, op.a + n0, op.b + n0, op.fused);
     }
   }
   void apply_rows(const std::vector<PostOp>& ops, float* y, int64_t rows, int64_t N) const {
@@ -169,16 +192,12 @@ struct Net {
     par::rows(rows, N * int64_t(ops.size()), [&](int64_t m0, int64_t m1) { apply(ops, y + m0 * N, m1 - m0, N, 0, N); });
   }
 
-  tiled::Layer packed_layer(int64_t s, int64_t K) {
-    const at::Tensor alpha = slot(s, 2), b = slot(s, 3);
-    TORCH_CHECK(alpha.defined(), "denseshift::xvector: slot ", s, " has neither packed tiles nor a float weight");
-    TORCH_CHECK(slot_ints[size_t(2 * s + 1)] == K, "denseshift::xvector: linear slot ", s, " has in_features=",
-                slot_ints[size_t(2 * s + 1)], " but its input has ", K, " features");
-    if (int8)
-      TORCH_CHECK(K <= tiled::kMaxInt8K, "denseshift::xvector: the int8 path takes at most ", tiled::kMaxInt8K,
-                  " input features, got ", K);
-    return tiled_layer(slot(s, 0), slot(s, 1), alpha, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
-                       slot_ints[size_t(2 * s)], K, keep);
+  const tiled::Layer& packed_layer(int64_t s, int64_t K) const {
+    TORCH_CHECK(plan.packed[size_t(s)], "denseshift::xvector: slot ", s,
+                " has neither packed tiles nor a float weight");
+    TORCH_CHECK(plan.slot_ints[size_t(2 * s + 1)] == K, "denseshift::xvector: linear slot ", s, " has in_features=",
+                plan.slot_ints[size_t(2 * s + 1)], " but its input has ", K, " features");
+    return plan.layers[size_t(s)];
   }
 
   // Run a prepared tiled linear; ops on each block of output columns.
@@ -215,14 +234,14 @@ struct Net {
     if (w.defined()) return conv_float(h, s, k, d, pad, mode, Tout, field(r, 6) != 0, ops);
 
     const int64_t K = k * C, M = B * Tout;
-    const tiled::Layer L = packed_layer(s, K);
+    const tiled::Layer& L = packed_layer(s, K);
     const int64_t N = L.N;
     at::Tensor y = at::empty({B, Tout, N}, h.options());
     const bool direct = k == 1 && pad == 0;  // the rows are h's own frames
     at::Tensor xg = direct ? h : at::empty({M, K}, h.options());
     const float* hp = fptr(h);
     float* xp = fptr(xg);
-    TiledLinear lin(*info, L, int8, xp, M, K, fptr(y), N);
+    TiledLinear lin(*plan.info, L, int8(), xp, M, K, fptr(y), N);
     par::rows(M, K, [&](int64_t m0, int64_t m1) {
       if (!direct) {
         for (int64_t m = m0; m < m1; ++m) {
@@ -312,9 +331,9 @@ struct Net {
       apply_rows(ops, fptr(y), B, y.size(1));
       return y;
     }
-    const tiled::Layer L = packed_layer(s, K);
+    const tiled::Layer& L = packed_layer(s, K);
     at::Tensor y = at::empty({B, L.N}, h.options());
-    TiledLinear lin(*info, L, int8, fptr(h), B, K, fptr(y), L.N);
+    TiledLinear lin(*plan.info, L, int8(), fptr(h), B, K, fptr(y), L.N);
     lin.prepare();
     run_packed(lin, ops, fptr(y), B, L.N);
     return y;
@@ -346,11 +365,11 @@ struct Net {
       std::vector<float> mscratch(lanes ? size_t(xv::kMeanScratch) : 0);
       for (int64_t b = b0; b < b1; ++b) {
         float* mean = o + b * 2 * C;
-        if (lanes) X->mean_over_time(hp + b * T * C, T, C, C, lanes, mean, mscratch.data());
+        if (lanes) X()->mean_over_time(hp + b * T * C, T, C, C, lanes, mean, mscratch.data());
         if (np)
           for (int64_t c = 0; c < C; ++c) mean[c] = mean[c] + np[b * C + c];
         float* sd = mean + C;
-        X->std_over_time(hp + b * T * C, T, C, C, sd, scratch.data());
+        X()->std_over_time(hp + b * T * C, T, C, C, sd, scratch.data());
         for (int64_t c = 0; c < C; ++c) sd[c] = sd[c] + eps;
       }
     });
@@ -358,28 +377,49 @@ struct Net {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> xvector_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& mean_noise,
-                                               const c10::List<c10::optional<at::Tensor>>& slots,
-                                               at::IntArrayRef slot_ints, at::TensorList params_in,
-                                               at::ArrayRef<double> floats, at::IntArrayRef program,
-                                               c10::string_view path_s, c10::string_view isa) {
+XvectorPlan::XvectorPlan(const std::vector<c10::optional<at::Tensor>>& slots_in, const std::vector<int64_t>& ints,
+                         const std::vector<at::Tensor>& params_in, const std::vector<double>& floats_in,
+                         const std::vector<int64_t>& program_in, const std::string& path, const std::string& isa)
+    : slots(slots_in), slot_ints(ints), floats(floats_in), program(program_in) {
+  TORCH_CHECK(slots.size() % kSlotTensors == 0 && slot_ints.size() == 2 * (slots.size() / kSlotTensors),
+              "denseshift::xvector: expected ", kSlotTensors, " tensors and 2 ints per linear slot");
+  TORCH_CHECK(!program.empty(), "denseshift::xvector: the program is empty");
+  TORCH_CHECK(params_in.size() % 4 == 0, "denseshift::xvector: batch norms take 4 tensors each");
+  TORCH_CHECK(path == "int8" || path == "exact", "denseshift::xvector: unknown path '", path,
+              "' (expected int8 or exact)");
+  int8 = path == "int8";
+  info = &resolve_path(isa);
+  X = &xv::ops_for(info->name);
+  params.reserve(params_in.size());
+  for (const at::Tensor& t : params_in) params.push_back(as_float(t));
+  const int64_t n = int64_t(slots.size()) / kSlotTensors;
+  layers.resize(size_t(n));
+  packed.assign(size_t(n), false);
+  for (int64_t s = 0; s < n; ++s) {
+    const auto get = [&](int i) {
+      const c10::optional<at::Tensor>& t = slots[size_t(s * kSlotTensors + i)];
+      return t.has_value() ? *t : at::Tensor();
+    };
+    const at::Tensor w = get(4), alpha = get(2), b = get(3);
+    if (w.defined() || !alpha.defined()) continue;  // float slot (or an unused one: refused where a record uses it)
+    const int64_t K = slot_ints[size_t(2 * s + 1)];
+    if (int8)
+      TORCH_CHECK(K <= tiled::kMaxInt8K, "denseshift::xvector: the int8 path takes at most ", tiled::kMaxInt8K,
+                  " input features, got ", K);
+    layers[size_t(s)] = tiled_layer(get(0), get(1), alpha, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
+                                    slot_ints[size_t(2 * s)], K, keep);
+    packed[size_t(s)] = true;
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> XvectorPlan::run(const at::Tensor& x_in,
+                                                    const c10::optional<at::Tensor>& mean_noise) const {
   TORCH_CHECK(x_in.dim() == 3 && x_in.device().is_cpu() && at::isFloatingType(x_in.scalar_type()),
               "denseshift::xvector: x must be a (batch, time, features) floating-point CPU tensor, got ",
               x_in.scalar_type(), " ", x_in.sizes());
   TORCH_CHECK(x_in.size(0) >= 1 && x_in.size(1) >= 1 && x_in.size(2) >= 1,
               "denseshift::xvector: x must have a batch, frames and features, got ", x_in.sizes());
-  TORCH_CHECK(slots.size() % kSlotTensors == 0 && slot_ints.size() == 2 * (slots.size() / kSlotTensors),
-              "denseshift::xvector: expected ", kSlotTensors, " tensors and 2 ints per linear slot");
-  TORCH_CHECK(!program.empty(), "denseshift::xvector: the program is empty");
-  TORCH_CHECK(params_in.size() % 4 == 0, "denseshift::xvector: batch norms take 4 tensors each");
-  const std::string path(path_s);
-  TORCH_CHECK(path == "int8" || path == "exact", "denseshift::xvector: unknown path '", path,
-              "' (expected int8 or exact)");
-  std::vector<at::Tensor> params;  // contiguous float32
-  params.reserve(params_in.size());
-  for (const at::Tensor& t : params_in) params.push_back(as_float(t));
-  const PathInfo& P = resolve_path(std::string(isa));
-  Net net{slots, slot_ints, params, floats, program, path == "int8", &P, &xv::ops_for(P.name), {}, {}};
+  Net net{*this, {}};
 
   at::Tensor h = as_float(x_in);
   at::Tensor emit;
@@ -432,7 +472,34 @@ std::tuple<at::Tensor, at::Tensor> xvector_cpu(const at::Tensor& x_in, const c10
   return {emit, h};
 }
 
+// The op: a plan made for this one call.
+std::tuple<at::Tensor, at::Tensor> xvector_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mean_noise,
+                                               const c10::List<c10::optional<at::Tensor>>& slots,
+                                               at::IntArrayRef slot_ints, at::TensorList params,
+                                               at::ArrayRef<double> floats, at::IntArrayRef program,
+                                               c10::string_view path, c10::string_view isa) {
+  std::vector<c10::optional<at::Tensor>> slot_list;
+  for (const c10::optional<at::Tensor>& t : slots) slot_list.push_back(t);
+  const XvectorPlan plan(slot_list, slot_ints.vec(), params.vec(), floats.vec(), program.vec(), std::string(path),
+                         std::string(isa));
+  return plan.run(x, mean_noise);
+}
+
 }  // namespace
+
+void bind_xvector_plan(pybind11::module_& m) {
+  namespace py = pybind11;
+  py::class_<XvectorPlan>(m, "XvectorPlan",
+                          "The arguments of denseshift::xvector after their checks and preparation, made once: "
+                          "run(x, mean_noise) equals the op called with them, bit for bit.")
+      .def(py::init<const std::vector<c10::optional<at::Tensor>>&, const std::vector<int64_t>&,
+                    const std::vector<at::Tensor>&, const std::vector<double>&, const std::vector<int64_t>&,
+                    const std::string&, const std::string&>(),
+           py::arg("slots"), py::arg("slot_ints"), py::arg("params"), py::arg("floats"), py::arg("program"),
+           py::arg("path") = "int8", py::arg("isa") = "auto")
+      .def("run", &XvectorPlan::run, py::arg("x"), py::arg("mean_noise"), py::call_guard<py::gil_scoped_release>());
+}
+
 }  // namespace denseshift
 
 TORCH_LIBRARY_IMPL(denseshift, CPU, m) { m.impl("xvector", &denseshift::xvector_cpu); }
