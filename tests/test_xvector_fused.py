@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.skipif(not kernels.native_available(), reason="the native kernel is not built")]
 
 
-def _export(folder, bits):
+def _export(folder, bits, keep_first=True):
     from denseshift_speech import DenseShiftConfig, quantize_
     hp, text = recipe.load_hparams(os.path.join(ROOT, "hparams", "kws_fp.yaml"), {
         "output_folder": str(folder), "tdnn_channels": [16, 16, 16, 24, 32], "lin_neurons": 16,
@@ -41,14 +41,16 @@ def _export(folder, bits):
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.2)
                 m.weight.copy_(torch.randn(m.num_features, generator=g) * 0.5 + 1)
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-    hp["denseshift"] = DenseShiftConfig(bits=bits, init="from_float")
+    hp["denseshift"] = DenseShiftConfig(bits=bits, init="from_float", keep_first=keep_first)
     summary = quantize_(recipe.module_container(mods), hp["denseshift"])
     return recipe.export_packed(hp, summary, "kws", metadata={"classes": json.dumps(CLASSES)})
 
 
-@pytest.fixture(scope="module", params=[3, 4])
+@pytest.fixture(scope="module", params=[(3, True), (4, True), (3, False)],
+                ids=["3bit", "4bit", "3bit-first-packed"])
 def model_file(request, tmp_path_factory):
-    return _export(tmp_path_factory.mktemp(f"kws{request.param}"), request.param)
+    bits, keep_first = request.param
+    return _export(tmp_path_factory.mktemp(f"kws{bits}" + ("" if keep_first else "-first-packed")), bits, keep_first)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,8 @@ def models(model_file):
     kinds = {type(p).__name__ for p in fused.packed_modules()}
     assert kinds == {"PackedConv1d", "PackedLinear"}
     first = fused.embedding_model.blocks[0].conv
-    assert type(first) is torch.nn.Conv1d  # keep_first: the first conv stays fp32
+    # keep_first: the first conv stays fp32 (the op's float conv record); else it is packed
+    assert (type(first) is torch.nn.Conv1d) == ("-first-packed" not in os.fspath(model_file))
     return fused, plain
 
 
