@@ -27,8 +27,7 @@ import torch
 from torch import nn
 
 from .. import kernels
-from ..kernels import layout
-from .modules import PackedConv1d, PackedLinear, _PackedBase, run_state
+from .modules import KeptPlan, PackedConv1d, PackedLinear, _PackedBase
 
 try:  # speechbrain is a dependency, but keep packed/ importable without it
     from speechbrain.lobes.models.transformer.Conformer import ConformerEncoderLayer
@@ -119,8 +118,10 @@ class _DensePacked:
         return getattr(self.module, f"{self.pname}_ds_alpha")
 
 
-class LayerSpec:
+class LayerSpec(KeptPlan):
     """The flat argument lists of ``denseshift::conformer_layer`` for one layer."""
+
+    PLAN = "ConformerLayerPlan"
 
     def __init__(self, layer):
         att, conv = layer.mha_layer, layer.convolution_module
@@ -135,8 +136,7 @@ class LayerSpec:
         self.packed = [m for m in self.linears if isinstance(m, _PackedBase)]
         self.dense = [m for m in self.linears if isinstance(m, _DensePacked)]
         self._key = self._args = None
-        self._plan = self._plan_key = None
-        self._path = self._path_state = None
+        self._init_kept()
 
     def _slot(self, m, fallback_weight=None):
         if isinstance(m, (_PackedBase, _DensePacked)):
@@ -157,24 +157,6 @@ class LayerSpec:
         c = w.shape[0]
         bias = dw.bias.detach() if dw.bias is not None else torch.zeros(c)
         return w.reshape(c, -1).t().contiguous().float(), bias.float().contiguous()
-
-    def path(self):
-        """``(path, isa)`` of this layer's packed linears, or None when the op cannot run them
-        (computed once per ``run_state``)."""
-        state = run_state()
-        if self._path_state != state:
-            self._path = self._find_path()
-            self._path_state = state
-        return self._path
-
-    def _find_path(self):
-        paths = {m.path for m in self.packed}
-        isas = {m.isa for m in self.packed}
-        if len(paths) > 1 or len(isas) > 1 or "shift" in paths:
-            return None
-        if any(m.bits > layout.TILE_MAX_BITS for m in self.packed):
-            return None
-        return (paths.pop() if paths else "exact"), (isas.pop() if isas else "auto")
 
     def args(self):
         """The op's flat arguments ``(slots, slot_ints, params, eps, conf)`` (rebuilt when a
@@ -209,14 +191,8 @@ class LayerSpec:
         # the in-projection's codes are a buffer of the attention module, not of a packed one
         return tuple(id(getattr(m.module, f"{m.pname}_ds_packed")) for m in self.dense)
 
-    def plan(self, path, isa):
-        """The native ``ConformerLayerPlan`` of :meth:`args` on ``path`` / ``isa``."""
-        key = (run_state(), path, isa, self._dense_key())
-        if self._plan is None or key != self._plan_key:
-            slots, ints, params, eps, conf = self.args()
-            self._plan = kernels._C.ConformerLayerPlan(slots, ints, params, eps, conf, path, isa)
-            self._plan_key = (run_state(), path, isa, self._dense_key())
-        return self._plan
+    def _plan_extra_key(self):
+        return self._dense_key()
 
     def run(self, x, pos_embs, key_padding_mask, stages, path, isa):
         if kernels.NATIVE:
@@ -224,11 +200,6 @@ class LayerSpec:
         slots, ints, params, eps, conf = self.args()
         return torch.ops.denseshift.conformer_layer(x.float(), pos_embs, key_padding_mask, slots, ints,
                                                     params, eps, conf, stages, path, isa)
-
-    def __getstate__(self):  # copies and pickles rebuild the native plan
-        state = dict(self.__dict__)
-        state["_plan"] = state["_plan_key"] = None
-        return state
 
 
 if ConformerEncoderLayer is not None:

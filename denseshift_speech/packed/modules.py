@@ -37,6 +37,54 @@ def run_state() -> int:
     return _RUN_STATE[0]
 
 
+class KeptPlan:
+    """What a fused network (a conformer layer, an x-vector network) keeps between calls:
+    the (path, isa) of its packed layers and the native plan of its op's arguments
+    (``kernels._C.<PLAN>``), both rebuilt when :func:`run_state` moves.  Subclasses set
+    ``PLAN``, ``packed`` (their packed modules) and ``args()`` (the op's arguments in the
+    plan constructor's order)."""
+
+    PLAN = ""
+
+    def _init_kept(self):
+        self._plan = self._plan_key = None
+        self._path = self._path_state = None
+
+    def path(self):
+        """``(path, isa)`` of the packed layers, or None when the op cannot run them."""
+        state = run_state()
+        if self._path_state != state:
+            self._path = self._find_path()
+            self._path_state = state
+        return self._path
+
+    def _find_path(self):
+        paths = {m.path for m in self.packed}
+        isas = {m.isa for m in self.packed}
+        if len(paths) > 1 or len(isas) > 1 or "shift" in paths:
+            return None
+        if any(m.bits > layout.TILE_MAX_BITS for m in self.packed):
+            return None
+        return (paths.pop() if paths else "exact"), (isas.pop() if isas else "auto")
+
+    def _plan_extra_key(self) -> tuple:
+        """What else makes a kept plan stale (besides ``run_state``, path and ISA)."""
+        return ()
+
+    def plan(self, path, isa):
+        """The native plan of :meth:`args` on ``path`` / ``isa``."""
+        key = (run_state(), path, isa, self._plan_extra_key())
+        if self._plan is None or key != self._plan_key:
+            self._plan = getattr(kernels._C, self.PLAN)(*self.args(), path, isa)
+            self._plan_key = (run_state(), path, isa, self._plan_extra_key())  # after repacks
+        return self._plan
+
+    def __getstate__(self):  # copies and pickles rebuild the native plan
+        state = dict(self.__dict__)
+        state["_plan"] = state["_plan_key"] = None
+        return state
+
+
 def check_path(path: str) -> str:
     if path not in PATHS:
         raise ValueError(f"kernel path must be one of {', '.join(PATHS)}; got {path!r}")

@@ -51,7 +51,7 @@ from .. import kernels
 from ..kernels import layout
 from ..kernels.reference import (XV_CONV, XV_EMIT, XV_LEAKY, XV_LINEAR, XV_LOG_SOFTMAX, XV_NORM,
                                  XV_PAD_MODES, XV_POOL, xv_record)
-from .modules import PackedConv1d, PackedLinear, _PackedBase, run_state
+from .modules import KeptPlan, PackedConv1d, PackedLinear, _PackedBase
 
 try:  # speechbrain is a dependency, but keep packed/ importable without it
     from speechbrain.lobes.models.Xvector import Classifier, Xvector
@@ -230,9 +230,11 @@ def _linear_record(block, slots):
     return [XV_LINEAR, len(slots) - 1, 0, 0, 0, 0, 0]
 
 
-class XvectorSpec:
+class XvectorSpec(KeptPlan):
     """The ``denseshift::xvector`` program and arguments of one embedding model +
     classifier (raises :class:`NotFusable` when they are not a network it runs)."""
+
+    PLAN = "XvectorPlan"
 
     def __init__(self, embedding_model, classifier):
         if Xvector is None or not isinstance(embedding_model, Xvector):
@@ -310,28 +312,11 @@ class XvectorSpec:
         self._watch += [(s.parent._modules, s.name, s.module) for s in self.slots]
         self.last = None      # (embedding, its version, log-probabilities) of the last run
         self._key = self._args = None
-        self._plan = self._plan_key = None
-        self._path = self._path_state = None
+        self._init_kept()
 
     def current(self) -> bool:
         """Whether every layer is still the module the program was built from."""
         return all(d.get(name) is m for d, name, m in self._watch)
-
-    def path(self):
-        """(path, isa) of the packed layers, or None when the op cannot run them (computed
-        once per ``run_state``)."""
-        state = run_state()
-        if self._path_state != state:
-            self._path = self._find_path()
-            self._path_state = state
-        return self._path
-
-    def _find_path(self):
-        paths = {m.path for m in self.packed}
-        isas = {m.isa for m in self.packed}
-        if len(paths) > 1 or len(isas) > 1 or "shift" in paths:
-            return None
-        return paths.pop(), isas.pop()
 
     def args(self):
         key = tuple(id(m._tiled_cache) for m in self.packed)
@@ -350,21 +335,6 @@ class XvectorSpec:
             self._args = (slots, ints, params, list(self.floats), list(self.program))
             self._key = tuple(id(m._tiled_cache) for m in self.packed)
         return self._args
-
-    def plan(self, path, isa):
-        """The native ``XvectorPlan`` of :meth:`args` on ``path`` / ``isa`` (kept until a
-        packed module's path, ISA or weights change)."""
-        key = (run_state(), path, isa)
-        if self._plan is None or key != self._plan_key:
-            slots, ints, params, floats, program = self.args()
-            self._plan = kernels._C.XvectorPlan(slots, ints, params, floats, program, path, isa)
-            self._plan_key = (run_state(), path, isa)
-        return self._plan
-
-    def __getstate__(self):  # copies and pickles rebuild the native plan
-        state = dict(self.__dict__)
-        state["_plan"] = state["_plan_key"] = None
-        return state
 
     def run(self, x, path, isa, noise=None):
         """The embedding ``(B, 1, E)`` of frames ``x`` (B, T, F); the log-probabilities go to
