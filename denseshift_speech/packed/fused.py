@@ -19,7 +19,7 @@ Each layer's op arguments are checked and prepared once, into a
 ``kernels._C.ConformerLayerPlan`` (the tiled layouts, contiguous parameters, the resolved
 ISA), kept until a packed module's path, ISA or weights change (``modules.run_state``):
 turning the op's 61 tensor arguments into C++ ones on every call took about 10 us a
-layer, as long as a layer's arithmetic at a 640 ms chunk on two threads takes a tenth of.
+layer, a sixth of a layer's whole time for a 640 ms chunk on two threads.
 """
 from __future__ import annotations
 
@@ -135,7 +135,6 @@ class LayerSpec(KeptPlan):
                                                 conv.after_conv[0], layer.ffn_module2[0], layer.norm2)]
         self.packed = [m for m in self.linears if isinstance(m, _PackedBase)]
         self.dense = [m for m in self.linears if isinstance(m, _DensePacked)]
-        self._key = self._args = None
         self._init_kept()
 
     def _slot(self, m, fallback_weight=None):
@@ -158,41 +157,30 @@ class LayerSpec(KeptPlan):
         bias = dw.bias.detach() if dw.bias is not None else torch.zeros(c)
         return w.reshape(c, -1).t().contiguous().float(), bias.float().contiguous()
 
-    def args(self):
-        """The op's flat arguments ``(slots, slot_ints, params, eps, conf)`` (rebuilt when a
-        repack -- reload, ``.to`` -- gives a packed module new tiles)."""
-        key = self._args_key()
-        if self._args is None or key != self._key:
-            slots, ints = [], []
-            att = self.layer.mha_layer
-            for m in self.linears:
-                s, i = self._slot(m, att.in_proj_weight)
-                slots += s
-                ints += i
-            params = []
-            for n in self.norms:
-                params += [n.weight, n.bias]
-            dww, dwb = self._depthwise()
-            params += [att.pos_bias_u, att.pos_bias_v, dww, dwb]
-            conv = self.layer.convolution_module.conv
-            pad = conv.padding if isinstance(conv, PackedConv1d) else conv.padding[0]
-            dil = conv.dilation if isinstance(conv, PackedConv1d) else conv.dilation[0]
-            k = conv.kernel_size if isinstance(conv, PackedConv1d) else conv.kernel_size[0]
-            conf = [att.num_heads, k, int(pad), int(dil)]
-            eps = [float(n.eps) for n in self.norms]
-            self._args = (slots, ints, [p.detach() for p in params], eps, conf)
-            self._key = self._args_key()  # after the repacks the slots above made
-        return self._args
+    def _build_args(self):
+        """``(slots, slot_ints, params, eps, conf)`` of the op (:meth:`args` keeps them)."""
+        slots, ints = [], []
+        att = self.layer.mha_layer
+        for m in self.linears:
+            s, i = self._slot(m, att.in_proj_weight)
+            slots += s
+            ints += i
+        params = []
+        for n in self.norms:
+            params += [n.weight, n.bias]
+        dww, dwb = self._depthwise()
+        params += [att.pos_bias_u, att.pos_bias_v, dww, dwb]
+        conv = self.layer.convolution_module.conv
+        pad = conv.padding if isinstance(conv, PackedConv1d) else conv.padding[0]
+        dil = conv.dilation if isinstance(conv, PackedConv1d) else conv.dilation[0]
+        k = conv.kernel_size if isinstance(conv, PackedConv1d) else conv.kernel_size[0]
+        conf = [att.num_heads, k, int(pad), int(dil)]
+        eps = [float(n.eps) for n in self.norms]
+        return slots, ints, [p.detach() for p in params], eps, conf
 
-    def _args_key(self):
-        return tuple(id(m._tiled_cache) for m in self.packed) + self._dense_key()
-
-    def _dense_key(self):
+    def _extra_key(self):
         # the in-projection's codes are a buffer of the attention module, not of a packed one
         return tuple(id(getattr(m.module, f"{m.pname}_ds_packed")) for m in self.dense)
-
-    def _plan_extra_key(self):
-        return self._dense_key()
 
     def run(self, x, pos_embs, key_padding_mask, stages, path, isa):
         if kernels.NATIVE:

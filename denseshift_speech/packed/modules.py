@@ -39,14 +39,15 @@ def run_state() -> int:
 
 class KeptPlan:
     """What a fused network (a conformer layer, an x-vector network) keeps between calls:
-    the (path, isa) of its packed layers and the native plan of its op's arguments
-    (``kernels._C.<PLAN>``), both rebuilt when :func:`run_state` moves.  Subclasses set
-    ``PLAN``, ``packed`` (their packed modules) and ``args()`` (the op's arguments in the
-    plan constructor's order)."""
+    the (path, isa) of its packed layers, its op's flat arguments and their native plan
+    (``kernels._C.<PLAN>``), each rebuilt when :func:`run_state` moves.  Subclasses set
+    ``PLAN``, ``packed`` (their packed modules) and ``_build_args()`` (the op's arguments
+    in the plan constructor's order)."""
 
     PLAN = ""
 
     def _init_kept(self):
+        self._args = self._args_key = None
         self._plan = self._plan_key = None
         self._path = self._path_state = None
 
@@ -67,16 +68,24 @@ class KeptPlan:
             return None
         return (paths.pop() if paths else "exact"), (isas.pop() if isas else "auto")
 
-    def _plan_extra_key(self) -> tuple:
-        """What else makes a kept plan stale (besides ``run_state``, path and ISA)."""
+    def _extra_key(self) -> tuple:
+        """What else makes kept arguments and plan stale (besides ``run_state``, path and ISA)."""
         return ()
+
+    def args(self):
+        """The op's flat arguments (rebuilt when a repack -- reload, ``.to`` -- gives a
+        packed module new tiles)."""
+        if self._args is None or self._args_key != (run_state(), self._extra_key()):
+            self._args = self._build_args()
+            self._args_key = (run_state(), self._extra_key())  # after the repacks it made
+        return self._args
 
     def plan(self, path, isa):
         """The native plan of :meth:`args` on ``path`` / ``isa``."""
-        key = (run_state(), path, isa, self._plan_extra_key())
+        key = (run_state(), path, isa, self._extra_key())
         if self._plan is None or key != self._plan_key:
             self._plan = getattr(kernels._C, self.PLAN)(*self.args(), path, isa)
-            self._plan_key = (run_state(), path, isa, self._plan_extra_key())  # after repacks
+            self._plan_key = (run_state(), path, isa, self._extra_key())  # after repacks
         return self._plan
 
     def __getstate__(self):  # copies and pickles rebuild the native plan

@@ -311,30 +311,26 @@ class XvectorSpec(KeptPlan):
             raise NotFusable("no conv before the pooling")
         self._watch += [(s.parent._modules, s.name, s.module) for s in self.slots]
         self.last = None      # (embedding, its version, log-probabilities) of the last run
-        self._key = self._args = None
         self._init_kept()
 
     def current(self) -> bool:
         """Whether every layer is still the module the program was built from."""
         return all(d.get(name) is m for d, name, m in self._watch)
 
-    def args(self):
-        key = tuple(id(m._tiled_cache) for m in self.packed)
-        if self._args is None or key != self._key:  # a repack (reload, .to) changes the ids
-            slots, ints = [], []
-            for s in self.slots:
-                t, i = s.args()
-                slots += t
-                ints += i
-            params = []
-            for bn in self.norms:
-                ones = torch.ones_like(bn.running_mean)
-                params += [bn.running_mean, bn.running_var,
-                           ones if bn.weight is None else bn.weight.detach(),
-                           ones * 0 if bn.bias is None else bn.bias.detach()]
-            self._args = (slots, ints, params, list(self.floats), list(self.program))
-            self._key = tuple(id(m._tiled_cache) for m in self.packed)
-        return self._args
+    def _build_args(self):
+        """``(slots, slot_ints, params, floats, program)`` of the op (:meth:`args` keeps them)."""
+        slots, ints = [], []
+        for s in self.slots:
+            t, i = s.args()
+            slots += t
+            ints += i
+        params = []
+        for bn in self.norms:
+            ones = torch.ones_like(bn.running_mean)
+            params += [bn.running_mean, bn.running_var,
+                       ones if bn.weight is None else bn.weight.detach(),
+                       ones * 0 if bn.bias is None else bn.bias.detach()]
+        return slots, ints, params, list(self.floats), list(self.program)
 
     def run(self, x, path, isa, noise=None):
         """The embedding ``(B, 1, E)`` of frames ``x`` (B, T, F); the log-probabilities go to
